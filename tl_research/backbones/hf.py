@@ -1,0 +1,114 @@
+"""`hf/<model id or local folder>`: BERT-style encoders (BERT, RoBERTa, DistilBERT, MiniLM) with CLS/mean pooling."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tl_research.backbones.base import LayerGroup, TextSpec, build_groups
+from tl_research.backbones.offline import OFFLINE, locate
+from tl_research.errors import UserError
+
+# encoder.layer.N (BERT/RoBERTa/MiniLM), transformer.layer.N (DistilBERT), layers.N / layer.N (others)
+_LAYER = re.compile(r"^(?:encoder\.layer|transformer\.layer|encoder\.layers|layers|layer)\.(\d+)\.")
+
+
+class HFBackbone(nn.Module):
+    """A Hugging Face encoder; forward takes tokenizer output and returns one vector per text."""
+
+    modality = "text"
+
+    def __init__(self, name: str, model: nn.Module, tokenizer: Any, weights_source: str,
+                 pooling: str = "mean", max_length: int = 128) -> None:
+        super().__init__()
+        if pooling == "pooler" and getattr(model, "pooler", None) is None:
+            raise UserError(f"backbone.pooling: {name} has no pooler layer (use mean or cls)")
+        if pooling != "pooler" and getattr(model, "pooler", None) is not None:
+            model.pooler = None  # unused weights would only inflate the trainable count
+        self.name = name
+        self.model = model
+        self.pooling = pooling
+        self.weights_source = weights_source
+        self.num_features = int(model.config.hidden_size)
+        self.preprocessing = TextSpec(tokenizer, max_length)
+        self._groups: list[LayerGroup] | None = None
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = self.model(**batch)
+        if self.pooling == "pooler":
+            return out.pooler_output
+        hidden = out.last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+    def layer_groups(self) -> list[LayerGroup]:
+        """`embeddings`, then one group per transformer layer; anything after the layers joins the last."""
+        if self._groups is None:
+            layers: dict[int, list[str]] = {}
+            embeddings: list[str] = []
+            tail: list[str] = []
+            for pname, _ in self.model.named_parameters():
+                m = _LAYER.match(pname)
+                if m:
+                    layers.setdefault(int(m.group(1)), []).append(pname)
+                elif not layers:
+                    embeddings.append(pname)
+                else:
+                    tail.append(pname)  # pooler, final norms
+            if not layers or not embeddings:
+                raise UserError(f"backbone.name: {self.name} does not use a known encoder layer naming")
+            order = sorted(layers)
+            groups = [embeddings] + [layers[i] for i in order]
+            groups[-1] += tail
+            names = ["embeddings"] + [_LAYER.match(layers[i][0]).group(0).rstrip(".") for i in order]
+            self._groups = build_groups(self.model, groups, names)
+        return self._groups
+
+
+def _folder(ident: str, weights: str) -> tuple[Path | None, str]:
+    """Local folder to load from (None: the hub) and the weights_source string."""
+    if weights not in ("none", "hub", "offline"):
+        path = Path(weights).expanduser()
+        if not path.is_dir():
+            raise UserError(f"backbone.weights: {weights!r} is not none, hub, offline or an existing model folder")
+        return path, f"file:{path.resolve()}"
+    local = Path(ident).expanduser()
+    if local.is_dir():
+        return local, f"file:{local.resolve()}"
+    if weights == "hub":
+        return None, f"hub:{ident}"
+    if f"hf/{ident}" in OFFLINE:
+        entry, path = locate(f"hf/{ident}")
+        return path, f"offline:{entry.requirement}"
+    if weights == "offline":
+        locate(f"hf/{ident}")  # raises the error that lists what is offline
+    raise UserError(f"backbone.weights: none needs the config of {ident!r} offline: pass a local model folder")
+
+
+def build_hf(ident: str, weights: str, pooling: str = "mean", max_length: int = 128) -> HFBackbone:
+    """HFBackbone for a hub id or local folder; weights none | hub | offline | a local folder."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    folder, source = _folder(ident, weights)
+    where = str(folder) if folder is not None else ident
+    local = folder is not None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=local)
+        if weights == "none":
+            config = AutoConfig.from_pretrained(where, local_files_only=local)
+            model = AutoModel.from_config(config)
+            source = "none"
+        else:
+            model = AutoModel.from_pretrained(where, local_files_only=local)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"backbone.name: cannot load hf/{ident} from {where}: {first}") from None
+    return HFBackbone(f"hf/{ident}", model, tokenizer, source, pooling, max_length)

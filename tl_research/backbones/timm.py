@@ -1,0 +1,92 @@
+"""`timm/<name>`: any timm model as a feature extractor, grouped by the model's own `group_matcher`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+from timm.models import group_parameters
+from torch import nn
+
+from tl_research.backbones.base import ImageSpec, LayerGroup, build_groups
+from tl_research.backbones.offline import load_converted, locate
+from tl_research.errors import UserError
+
+
+class TimmBackbone(nn.Module):
+    """A timm model without its classifier; forward returns pooled features (B, num_features)."""
+
+    modality = "image"
+
+    def __init__(self, name: str, model: nn.Module, weights_source: str, coarse: bool = False) -> None:
+        super().__init__()
+        self.name = name
+        self.model = model
+        self.weights_source = weights_source
+        self.coarse = coarse
+        self.num_features = int(model.num_features)
+        cfg = timm.data.resolve_data_config({}, model=model)
+        self.preprocessing = ImageSpec(int(cfg["input_size"][-1]), tuple(cfg["mean"]), tuple(cfg["std"]))
+        self._groups: list[LayerGroup] | None = None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def layer_groups(self) -> list[LayerGroup]:
+        if self._groups is None:
+            try:
+                matcher = self.model.group_matcher(coarse=self.coarse)
+                grouped = group_parameters(self.model, matcher)
+                param_groups = [grouped[k] for k in sorted(grouped)]
+            except (AttributeError, NotImplementedError):
+                # no matcher: one group per top-level child, in registration order
+                param_groups = [[f"{c}.{p}" for p, _ in m.named_parameters()] for c, m in self.model.named_children()]
+                param_groups = [g for g in param_groups if g]
+            self._groups = build_groups(self.model, param_groups)
+        return self._groups
+
+
+def _load_file(model: nn.Module, path: Path) -> None:
+    """A local state_dict (.pth/.pt/.bin via torch, .safetensors); the checkpoint's classifier is dropped."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    head = model.default_cfg.get("classifier", "classifier")
+    state = {k: v for k, v in state.items() if not k.startswith(f"{head}.")}
+    load_converted(model, state)
+
+
+def build_timm(arch: str, weights: str, coarse: bool = False) -> TimmBackbone:
+    """TimmBackbone for timm architecture `arch` with weights none | hub | offline | a local file."""
+    name = f"timm/{arch}"
+    if not timm.is_model(arch):
+        raise UserError(f"backbone.name: unknown timm model {arch!r} (list them with: tlr backbones 'timm/*{arch[:4]}*')")
+    if weights == "hub":
+        try:
+            model = timm.create_model(arch, pretrained=True, num_classes=0)
+        except Exception as exc:  # network, auth or missing-file errors all mean: no hub weights here
+            raise UserError(f"backbone.weights: hub weights for {name} could not be loaded "
+                            f"({type(exc).__name__}); use weights: offline, a local file, or none") from None
+        return TimmBackbone(name, model, f"hub:timm/{arch}", coarse)
+    model = timm.create_model(arch, pretrained=False, num_classes=0)
+    if weights == "none":
+        return TimmBackbone(name, model, "none", coarse)
+    if weights == "offline":
+        entry, path = locate(name)
+        assert entry.convert is not None
+        load_converted(model, entry.convert(torch.load(path, map_location="cpu", weights_only=True), model))
+        return TimmBackbone(name, model, f"offline:{entry.requirement}", coarse)
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise UserError(f"backbone.weights: {weights!r} is not none, hub, offline or an existing weight file")
+    try:
+        _load_file(model, path)
+    except Exception as exc:  # unpickling, safetensors and shape errors: all mean the file does not fit
+        raise UserError(f"backbone.weights: {path} does not fit {name}: {exc}") from None
+    return TimmBackbone(name, model, f"file:{path.resolve()}", coarse)

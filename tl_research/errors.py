@@ -1,0 +1,5 @@
+"""The one exception type for bad user input; the CLI turns it into one line and exit code 2."""
+
+
+class UserError(Exception):
+    """Bad input from the user (config, names, missing assets). Its message is the whole report."""

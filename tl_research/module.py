@@ -1,0 +1,142 @@
+"""TransferModule: backbone + head + freezing strategy as a LightningModule."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from tl_research.backbones.base import Backbone
+from tl_research.strategies import FreezePlan, Strategy, apply_bn_policy, apply_requires_grad
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
+    """LR factor at `step`: linear warm-up, then cosine decay to 0 (or constant)."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class TransferModule(L.LightningModule):
+    """Trains `head(backbone(x))` under a freezing strategy.
+
+    The optimizer holds one param group per layer group plus one for the head from step 0; the strategy's plan
+    only toggles `requires_grad`, per-group lr factors and BatchNorm modes, so nothing appears mid-training.
+    """
+
+    def __init__(self, backbone: Backbone, head: nn.Module, strategy: Strategy, num_classes: int, *,
+                 optimizer: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.01, momentum: float = 0.9,
+                 head_lr_mult: float = 1.0, schedule: str = "cosine", warmup_epochs: float = 0.0,
+                 label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.strategy = strategy
+        self.groups = backbone.layer_groups()
+        self.optim_args = dict(name=optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum,
+                               head_lr_mult=head_lr_mult, schedule=schedule, warmup_epochs=warmup_epochs)
+        self.label_smoothing = label_smoothing
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+        self.test_f1 = MulticlassF1Score(num_classes, average="macro")
+        self.plan: FreezePlan = strategy.plan(len(self.groups), 0)
+        apply_requires_grad(self.groups, self.plan)
+
+    # ------------------------------------------------------------ freezing
+
+    def set_plan(self, plan: FreezePlan) -> None:
+        """Apply a plan: trainable set, BN modes and (when an optimizer exists) per-group learning rates."""
+        self.plan = plan
+        apply_requires_grad(self.groups, plan)
+        if self.training:
+            apply_bn_policy(self.groups, plan)
+        if self._trainer is not None and self.trainer.lr_scheduler_configs:
+            sched = self.trainer.lr_scheduler_configs[0].scheduler
+            for group, factor in zip(sched.optimizer.param_groups, sched.lr_lambdas):
+                group["lr"] = group["initial_lr"] * factor(sched.last_epoch)
+
+    def train(self, mode: bool = True) -> TransferModule:
+        # Lightning calls train() at every epoch start and after validation: re-impose the BN policy each time
+        super().train(mode)
+        if mode:
+            apply_bn_policy(self.groups, self.plan)
+        return self
+
+    def freeze_stats(self) -> dict[str, float]:
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return {"params/trainable": trainable, "params/total": total, "freeze/depth": self.plan.depth,
+                "freeze/trainable_fraction": trainable / total}
+
+    def on_train_epoch_start(self) -> None:
+        plan = self.strategy.plan(len(self.groups), self.current_epoch)
+        if plan != self.plan:
+            self.set_plan(plan)
+        self.log_dict({k: float(v) for k, v in self.freeze_stats().items()}, on_step=False, on_epoch=True)
+
+    # ------------------------------------------------------------ steps
+
+    def forward(self, inputs: Any) -> torch.Tensor:
+        return self.head(self.backbone(inputs))
+
+    def _loss(self, batch: tuple[Any, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        inputs, y = batch
+        logits = self(inputs)
+        return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing), logits, y
+
+    def training_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, _, y = self._loss(batch)
+        # explicit names: with on_step and on_epoch together Lightning would rename the key to train/loss_epoch
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> None:
+        loss, logits, y = self._loss(batch)
+        self.val_acc(logits, y)
+        self.log("val/loss", loss, on_epoch=True, batch_size=len(y))
+        self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=len(y))
+
+    def test_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> None:
+        loss, logits, y = self._loss(batch)
+        for name, metric in (("acc", self.test_acc), ("acc_top5", self.test_top5), ("f1_macro", self.test_f1)):
+            metric(logits, y)
+            self.log(f"test/{name}", metric, on_epoch=True, batch_size=len(y))
+        self.log("test/loss", loss, on_epoch=True, batch_size=len(y))
+
+    # ------------------------------------------------------------ optimisation
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """One optimizer param group per layer group, then the head; `name` says which."""
+        lr = self.optim_args["lr"]
+        groups = [{"params": list(g.params.values()), "lr": lr, "name": f"group{g.index}:{g.name}"}
+                  for g in self.groups]
+        groups.append({"params": list(self.head.parameters()), "lr": lr * self.optim_args["head_lr_mult"],
+                       "name": "head"})
+        return groups
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        a = self.optim_args
+        if a["name"] == "sgd":
+            opt = torch.optim.SGD(self.param_groups(), lr=a["lr"], momentum=a["momentum"],
+                                  weight_decay=a["weight_decay"])
+        else:
+            opt = torch.optim.AdamW(self.param_groups(), lr=a["lr"], weight_decay=a["weight_decay"])
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(round(a["warmup_epochs"] * total / max(1, self.trainer.max_epochs)))
+
+        def factor(i: int):
+            # reads the live plan, so an unfreeze changes a group's lr without touching the optimizer
+            return lambda step: warmup_cosine(step, warmup, total, a["schedule"]) * self.plan.group_lr_scales()[i]
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, [factor(i) for i in range(len(opt.param_groups))])
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,41 @@
+"""Small named registries: backbone families (`timm/`, `hf/`), freezing strategies, datasets."""
+
+from __future__ import annotations
+
+from typing import Callable, Generic, TypeVar
+
+from tl_research.errors import UserError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A name -> entry mapping whose lookup errors list what exists."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def add(entry: T) -> T:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} registered twice")
+            self._entries[name] = entry
+            return entry
+
+        return add
+
+    def get(self, name: str, key: str) -> T:
+        """Entry `name`; `key` is the config path named in the error."""
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UserError(
+                f"{key}: unknown {self.kind} {name!r} (known: {', '.join(self.names())})"
+            ) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def items(self) -> list[tuple[str, T]]:
+        return sorted(self._entries.items())

@@ -1,0 +1,125 @@
+"""`run(experiment)`: the one call path for the CLI, studies, tests and notebooks."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+from tl_research.backbones import Backbone, build_backbone
+from tl_research.callbacks import Throughput
+from tl_research.config import Experiment, dump_yaml
+from tl_research.data.datamodule import TransferDataModule, build_datamodule
+from tl_research.errors import UserError
+from tl_research.heads import build_head
+from tl_research.module import TransferModule
+from tl_research.strategies import build_strategy
+from tl_research.tracking import start_tracking
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+
+
+def make_run_dir(exp: Experiment, out: str | Path | None = None) -> Path:
+    """`out` as given, or `output_dir/name/<time>-<random>`; a finished run is never overwritten."""
+    if out is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(exp.output_dir) / exp.name / f"{stamp}-{secrets.token_hex(2)}"
+    else:
+        run_dir = Path(out)
+    if (run_dir / "metrics.json").exists():
+        raise UserError(f"--out: {run_dir} already holds a finished run; choose another folder")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out: cannot create {run_dir} ({exc.strerror or exc})") from None
+    return run_dir
+
+
+def build_backbone_from(exp: Experiment) -> Backbone:
+    b = exp.backbone
+    return build_backbone(b.name, b.weights, b.coarse, b.pooling, b.max_length)
+
+
+def build_data_from(exp: Experiment, backbone: Backbone) -> TransferDataModule:
+    d = exp.data
+    return build_datamodule(d.name, backbone.preprocessing, backbone.modality, root=d.root,
+                            split_seed=d.split_seed, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
+                            train_limit=d.train_limit, eval_limit=d.eval_limit, image_size=d.image_size,
+                            batch_size=d.batch_size, eval_batch_size=d.eval_batch_size, num_workers=d.num_workers)
+
+
+def build_module_from(exp: Experiment, backbone: Backbone, num_classes: int) -> TransferModule:
+    strategy = build_strategy(exp.freeze, len(backbone.layer_groups()))
+    head = build_head(backbone.num_features, num_classes, exp.head.type, exp.head.hidden, exp.head.dropout)
+    o = exp.optim
+    return TransferModule(backbone, head, strategy, num_classes, optimizer=o.name, lr=o.lr,
+                          weight_decay=o.weight_decay, momentum=o.momentum, head_lr_mult=o.head_lr_mult,
+                          schedule=o.schedule, warmup_epochs=o.warmup_epochs, label_smoothing=o.label_smoothing)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)  # readers never see a half-written file
+
+
+def run(exp: Experiment, out: str | Path | None = None) -> RunResult:
+    """Build everything from `exp`, fit, restore the best checkpoint, test, and write metrics.json.
+
+    Building is split into backbone / data / module steps so that a cache of frozen-prefix features can replace
+    the data step (and feed the module's unfrozen suffix) without changing this function's callers.
+    """
+    L.seed_everything(exp.seed, workers=True, verbose=False)
+    backbone = build_backbone_from(exp)
+    data = build_data_from(exp, backbone)
+    module = build_module_from(exp, backbone, data.num_classes)
+    run_dir = make_run_dir(exp, out)
+    (run_dir / "config.yaml").write_text(dump_yaml(exp))
+
+    t = exp.trainer
+    best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max",
+                           save_top_k=1, auto_insert_metric_name=False)
+    throughput = Throughput()
+    callbacks: list[L.Callback] = [best, throughput]
+    if t.patience is not None:
+        callbacks.append(EarlyStopping(monitor="val/acc", mode="max", patience=t.patience))
+    tracker = start_tracking(exp, run_dir, backbone.weights_source)
+    trainer = L.Trainer(max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
+                        precision=t.precision, deterministic=t.deterministic, default_root_dir=run_dir,
+                        logger=tracker.logger if tracker.logger is not None else False, callbacks=callbacks,
+                        enable_progress_bar=t.progress_bar, enable_model_summary=False,
+                        log_every_n_steps=t.log_every_n_steps)
+    try:
+        trainer.fit(module, datamodule=data)
+        fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        trainer.test(module, datamodule=data, ckpt_path="best" if best.best_model_path else None,
+                     weights_only=True, verbose=False)
+        metrics = {**fit_metrics, **{k: float(v) for k, v in trainer.callback_metrics.items()}}
+        if best.best_model_score is not None:
+            metrics["val/acc"] = float(best.best_model_score)  # the restored model's validation accuracy
+        metrics.update(throughput.metrics)
+        metrics.update(module.freeze_stats())
+        metrics.update({
+            "weights_source": backbone.weights_source, "run_dir": str(run_dir.resolve()),
+            "backbone": backbone.name, "dataset": exp.data.name, "strategy": exp.freeze.strategy,
+            "seed": exp.seed, "split_seed": exp.data.split_seed, "epochs": trainer.current_epoch,
+            "data/train_size": len(data.sets["train"]), "data/val_size": len(data.sets["val"]),
+            "data/test_size": len(data.sets["test"]), "data/num_classes": data.num_classes,
+        })
+        metrics.update(tracker.finish(metrics))
+    except BaseException:
+        tracker.finish(None)
+        raise
+    _write_json(run_dir / "metrics.json", metrics)
+    return RunResult(run_dir, metrics)
