@@ -65,7 +65,7 @@ class TransferModule(L.LightningModule):
                 group["lr"] = group["initial_lr"] * factor(sched.last_epoch)
 
     def train(self, mode: bool = True) -> TransferModule:
-        # Lightning calls train() at every epoch start and after validation: re-impose the BN policy each time
+        # whoever calls train() (a user, another Lightning version) gets the BN policy re-imposed
         super().train(mode)
         if mode:
             apply_bn_policy(self.groups, self.plan)
@@ -78,9 +78,9 @@ class TransferModule(L.LightningModule):
                 "freeze/trainable_fraction": trainable / total}
 
     def on_train_epoch_start(self) -> None:
-        plan = self.strategy.plan(len(self.groups), self.current_epoch)
-        if plan != self.plan:
-            self.set_plan(plan)
+        # Lightning 2.x does not call train() per epoch: it restores each submodule's captured mode after
+        # validation, so the policy is applied here explicitly (idempotent when the plan did not change)
+        self.set_plan(self.strategy.plan(len(self.groups), self.current_epoch))
         self.log_dict({k: float(v) for k, v in self.freeze_stats().items()}, on_step=False, on_epoch=True)
 
     # ------------------------------------------------------------ steps

@@ -8,7 +8,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import lightning.pytorch as L
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -74,8 +74,10 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)  # readers never see a half-written file
 
 
-def run(exp: Experiment, out: str | Path | None = None) -> RunResult:
+def run(exp: Experiment, out: str | Path | None = None, callbacks: Sequence[L.Callback] = ()) -> RunResult:
     """Build everything from `exp`, fit, restore the best checkpoint, test, and write metrics.json.
+
+    `callbacks` are added to the trainer's (e.g. a pruning callback of a study, or a probe in a test).
 
     Building is split into backbone / data / module steps so that a cache of frozen-prefix features can replace
     the data step (and feed the module's unfrozen suffix) without changing this function's callers.
@@ -91,7 +93,7 @@ def run(exp: Experiment, out: str | Path | None = None) -> RunResult:
     best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max",
                            save_top_k=1, auto_insert_metric_name=False)
     throughput = Throughput()
-    callbacks: list[L.Callback] = [best, throughput]
+    callbacks = [best, throughput, *callbacks]
     if t.patience is not None:
         callbacks.append(EarlyStopping(monitor="val/acc", mode="max", patience=t.patience))
     tracker = start_tracking(exp, run_dir, backbone.weights_source)

@@ -70,7 +70,8 @@ def short_name(param_names: list[str]) -> str:
         parts = name.split(".")[:-1] or name.split(".")
         last_num = max((i for i, p in enumerate(parts) if p.isdigit()), default=-1)
         seen[".".join(parts[: last_num + 1]) if last_num >= 0 else parts[0]] = None
-    return "+".join(seen)
+    # `layer2.0.downsample.0` is inside `layer2.0`: keep only outermost prefixes
+    return "+".join(p for p in seen if not any(p.startswith(q + ".") for q in seen))
 
 
 def build_groups(model: nn.Module, param_groups: list[list[str]], names: list[str] | None = None) -> list[LayerGroup]:

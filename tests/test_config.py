@@ -1,0 +1,76 @@
+from pathlib import Path
+
+import pytest
+
+from tl_research.config import Experiment, dump_yaml, from_dict, load_experiment, read_yaml
+from tl_research.errors import UserError
+
+EXPERIMENTS = sorted((Path(__file__).parent.parent / "experiments").glob("*.yaml"))
+
+
+def test_defaults_and_overrides_are_coerced_to_schema_types():
+    exp = load_experiment(data={"backbone": {"name": "timm/resnet18"}},
+                          overrides=["optim.lr=1e-3", "freeze.depth=3", "trainer.deterministic=true",
+                                     "data.train_limit=null", "optim.weight_decay=0", "name=42"])
+    assert exp.optim.lr == pytest.approx(0.001) and isinstance(exp.optim.lr, float)
+    assert exp.freeze.depth == 3 and exp.trainer.deterministic is True
+    assert exp.data.train_limit is None and isinstance(exp.optim.weight_decay, float)
+    assert exp.name == "42"
+    assert exp.backbone.name == "timm/resnet18" and exp.backbone.weights == "offline"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["freeze.dept=3"], "freeze.dept: unknown key (allowed in freeze: strategy, depth"),
+    (["bogus=1"], "bogus: unknown key"),
+    (["freeze.depth=three"], "freeze.depth: expected an integer or null, got 'three'"),
+    (["optim.lr=fast"], "optim.lr: expected a number"),
+    (["optim.lr=0"], "optim.lr: 0.0 is out of range (allowed: > 0.0)"),
+    (["head.dropout=1.5"], "head.dropout: 1.5 is out of range (allowed: >= 0.0 and < 1.0)"),
+    (["freeze.bn=sometimes"], "freeze.bn: 'sometimes' is not allowed (allowed: frozen, eval_stats, train)"),
+    (["trainer.deterministic=maybe"], "trainer.deterministic: expected a boolean"),
+    (["optim=3"], "optim: expected a mapping"),
+    (["novalue"], "expected key=value"),
+])
+def test_bad_values_name_the_key_and_what_is_allowed(overrides, message):
+    with pytest.raises(UserError) as err:
+        load_experiment(data={}, overrides=overrides)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unreadable_and_malformed_yaml(tmp_path):
+    with pytest.raises(UserError, match="cannot read config"):
+        read_yaml(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(UserError, match="not valid YAML at line"):
+        read_yaml(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- a\n- b\n")
+    with pytest.raises(UserError, match="expected a mapping"):
+        read_yaml(listy)
+
+
+def test_resolved_config_round_trips_through_yaml(tmp_path):
+    exp = load_experiment(data={"freeze": {"strategy": "depth", "depth": 2}, "optim": {"lr": 0.02}})
+    path = tmp_path / "config.yaml"
+    path.write_text(dump_yaml(exp))
+    assert load_experiment(path) == exp
+    assert from_dict(Experiment, exp.to_dict()) == exp
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.name for p in EXPERIMENTS])
+def test_every_experiment_yaml_validates(path):
+    """Each YAML parses, its strategy accepts the backbone's group count, and its dataset is registered."""
+    from tl_research.cli import inspect_backbone
+    from tl_research.data.datasets import DATASETS
+    from tl_research.strategies import build_strategy
+
+    exp = load_experiment(path)
+    groups = inspect_backbone(exp.backbone.name)["groups"]
+    build_strategy(exp.freeze, len(groups))
+    DATASETS.get(exp.data.name, "data.name")
+
+
+def test_experiments_folder_is_not_empty():
+    assert len(EXPERIMENTS) >= 5

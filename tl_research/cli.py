@@ -1,0 +1,178 @@
+"""`tlr`: the command line. Bad input is one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import sys
+import warnings
+from typing import Any
+
+from tl_research.errors import UserError
+
+
+def _quiet_libraries() -> None:
+    # on 2 CPU cores with in-memory data, extra loader workers cost more than they save
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def print_table(rows: list[list[Any]], header: list[str]) -> None:
+    cells = [header] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for r in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+# ------------------------------------------------------------------ commands
+
+def cmd_fit(args: argparse.Namespace) -> None:
+    from tl_research.config import load_experiment
+    from tl_research.run import run
+
+    exp = load_experiment(args.config, args.set)
+    result = run(exp, args.out)
+    print_result(result.metrics)
+
+
+def print_result(m: dict[str, Any]) -> None:
+    keys = ["test/acc", "test/acc_top5", "test/f1_macro", "val/acc", "params/trainable", "params/total",
+            "freeze/depth", "throughput/train_samples_per_sec", "throughput/infer_samples_per_sec", "memory/peak_mb"]
+    print()
+    print_table([[k, f"{m[k]:.4g}" if isinstance(m[k], float) else m[k]] for k in keys if k in m], ["metric", "value"])
+    print(f"weights: {m['weights_source']}")
+    print(f"run folder: {m['run_dir']}  (metrics.json, config.yaml, checkpoints/)")
+    if "wandb_dir" in m:
+        print(f"W&B run: {m['wandb_dir']}\n  upload it with: wandb sync {m['wandb_dir']}")
+
+
+def inspect_backbone(name: str, coarse: bool = False) -> dict[str, Any]:
+    """Layer groups of `name` in freeze order (structure only: random init, nothing downloaded)."""
+    from tl_research.backbones import build_backbone
+
+    backbone = build_backbone(name, "none", coarse=coarse)
+    groups = backbone.layer_groups()
+    return {"backbone": name, "num_params": sum(p.numel() for p in backbone.parameters()),
+            "groups": [{"index": g.index, "name": g.name, "num_params": g.num_params} for g in groups]}
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    info = inspect_backbone(args.backbone, args.coarse)
+    if args.json:
+        print(json.dumps(info))
+        return
+    print(f"{info['backbone']}: {len(info['groups'])} layer groups, {info['num_params']:,} parameters "
+          f"(freeze depth k freezes groups 0..k-1)")
+    print_table([[g["index"], g["name"], f"{g['num_params']:,}"] for g in info["groups"]], ["index", "name", "params"])
+
+
+def list_backbones(pattern: str | None) -> list[dict[str, Any]]:
+    """Backbones with offline weights, plus timm models matching `pattern` (hub or local weights)."""
+    import timm
+
+    from tl_research.backbones.offline import OFFLINE, offline_path
+
+    rows: dict[str, dict[str, Any]] = {}
+    for name, entry in OFFLINE.items():
+        ok = offline_path(entry) is not None
+        rows[name] = {"name": name, "available": ok, "weights": "offline", **({} if ok else {"install": entry.install})}
+    if pattern:
+        timm_pattern = pattern[5:] if pattern.startswith("timm/") else pattern
+        for arch in timm.list_models(timm_pattern):
+            rows.setdefault(f"timm/{arch}", {"name": f"timm/{arch}", "available": False, "weights": "hub",
+                                             "install": "no offline weights: weights: hub (network) or a local file"})
+        rows = {k: v for k, v in rows.items() if fnmatch.fnmatch(k, pattern) or fnmatch.fnmatch(k, f"timm/{pattern}")}
+    return sorted(rows.values(), key=lambda r: (not r["available"], r["name"]))
+
+
+def cmd_backbones(args: argparse.Namespace) -> None:
+    rows = list_backbones(args.pattern)
+    if args.json:
+        print(json.dumps(rows))
+        return
+    print_table([[r["name"], "yes" if r["available"] else "no", r.get("install", "")] for r in rows],
+                 ["backbone", "offline", "install"])
+    if not args.pattern:
+        print("\nany timm model works with weights: hub or a local file; list them with: tlr backbones 'timm/*vit*'")
+
+
+def list_datasets() -> list[dict[str, Any]]:
+    from tl_research.data.datasets import DATASETS
+
+    rows = []
+    for name, info in DATASETS.items():
+        ok = info.available()
+        rows.append({"name": name, "modality": info.modality, "available": ok, "description": info.description,
+                     **({} if ok or info.install is None else {"install": info.install})})
+    return rows
+
+
+def cmd_datasets(args: argparse.Namespace) -> None:
+    rows = list_datasets()
+    if args.json:
+        print(json.dumps(rows))
+        return
+    print_table([[r["name"], r["modality"], "yes" if r["available"] else "no", r.get("install", r["description"])]
+                  for r in rows], ["dataset", "modality", "available", "install / description"])
+
+
+def cmd_quickstart(args: argparse.Namespace) -> None:
+    from tl_research.quickstart import quickstart
+
+    quickstart(args.out)
+
+
+# ------------------------------------------------------------------ parser
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tlr", description="Transfer-learning research: fit, inspect, list.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    f = sub.add_parser("fit", help="one run -> DIR/metrics.json, DIR/config.yaml")
+    f.add_argument("config", help="experiment YAML")
+    f.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    f.add_argument("--out", help="run folder (default: output_dir/name/<time>)")
+    f.set_defaults(func=cmd_fit)
+
+    i = sub.add_parser("inspect", help="layer groups of a backbone: index, name, #params")
+    i.add_argument("backbone", help="timm/<name> or hf/<id or folder>")
+    i.add_argument("--coarse", action="store_true", help="timm: one group per stage instead of per block")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_inspect)
+
+    b = sub.add_parser("backbones", help="backbones and their offline availability")
+    b.add_argument("pattern", nargs="?", help="glob, e.g. 'timm/*resnet*'")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_backbones)
+
+    d = sub.add_parser("datasets", help="datasets and their availability")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_datasets)
+
+    q = sub.add_parser("quickstart", help="the embedded-default main job, offline")
+    q.add_argument("--out", default="runs/quickstart", help="folder for the runs")
+    q.set_defaults(func=cmd_quickstart)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        args.func(args)
+    except UserError as exc:
+        print(f"tlr: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tlr: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
