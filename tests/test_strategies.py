@@ -14,13 +14,14 @@ class Probe(L.Callback):
     """Records, at every training step, BN modes, optimizer structure and lrs; snapshots params around fit."""
 
     def __init__(self):
-        self.bn_training, self.param_groups, self.lrs, self.grad_flags = [], [], [], []
+        self.bn_training, self.param_groups, self.lrs, self.grad_flags, self.dropout = [], [], [], [], []
 
     def on_train_start(self, trainer, module):
         self.before = {n: p.detach().clone() for n, p in module.named_parameters()}
         self.buffers_before = {n: b.clone() for n, b in module.named_buffers()}
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.dropout.append([m.training for m in module.modules() if isinstance(m, torch.nn.Dropout)])
         self.bn_training.append([[m.training for m in g.modules.values() if is_batchnorm(m)] for g in module.groups])
         opt = trainer.optimizers[0]
         self.param_groups.append(len(opt.param_groups))
@@ -95,7 +96,7 @@ def test_full_bn_policies(tmp_path):
 def test_depth_fraction_and_validation():
     assert build_strategy(FreezeConfig(strategy="depth", fraction=0.5), 18).plan(18, 0).depth == 9
     assert build_strategy(FreezeConfig(strategy="depth", depth=18), 18).plan(18, 0).depth == 18
-    with pytest.raises(UserError, match=r"freeze.depth: 19 is more than the backbone's 18 layer groups \(allowed: 0..18"):
+    with pytest.raises(UserError, match=r"freeze.depth: 19 is more than the backbone's 18 layer groups \(allowed: 0"):
         build_strategy(FreezeConfig(strategy="depth", depth=19), 18)
     with pytest.raises(UserError, match="exactly one of freeze.depth"):
         build_strategy(FreezeConfig(strategy="depth"), 18)
@@ -114,6 +115,8 @@ def test_text_backbone_depth_freezes_embeddings_and_first_layer(tmp_path, tiny_b
                          data={"name": "rotten-tomatoes", "image_size": None},
                          freeze={"strategy": "depth", "depth": 2})
     assert probe.param_groups[0] == 4  # embeddings, layer 0, layer 1, head
+    # from_pretrained hands over an eval-mode model: dropout must still be on while training
+    assert probe.dropout and all(all(step) for step in probe.dropout)
     changed = {n for n in probe.before if not torch.equal(probe.before[n], probe.after[n])}
     assert not any(n.startswith(("backbone.model.embeddings", "backbone.model.encoder.layer.0.")) for n in changed)
     assert any(n.startswith("backbone.model.encoder.layer.1.") for n in changed)

@@ -11,7 +11,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 
@@ -46,8 +46,8 @@ class HeadConfig:
 class FreezeConfig:
     strategy: str = "full"
     # depth strategy: number of frozen groups, or a fraction of the groups (exactly one of the two)
-    depth: Optional[int] = field(default=None, metadata=_range(ge=0))
-    fraction: Optional[float] = field(default=None, metadata=_range(ge=0.0, le=1.0))
+    depth: int | None = field(default=None, metadata=_range(ge=0))
+    fraction: float | None = field(default=None, metadata=_range(ge=0.0, le=1.0))
     # what BatchNorm layers inside frozen groups do
     bn: Literal["frozen", "eval_stats", "train"] = "frozen"
 
@@ -56,18 +56,18 @@ class FreezeConfig:
 class DataConfig:
     name: str = "animal-mnist"
     # folder or file for datasets that read from disk (None: the dataset's default location)
-    root: Optional[str] = None
+    root: str | None = None
     # seeds the train/val/test split, independent of the training seed
     split_seed: int = 0
     val_fraction: float = field(default=0.1, metadata=_range(gt=0.0, lt=1.0))
     test_fraction: float = field(default=0.2, metadata=_range(gt=0.0, lt=1.0))
     # stratified caps on split sizes (None: everything the split holds)
-    train_limit: Optional[int] = field(default=None, metadata=_range(ge=1))
-    eval_limit: Optional[int] = field(default=None, metadata=_range(ge=1))
+    train_limit: int | None = field(default=None, metadata=_range(ge=1))
+    eval_limit: int | None = field(default=None, metadata=_range(ge=1))
     # image side in pixels (None: the backbone's pretrained input size)
-    image_size: Optional[int] = field(default=None, metadata=_range(ge=8, le=1024))
+    image_size: int | None = field(default=None, metadata=_range(ge=8, le=1024))
     batch_size: int = field(default=32, metadata=_range(ge=1))
-    eval_batch_size: Optional[int] = field(default=None, metadata=_range(ge=1))
+    eval_batch_size: int | None = field(default=None, metadata=_range(ge=1))
     num_workers: int = field(default=0, metadata=_range(ge=0))
 
 
@@ -88,10 +88,10 @@ class OptimConfig:
 class TrainerConfig:
     max_epochs: int = field(default=5, metadata=_range(ge=1))
     # early stopping on val/acc; None turns it off
-    patience: Optional[int] = field(default=3, metadata=_range(ge=1))
-    accelerator: str = "auto"
+    patience: int | None = field(default=3, metadata=_range(ge=1))
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: int = field(default=1, metadata=_range(ge=1))
-    precision: str = "32-true"
+    precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"] = "32-true"
     deterministic: bool = False
     log_every_n_steps: int = field(default=10, metadata=_range(ge=1))
     progress_bar: bool = True
@@ -101,7 +101,7 @@ class TrainerConfig:
 class TrackingConfig:
     mode: Literal["offline", "online", "disabled"] = "offline"
     project: str = "tl_research"
-    entity: Optional[str] = None
+    entity: str | None = None
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import lightning.pytorch as L
@@ -13,6 +14,9 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from tl_research.backbones.base import Backbone
 from tl_research.strategies import FreezePlan, Strategy, apply_bn_policy, apply_requires_grad
+
+# BN layers in eval mode at fit start are the BN policy at work, not an accident
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
@@ -76,6 +80,11 @@ class TransferModule(L.LightningModule):
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return {"params/trainable": trainable, "params/total": total, "freeze/depth": self.plan.depth,
                 "freeze/trainable_fraction": trainable / total}
+
+    def on_fit_start(self) -> None:
+        # HF `from_pretrained` returns models in eval mode (dropout off) and Lightning 2.x never calls train():
+        # start fitting from train mode + the BN policy, whatever state the backbone arrived in
+        self.train()
 
     def on_train_epoch_start(self) -> None:
         # Lightning 2.x does not call train() per epoch: it restores each submodule's captured mode after

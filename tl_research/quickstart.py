@@ -14,14 +14,14 @@ BASE: dict[str, Any] = {
     "backbone": {"name": "timm/mobilenetv2_100", "weights": "offline"},
     "data": {"name": "animal-mnist", "split_seed": 0, "train_limit": 500, "eval_limit": 500, "image_size": 96,
              "batch_size": 16},
-    "optim": {"lr": 0.003, "weight_decay": 0.0001},
-    "trainer": {"max_epochs": 6, "patience": 3, "progress_bar": False},
+    "optim": {"lr": 0.001, "weight_decay": 0.0001},
+    "trainer": {"max_epochs": 5, "patience": 3, "progress_bar": False},
 }
 
-# (label, freeze section, optimizer changes): the probe trains a fresh head only and takes a larger lr;
-# depth 12 of MobileNetV2's 18 groups leaves its last 6 blocks (and the head conv) to adapt
+# (label, freeze section, optimizer changes), as in experiments/mobilenetv2_animal_*.yaml: the probe trains a
+# fresh head only and takes a larger lr; depth 12 of 18 groups leaves the last 5 blocks + head conv to adapt
 VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
-    ("linear_probe", {"strategy": "linear_probe"}, {"lr": 0.01}),
+    ("linear_probe", {"strategy": "linear_probe"}, {"lr": 0.003}),
     ("depth_12", {"strategy": "depth", "depth": 12}, {}),
     ("full", {"strategy": "full"}, {}),
 ]

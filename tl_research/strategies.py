@@ -13,8 +13,9 @@ BatchNorm policy:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 from torch import nn
 

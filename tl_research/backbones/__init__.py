@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from tl_research.backbones.base import Backbone, ImageSpec, LayerGroup, TextSpec, check_groups
 from tl_research.errors import UserError

@@ -66,7 +66,8 @@ def build_timm(arch: str, weights: str, coarse: bool = False) -> TimmBackbone:
     """TimmBackbone for timm architecture `arch` with weights none | hub | offline | a local file."""
     name = f"timm/{arch}"
     if not timm.is_model(arch):
-        raise UserError(f"backbone.name: unknown timm model {arch!r} (list them with: tlr backbones 'timm/*{arch[:4]}*')")
+        raise UserError(f"backbone.name: unknown timm model {arch!r} "
+                        f"(list them with: tlr backbones 'timm/*{arch[:4]}*')")
     if weights == "hub":
         try:
             model = timm.create_model(arch, pretrained=True, num_classes=0)

