@@ -43,13 +43,45 @@ class HeadConfig:
 
 
 @dataclass
+class LoraConfig:
+    rank: int = field(default=8, metadata=_range(ge=1))
+    alpha: float = field(default=16.0, metadata=_range(gt=0.0))
+    dropout: float = field(default=0.0, metadata=_range(ge=0.0, lt=1.0))
+    # module names or name suffixes; None: attention query/value for HF encoders, Linear + 1x1 convs for timm
+    targets: list[str] | None = None
+    # write export.pt with the adapters merged into the base weights at the end of the run
+    merge: bool = False
+
+
+@dataclass
+class L2SPConfig:
+    # alpha * ||theta - theta_0||^2 over trainable backbone weights, beta * ||theta||^2 over the head
+    alpha: float = field(default=0.0, metadata=_range(ge=0.0))
+    beta: float = field(default=0.0, metadata=_range(ge=0.0))
+
+
+@dataclass
 class FreezeConfig:
     strategy: str = "full"
     # depth strategy: number of frozen groups, or a fraction of the groups (exactly one of the two)
     depth: int | None = field(default=None, metadata=_range(ge=0))
     fraction: float | None = field(default=None, metadata=_range(ge=0.0, le=1.0))
-    # what BatchNorm layers inside frozen groups do
+    # what BatchNorm layers do (see strategies.py)
     bn: Literal["frozen", "eval_stats", "train"] = "frozen"
+    # gradual_unfreeze: one more group from the top every n epochs; lower groups get lr / lr_factor per level
+    every_n_epochs: int = field(default=1, metadata=_range(ge=1))
+    lr_factor: float = field(default=1.0, metadata=_range(ge=1.0))
+    # lp_ft: epochs of linear probing, then full fine-tuning at ft_lr (None: optim.lr / 10)
+    probe_epochs: int = field(default=1, metadata=_range(ge=1))
+    ft_lr: float | None = field(default=None, metadata=_range(gt=0.0))
+    # llrd: group i of n gets lr * decay^(n - i)
+    decay: float = field(default=0.75, metadata=_range(gt=0.0, le=1.0))
+    # bitfit: train norm-layer parameters too, not only biases
+    bitfit_norms: bool = True
+    # surgical: the one group that trains (negative counts from the top, -1 = last)
+    group: int | None = None
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    l2sp: L2SPConfig = field(default_factory=L2SPConfig)
 
 
 @dataclass
@@ -79,8 +111,11 @@ class OptimConfig:
     momentum: float = field(default=0.9, metadata=_range(ge=0.0, lt=1.0))
     # the head's lr is lr * head_lr_mult
     head_lr_mult: float = field(default=1.0, metadata=_range(gt=0.0))
-    schedule: Literal["cosine", "constant"] = "cosine"
+    # cosine / constant after warm-up; one_cycle; plateau: cut all lrs by plateau_factor when val/acc stalls
+    schedule: Literal["cosine", "constant", "one_cycle", "plateau"] = "cosine"
     warmup_epochs: float = field(default=0.0, metadata=_range(ge=0.0))
+    plateau_patience: int = field(default=1, metadata=_range(ge=0))
+    plateau_factor: float = field(default=0.5, metadata=_range(gt=0.0, lt=1.0))
     label_smoothing: float = field(default=0.0, metadata=_range(ge=0.0, lt=1.0))
 
 
@@ -128,6 +163,8 @@ def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
         return " | ".join(str(a) for a in typing.get_args(tp))
+    if origin is list:
+        return "a list"
     if origin in (typing.Union, types.UnionType):
         return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
     return {int: "an integer", float: "a number", str: "a string", bool: "a boolean"}.get(tp, str(tp))
@@ -154,6 +191,12 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         if value not in allowed:
             raise UserError(f"{path}: {value!r} is not allowed (allowed: {', '.join(map(str, allowed))})")
         return value
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list) or not items:
+            raise UserError(f"{path}: expected a non-empty list, got {value!r}")
+        return [_coerce(v.strip() if isinstance(v, str) else v, item, f"{path}[{i}]") for i, v in enumerate(items)]
     if tp is bool:
         if isinstance(value, bool):
             return value

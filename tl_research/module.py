@@ -19,11 +19,21 @@ from tl_research.strategies import FreezePlan, Strategy, apply_bn_policy, apply_
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
 
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
-    """LR factor at `step`: linear warm-up, then cosine decay to 0 (or constant)."""
+def schedule_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
+    """LR factor at `step` for every schedule that is a function of the step.
+
+    cosine / constant / plateau: linear warm-up, then cosine decay to 0, or flat (plateau cuts come on top).
+    one_cycle: cosine ramp from 1/25 to 1 over the first 30 % of steps, then cosine down to 1/250000.
+    """
+    if schedule == "one_cycle":
+        peak = max(1, int(0.3 * total_steps))
+        if step < peak:
+            return 1 / 25 + (1 - 1 / 25) * 0.5 * (1 - math.cos(math.pi * step / peak))
+        progress = min(1.0, (step - peak) / max(1, total_steps - peak))
+        return 1 / 250000 + (1 - 1 / 250000) * 0.5 * (1 + math.cos(math.pi * progress))
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps
-    if schedule == "constant":
+    if schedule in ("constant", "plateau"):
         return 1.0
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
@@ -39,8 +49,10 @@ class TransferModule(L.LightningModule):
     def __init__(self, backbone: Backbone, head: nn.Module, strategy: Strategy, num_classes: int, *,
                  optimizer: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.01, momentum: float = 0.9,
                  head_lr_mult: float = 1.0, schedule: str = "cosine", warmup_epochs: float = 0.0,
-                 label_smoothing: float = 0.0) -> None:
+                 plateau_patience: int = 1, plateau_factor: float = 0.5, label_smoothing: float = 0.0,
+                 l2sp_alpha: float = 0.0, l2sp_beta: float = 0.0, seed: int = 0) -> None:
         super().__init__()
+        strategy.prepare(backbone)  # e.g. LoRA adapters, before groups and optimizer exist
         self.backbone = backbone
         self.head = head
         self.strategy = strategy
@@ -48,6 +60,13 @@ class TransferModule(L.LightningModule):
         self.optim_args = dict(name=optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum,
                                head_lr_mult=head_lr_mult, schedule=schedule, warmup_epochs=warmup_epochs)
         self.label_smoothing = label_smoothing
+        self.seed = seed
+        # reduce-on-plateau state: a factor on every group's lr, cut when val/acc stalls (saved in checkpoints)
+        self.plateau = {"scale": 1.0, "best": -math.inf, "bad_epochs": 0, "patience": plateau_patience,
+                        "factor": plateau_factor}
+        # L2-SP: distance to the pretrained weights (theta_0, taken before any training step)
+        self.l2sp_alpha, self.l2sp_beta = l2sp_alpha, l2sp_beta
+        self.theta0 = {n: p.detach().clone() for n, p in backbone.named_parameters()} if l2sp_alpha > 0 else {}
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
@@ -86,6 +105,13 @@ class TransferModule(L.LightningModule):
         # start fitting from train mode + the BN policy, whatever state the backbone arrived in
         self.train()
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # a per-epoch seed, set right before the epoch's first step, makes dropout of epoch e the same whether or
+        # not the run was resumed (on resume Lightning builds the loader iterator, which draws from the global
+        # RNG, at a different moment)
+        if batch_idx == 0:
+            torch.manual_seed(self.seed * 100_003 + self.current_epoch)
+
     def on_train_epoch_start(self) -> None:
         # Lightning 2.x does not call train() per epoch: it restores each submodule's captured mode after
         # validation, so the policy is applied here explicitly (idempotent when the plan did not change)
@@ -102,8 +128,23 @@ class TransferModule(L.LightningModule):
         logits = self(inputs)
         return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing), logits, y
 
+    def l2sp_penalty(self) -> torch.Tensor:
+        """alpha * ||theta - theta_0||^2 over trainable backbone weights + beta * ||theta||^2 over the head."""
+        total = torch.zeros((), device=self.device)
+        if self.l2sp_alpha > 0:
+            for n, p in self.backbone.named_parameters():
+                if p.requires_grad and n in self.theta0:
+                    total = total + self.l2sp_alpha * (p - self.theta0[n].to(p.device)).pow(2).sum()
+        if self.l2sp_beta > 0:
+            total = total + self.l2sp_beta * sum(p.pow(2).sum() for p in self.head.parameters())
+        return total
+
     def training_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, _, y = self._loss(batch)
+        if self.l2sp_alpha > 0 or self.l2sp_beta > 0:
+            penalty = self.l2sp_penalty()
+            self.log("train/l2sp", penalty, on_step=False, on_epoch=True, batch_size=len(y))
+            loss = loss + penalty
         # explicit names: with on_step and on_epoch together Lightning would rename the key to train/loss_epoch
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=len(y))
@@ -114,6 +155,24 @@ class TransferModule(L.LightningModule):
         self.val_acc(logits, y)
         self.log("val/loss", loss, on_epoch=True, batch_size=len(y))
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=len(y))
+
+    def on_validation_epoch_end(self) -> None:
+        if self.optim_args["schedule"] != "plateau" or self.trainer.sanity_checking:
+            return
+        acc, p = float(self.val_acc.compute()), self.plateau
+        if acc > p["best"]:
+            p["best"], p["bad_epochs"] = acc, 0
+        else:
+            p["bad_epochs"] += 1
+            if p["bad_epochs"] > p["patience"]:
+                p["scale"], p["bad_epochs"] = p["scale"] * p["factor"], 0
+                self.set_plan(self.plan)  # re-apply the per-group lrs with the cut
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["tl_plateau"] = dict(self.plateau)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.plateau.update(checkpoint.get("tl_plateau", {}))
 
     def test_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> None:
         loss, logits, y = self._loss(batch)
@@ -145,7 +204,8 @@ class TransferModule(L.LightningModule):
 
         def factor(i: int):
             # reads the live plan, so an unfreeze changes a group's lr without touching the optimizer
-            return lambda step: warmup_cosine(step, warmup, total, a["schedule"]) * self.plan.group_lr_scales()[i]
+            return lambda step: (schedule_factor(step, warmup, total, a["schedule"]) *
+                                 self.plan.group_lr_scales()[i] * self.plateau["scale"])
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, [factor(i) for i in range(len(opt.param_groups))])
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -31,8 +31,12 @@ class RunResult:
     metrics: dict[str, Any]
 
 
-def make_run_dir(exp: Experiment, out: str | Path | None = None) -> Path:
-    """`out` as given, or `output_dir/name/<time>-<random>`; a finished run is never overwritten."""
+def make_run_dir(exp: Experiment, out: str | Path | None = None) -> tuple[Path, Path | None]:
+    """The run folder and, when `out` holds an unfinished run of this same experiment, the checkpoint to resume.
+
+    Default folder: `output_dir/name/<time>-<random>`. A finished run is never overwritten, and an unfinished
+    one is only resumed by the identical experiment.
+    """
     if out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = Path(exp.output_dir) / exp.name / f"{stamp}-{secrets.token_hex(2)}"
@@ -40,11 +44,18 @@ def make_run_dir(exp: Experiment, out: str | Path | None = None) -> Path:
         run_dir = Path(out)
     if (run_dir / "metrics.json").exists():
         raise UserError(f"--out: {run_dir} already holds a finished run; choose another folder")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.exists():
+        saved = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else None
+        if saved != dump_yaml(exp):
+            raise UserError(f"--out: {run_dir} holds an unfinished run of a different config; "
+                            f"resume it with its own config.yaml or choose another folder")
+        return run_dir, last
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"--out: cannot create {run_dir} ({exc.strerror or exc})") from None
-    return run_dir
+    return run_dir, None
 
 
 def build_backbone_from(exp: Experiment) -> Backbone:
@@ -57,16 +68,19 @@ def build_data_from(exp: Experiment, backbone: Backbone) -> TransferDataModule:
     return build_datamodule(d.name, backbone.preprocessing, backbone.modality, root=d.root,
                             split_seed=d.split_seed, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
                             train_limit=d.train_limit, eval_limit=d.eval_limit, image_size=d.image_size,
-                            batch_size=d.batch_size, eval_batch_size=d.eval_batch_size, num_workers=d.num_workers)
+                            batch_size=d.batch_size, eval_batch_size=d.eval_batch_size, num_workers=d.num_workers,
+                            seed=exp.seed)
 
 
 def build_module_from(exp: Experiment, backbone: Backbone, num_classes: int) -> TransferModule:
-    strategy = build_strategy(exp.freeze, len(backbone.layer_groups()))
-    head = build_head(backbone.num_features, num_classes, exp.head.type, exp.head.hidden, exp.head.dropout)
     o = exp.optim
+    strategy = build_strategy(exp.freeze, len(backbone.layer_groups()), o.lr)
+    head = build_head(backbone.num_features, num_classes, exp.head.type, exp.head.hidden, exp.head.dropout)
     return TransferModule(backbone, head, strategy, num_classes, optimizer=o.name, lr=o.lr,
                           weight_decay=o.weight_decay, momentum=o.momentum, head_lr_mult=o.head_lr_mult,
-                          schedule=o.schedule, warmup_epochs=o.warmup_epochs, label_smoothing=o.label_smoothing)
+                          schedule=o.schedule, warmup_epochs=o.warmup_epochs, plateau_patience=o.plateau_patience,
+                          plateau_factor=o.plateau_factor, label_smoothing=o.label_smoothing,
+                          l2sp_alpha=exp.freeze.l2sp.alpha, l2sp_beta=exp.freeze.l2sp.beta, seed=exp.seed)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -87,14 +101,18 @@ def run(exp: Experiment, out: str | Path | None = None, callbacks: Sequence[L.Ca
     backbone = build_backbone_from(exp)
     data = build_data_from(exp, backbone)
     module = build_module_from(exp, backbone, data.num_classes)
-    run_dir = make_run_dir(exp, out)
+    run_dir, resume = make_run_dir(exp, out)
     (run_dir / "config.yaml").write_text(dump_yaml(exp))
 
     t = exp.trainer
     best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max",
                            save_top_k=1, auto_insert_metric_name=False)
+    # last.ckpt at every epoch end makes a killed run resumable with the same command (Lightning 2.6's
+    # save_last only writes when the monitored metric improved, so it is a callback of its own)
+    latest = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
+                             save_on_train_epoch_end=True, enable_version_counter=False)
     throughput = Throughput()
-    callbacks = [best, throughput, *callbacks]
+    callbacks = [best, latest, throughput, *callbacks]
     if t.patience is not None:
         callbacks.append(EarlyStopping(monitor="val/acc", mode="max", patience=t.patience))
     tracker = start_tracking(exp, run_dir, backbone.weights_source)
@@ -104,7 +122,7 @@ def run(exp: Experiment, out: str | Path | None = None, callbacks: Sequence[L.Ca
                         enable_progress_bar=t.progress_bar, enable_model_summary=False,
                         log_every_n_steps=t.log_every_n_steps)
     try:
-        trainer.fit(module, datamodule=data)
+        trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
         fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         trainer.test(module, datamodule=data, ckpt_path="best" if best.best_model_path else None,
                      weights_only=True, verbose=False)
@@ -124,5 +142,20 @@ def run(exp: Experiment, out: str | Path | None = None, callbacks: Sequence[L.Ca
     except BaseException:
         tracker.finish(None)
         raise
+    if exp.freeze.strategy == "lora" and exp.freeze.lora.merge:
+        export_merged(module, run_dir / "export")
     _write_json(run_dir / "metrics.json", metrics)
     return RunResult(run_dir, metrics)
+
+
+def export_merged(module: TransferModule, folder: Path) -> None:
+    """Fold LoRA adapters into the (tested) model and save plain state dicts: `backbone.pth` loads back with
+    `backbone.weights: <path>`, `head.pth` into the head."""
+    import torch
+
+    from tl_research.lora import merge_lora
+
+    folder.mkdir(parents=True, exist_ok=True)
+    merge_lora(module.backbone.model)
+    torch.save(module.backbone.model.state_dict(), folder / "backbone.pth")
+    torch.save(module.head.state_dict(), folder / "head.pth")

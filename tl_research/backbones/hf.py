@@ -36,7 +36,6 @@ class HFBackbone(nn.Module):
         self.weights_source = weights_source
         self.num_features = int(model.config.hidden_size)
         self.preprocessing = TextSpec(tokenizer, max_length)
-        self._groups: list[LayerGroup] | None = None
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         out = self.model(**batch)
@@ -49,27 +48,27 @@ class HFBackbone(nn.Module):
         return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
     def layer_groups(self) -> list[LayerGroup]:
-        """`embeddings`, then one group per transformer layer; anything after the layers joins the last."""
-        if self._groups is None:
-            layers: dict[int, list[str]] = {}
-            embeddings: list[str] = []
-            tail: list[str] = []
-            for pname, _ in self.model.named_parameters():
-                m = _LAYER.match(pname)
-                if m:
-                    layers.setdefault(int(m.group(1)), []).append(pname)
-                elif not layers:
-                    embeddings.append(pname)
-                else:
-                    tail.append(pname)  # pooler, final norms
-            if not layers or not embeddings:
-                raise UserError(f"backbone.name: {self.name} does not use a known encoder layer naming")
-            order = sorted(layers)
-            groups = [embeddings] + [layers[i] for i in order]
-            groups[-1] += tail
-            names = ["embeddings"] + [_LAYER.match(layers[i][0]).group(0).rstrip(".") for i in order]
-            self._groups = build_groups(self.model, groups, names)
-        return self._groups
+        """`embeddings`, then one group per transformer layer; anything after the layers joins the last.
+
+        Recomputed on each call (cheap), so groups follow adapters that a strategy injected."""
+        layers: dict[int, list[str]] = {}
+        embeddings: list[str] = []
+        tail: list[str] = []
+        for pname, _ in self.model.named_parameters():
+            m = _LAYER.match(pname)
+            if m:
+                layers.setdefault(int(m.group(1)), []).append(pname)
+            elif not layers:
+                embeddings.append(pname)
+            else:
+                tail.append(pname)  # pooler, final norms
+        if not layers or not embeddings:
+            raise UserError(f"backbone.name: {self.name} does not use a known encoder layer naming")
+        order = sorted(layers)
+        groups = [embeddings] + [layers[i] for i in order]
+        groups[-1] += tail
+        names = ["embeddings"] + [_LAYER.match(layers[i][0]).group(0).rstrip(".") for i in order]
+        return build_groups(self.model, groups, names)
 
 
 def _folder(ident: str, weights: str) -> tuple[Path | None, str]:

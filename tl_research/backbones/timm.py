@@ -28,23 +28,20 @@ class TimmBackbone(nn.Module):
         self.num_features = int(model.num_features)
         cfg = timm.data.resolve_data_config({}, model=model)
         self.preprocessing = ImageSpec(int(cfg["input_size"][-1]), tuple(cfg["mean"]), tuple(cfg["std"]))
-        self._groups: list[LayerGroup] | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
 
     def layer_groups(self) -> list[LayerGroup]:
-        if self._groups is None:
-            try:
-                matcher = self.model.group_matcher(coarse=self.coarse)
-                grouped = group_parameters(self.model, matcher)
-                param_groups = [grouped[k] for k in sorted(grouped)]
-            except (AttributeError, NotImplementedError):
-                # no matcher: one group per top-level child, in registration order
-                param_groups = [[f"{c}.{p}" for p, _ in m.named_parameters()] for c, m in self.model.named_children()]
-                param_groups = [g for g in param_groups if g]
-            self._groups = build_groups(self.model, param_groups)
-        return self._groups
+        """Recomputed on each call (cheap), so groups follow adapters that a strategy injected."""
+        try:
+            grouped = group_parameters(self.model, self.model.group_matcher(coarse=self.coarse))
+            param_groups = [grouped[k] for k in sorted(grouped)]
+        except (AttributeError, NotImplementedError):
+            # no matcher: one group per top-level child, in registration order
+            param_groups = [[f"{c}.{p}" for p, _ in m.named_parameters()] for c, m in self.model.named_children()]
+            param_groups = [g for g in param_groups if g]
+        return build_groups(self.model, param_groups)
 
 
 def _load_file(model: nn.Module, path: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,12 +10,30 @@ import lightning.pytorch as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tl_research.backbones.base import ImageSpec, TextSpec
 from tl_research.data.datasets import RawDataset, load_dataset
 from tl_research.data.splits import Split, balanced_take, stratified_split
 from tl_research.errors import UserError
+
+
+class EpochShuffle(Sampler[int]):
+    """A fresh permutation per epoch from (seed, epoch) alone: Lightning calls `set_epoch`, so a resumed run
+    sees exactly the batches an uninterrupted one would (a plain RandomSampler draws from the global RNG)."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=gen).tolist())
 
 
 class IndexedDataset(Dataset):
@@ -67,9 +85,9 @@ class TransferDataModule(L.LightningDataModule):
     """Train/val/test loaders over index sets of one pool."""
 
     def __init__(self, raw: RawDataset, split: Split, collate: Callable, batch_size: int = 32,
-                 eval_batch_size: int | None = None, num_workers: int = 0) -> None:
+                 eval_batch_size: int | None = None, num_workers: int = 0, seed: int = 0) -> None:
         super().__init__()
-        self.raw, self.split, self.collate = raw, split, collate
+        self.raw, self.split, self.collate, self.seed = raw, split, collate, seed
         self.batch_size, self.num_workers = batch_size, num_workers
         self.eval_batch_size = eval_batch_size or batch_size
         inputs = torch.from_numpy(raw.inputs) if isinstance(raw.inputs, np.ndarray) else raw.inputs
@@ -80,8 +98,9 @@ class TransferDataModule(L.LightningDataModule):
         return len(self.raw.classes)
 
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
+        sampler = EpochShuffle(len(self.sets[part]), self.seed) if shuffle else None
         return DataLoader(self.sets[part], batch_size=self.batch_size if shuffle else self.eval_batch_size,
-                          shuffle=shuffle, collate_fn=self.collate, num_workers=self.num_workers,
+                          sampler=sampler, collate_fn=self.collate, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
@@ -104,7 +123,7 @@ def build_datamodule(name: str, preprocessing: ImageSpec | TextSpec, modality: s
                      split_seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2,
                      train_limit: int | None = None, eval_limit: int | None = None,
                      image_size: int | None = None, batch_size: int = 32, eval_batch_size: int | None = None,
-                     num_workers: int = 0) -> TransferDataModule:
+                     num_workers: int = 0, seed: int = 0) -> TransferDataModule:
     """Load dataset `name`, split it with `split_seed`, cap the splits and wire the backbone's preprocessing."""
     raw = load_dataset(name, root)
     if raw.modality != modality:
@@ -115,4 +134,4 @@ def build_datamodule(name: str, preprocessing: ImageSpec | TextSpec, modality: s
                   balanced_take(split.val, raw.labels, eval_limit, split_seed + 2),
                   balanced_take(split.test, raw.labels, eval_limit, split_seed + 3))
     return TransferDataModule(raw, split, build_collate(preprocessing, image_size), batch_size, eval_batch_size,
-                              num_workers)
+                              num_workers, seed)
