@@ -22,7 +22,7 @@ from tl_research.errors import UserError
 from tl_research.heads import build_head
 from tl_research.module import TransferModule
 from tl_research.strategies import build_strategy
-from tl_research.tracking import start_tracking
+from tl_research.tracking import preflight, start_tracking
 
 
 @dataclass
@@ -89,14 +89,17 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)  # readers never see a half-written file
 
 
-def run(exp: Experiment, out: str | Path | None = None, callbacks: Sequence[L.Callback] = ()) -> RunResult:
+def run(exp: Experiment, out: str | Path | None = None, callbacks: Sequence[L.Callback] = (),
+        group: str | None = None) -> RunResult:
     """Build everything from `exp`, fit, restore the best checkpoint, test, and write metrics.json.
 
-    `callbacks` are added to the trainer's (e.g. a pruning callback of a study, or a probe in a test).
+    `callbacks` are added to the trainer's (e.g. a pruning callback of a study, or a probe in a test);
+    `group` is the W&B group (a study's name; default: the experiment's name).
 
     Building is split into backbone / data / module steps so that a cache of frozen-prefix features can replace
     the data step (and feed the module's unfrozen suffix) without changing this function's callers.
     """
+    preflight(exp)
     L.seed_everything(exp.seed, workers=True, verbose=False)
     backbone = build_backbone_from(exp)
     data = build_data_from(exp, backbone)
@@ -115,7 +118,7 @@ def run(exp: Experiment, out: str | Path | None = None, callbacks: Sequence[L.Ca
     callbacks = [best, latest, throughput, *callbacks]
     if t.patience is not None:
         callbacks.append(EarlyStopping(monitor="val/acc", mode="max", patience=t.patience))
-    tracker = start_tracking(exp, run_dir, backbone.weights_source)
+    tracker = start_tracking(exp, run_dir, backbone.weights_source, group)
     trainer = L.Trainer(max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
                         precision=t.precision, deterministic=t.deterministic, default_root_dir=run_dir,
                         logger=tracker.logger if tracker.logger is not None else False, callbacks=callbacks,

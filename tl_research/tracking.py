@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import netrc
 import os
+import socket
 import subprocess
 from dataclasses import dataclass
 from importlib import metadata
@@ -10,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tl_research.config import Experiment
+from tl_research.errors import UserError
 
 TRACKED_PACKAGES = ("torch", "lightning", "timm", "transformers", "optuna", "wandb", "torchmetrics")
 
@@ -17,14 +20,16 @@ TRACKED_PACKAGES = ("torch", "lightning", "timm", "transformers", "optuna", "wan
 def git_state(where: Path | None = None) -> dict[str, Any]:
     """Commit SHA and dirty flag of the code's checkout (None outside git)."""
     cwd = where or Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                             timeout=10).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True,
-                                    timeout=10).stdout.strip()) if sha else None
-    except (OSError, subprocess.SubprocessError):
-        sha, dirty = None, None
-    return {"git_sha": sha, "git_dirty": dirty}
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    sha = git("rev-parse", "--verify", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if sha else None
+    return {"git_sha": sha, "git_dirty": None if status is None else bool(status)}
 
 
 def package_versions() -> dict[str, str | None]:
@@ -48,6 +53,39 @@ def tracking_mode(exp: Experiment) -> str:
     return os.environ.get("WANDB_MODE", exp.tracking.mode)
 
 
+def preflight(exp: Experiment, timeout: float = 3.0) -> None:
+    """Fail fast, before anything is built, when `online` tracking cannot work (no credentials or no network):
+    a run must never hang on W&B or lose its logs. `offline` and `disabled` need nothing."""
+    if tracking_mode(exp) != "online":
+        return
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    host, port = url.hostname or "api.wandb.ai", url.port or (443 if url.scheme == "https" else 80)
+    key = os.environ.get("WANDB_API_KEY")
+    if not key:
+        try:
+            auth = netrc.netrc(os.environ.get("NETRC")).authenticators(host)
+            key = auth[2] if auth else None
+        except (OSError, netrc.NetrcParseError):
+            key = None
+    if not key:
+        raise UserError("tracking.mode: online needs W&B credentials (wandb login, or WANDB_API_KEY); "
+                        "or use tracking.mode=offline and `wandb sync` later")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError:
+        raise UserError(f"tracking.mode: online, but {host}:{port} cannot be reached; "
+                        f"use tracking.mode=offline and `wandb sync` later") from None
+
+
+def run_name(exp: Experiment) -> str:
+    """Experiment name plus the settings that tell runs of one study apart."""
+    f = exp.freeze
+    depth = f"-d{f.depth}" if f.strategy == "depth" and f.depth is not None else ""
+    return f"{exp.name}-{f.strategy}{depth}-lr{exp.optim.lr:g}-s{exp.seed}"
+
+
 @dataclass
 class Tracker:
     logger: Any  # lightning WandbLogger, or None when tracking is disabled
@@ -64,15 +102,23 @@ class Tracker:
         return info
 
 
-def start_tracking(exp: Experiment, run_dir: Path, weights_source: str) -> Tracker:
+def start_tracking(exp: Experiment, run_dir: Path, weights_source: str, group: str | None = None) -> Tracker:
+    """One W&B run (files under `run_dir/wandb`): group = study (or experiment) name, job_type = strategy."""
     mode = tracking_mode(exp)
     if mode == "disabled":
         return Tracker(None)
     from lightning.pytorch.loggers import WandbLogger
 
-    name = f"{exp.name}-{exp.freeze.strategy}-s{exp.seed}"
-    logger = WandbLogger(name=name, project=os.environ.get("WANDB_PROJECT", exp.tracking.project),
+    logger = WandbLogger(name=run_name(exp), project=os.environ.get("WANDB_PROJECT", exp.tracking.project),
                          entity=os.environ.get("WANDB_ENTITY", exp.tracking.entity), save_dir=str(run_dir),
-                         group=exp.name, job_type=exp.freeze.strategy, mode=mode,
-                         tags=[exp.backbone.name, exp.data.name], config=run_config(exp, weights_source))
+                         group=group or exp.name, job_type=exp.freeze.strategy, mode=mode,
+                         tags=[exp.backbone.name, exp.data.name], config=run_config(exp, weights_source),
+                         settings=_settings())
     return Tracker(logger)
+
+
+def _settings() -> Any:
+    import wandb
+
+    # no console capture: Lightning's output stays in the terminal, and several runs in one process stay apart
+    return wandb.Settings(console="off", silent=True)

@@ -1,0 +1,88 @@
+"""W&B runs verified from the `.wandb` files they write (offline, no account, no network)."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tl_research.cli import main
+from tl_research.config import load_experiment
+from tl_research.run import run
+
+from .conftest import tiny_experiment
+from .wandb_records import decode, run_file
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))  # wandb's own scratch files stay in the test's folder
+
+
+def test_offline_fit_lands_config_history_and_summary(tmp_path, offline, capsys):
+    cfg = tmp_path / "tiny.yaml"
+    data = tiny_experiment(tmp_path, trainer={"max_epochs": 3}, data={"split_seed": 7})
+    data["tracking"]["mode"] = "offline"
+    cfg.write_text(yaml.safe_dump(data))
+    assert main(["fit", str(cfg), "--out", str(tmp_path / "run"), "--set", "seed=5"]) == 0
+    out = capsys.readouterr().out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    wandb_dir = Path(metrics["wandb_dir"])
+    assert wandb_dir.is_relative_to(tmp_path / "run")  # W&B files live inside the run folder
+    assert f"wandb sync {wandb_dir}" in out
+
+    rec = decode(run_file(wandb_dir))
+    cfg = rec["config"]
+    assert re.fullmatch(r"[0-9a-f]{40}", cfg["git_sha"]) and isinstance(cfg["git_dirty"], bool)
+    assert cfg["training_seed"] == 5 and cfg["data_split_seed"] == 7 and cfg["weights_source"] == "none"
+    assert cfg["freeze"]["strategy"] == "full" and cfg["versions"]["torch"] and cfg["versions"]["lightning"]
+    assert rec["run"].run_group == "tiny" and rec["run"].job_type == "full"
+    assert set(rec["run"].tags) == {"timm/test_efficientnet", "animal-mnist"}
+
+    val = [row["val/acc"] for row in rec["history"] if "val/acc" in row]
+    assert len(val) == 3 and all(0.0 <= v <= 1.0 for v in val)
+    steps = [row["_step"] for row in rec["history"]]
+    assert steps == sorted(steps)  # no out-of-order steps
+    summary = rec["summary"]
+    for key in ["test/acc", "throughput/train_samples_per_sec", "throughput/infer_samples_per_sec",
+                "memory/peak_mb", "params/trainable", "params/total", "freeze/trainable_fraction"]:
+        assert summary[key] == pytest.approx(metrics[key]), key
+
+
+def test_two_runs_in_one_process_stay_apart(tmp_path, offline):
+    a = run(load_experiment(data=tiny_experiment(tmp_path, trainer={"max_epochs": 2}, tracking={"mode": "offline"})))
+    b_data = tiny_experiment(tmp_path, trainer={"max_epochs": 3}, tracking={"mode": "offline"})
+    b_data.update(name="other", seed=1)
+    b = run(load_experiment(data=b_data))
+    assert a.metrics["wandb_run_id"] != b.metrics["wandb_run_id"]
+    ra, rb = decode(run_file(a.metrics["wandb_dir"])), decode(run_file(b.metrics["wandb_dir"]))
+    assert [r.run_group for r in (ra["run"], rb["run"])] == ["tiny", "other"]
+    assert len([r for r in ra["history"] if "val/acc" in r]) == 2
+    assert len([r for r in rb["history"] if "val/acc" in r]) == 3
+    assert ra["config"]["training_seed"] == 0 and rb["config"]["training_seed"] == 1
+    assert ra["summary"]["test/acc"] == pytest.approx(a.metrics["test/acc"])
+    assert rb["summary"]["test/acc"] == pytest.approx(b.metrics["test/acc"])
+
+
+def test_disabled_writes_no_wandb_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    result = run(load_experiment(data=tiny_experiment(tmp_path, tracking={"mode": "offline"})))
+    assert "wandb_dir" not in result.metrics and not list(result.run_dir.rglob("*.wandb"))
+
+
+def test_online_without_credentials_or_network_fails_fast(tmp_path, monkeypatch, capsys):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_experiment(tmp_path, tracking={"mode": "online"})))
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    assert main(["fit", str(cfg)]) == 2
+    assert "online needs W&B credentials" in capsys.readouterr().err
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    assert main(["fit", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "127.0.0.1:9 cannot be reached" in err[0]
+    assert not (tmp_path / "runs").exists()
