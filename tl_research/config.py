@@ -127,6 +127,8 @@ class TrainerConfig:
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: int = field(default=1, metadata=_range(ge=1))
     precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"] = "32-true"
+    # NHWC memory layout for image backbones (faster convolutions with bf16/fp16 on recent GPUs)
+    channels_last: bool = False
     deterministic: bool = False
     log_every_n_steps: int = field(default=10, metadata=_range(ge=1))
     progress_bar: bool = True

@@ -50,7 +50,7 @@ class TransferModule(L.LightningModule):
                  optimizer: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.01, momentum: float = 0.9,
                  head_lr_mult: float = 1.0, schedule: str = "cosine", warmup_epochs: float = 0.0,
                  plateau_patience: int = 1, plateau_factor: float = 0.5, label_smoothing: float = 0.0,
-                 l2sp_alpha: float = 0.0, l2sp_beta: float = 0.0, seed: int = 0) -> None:
+                 l2sp_alpha: float = 0.0, l2sp_beta: float = 0.0, seed: int = 0, channels_last: bool = False) -> None:
         super().__init__()
         strategy.prepare(backbone)  # e.g. LoRA adapters, before groups and optimizer exist
         self.backbone = backbone
@@ -61,6 +61,7 @@ class TransferModule(L.LightningModule):
                                head_lr_mult=head_lr_mult, schedule=schedule, warmup_epochs=warmup_epochs)
         self.label_smoothing = label_smoothing
         self.seed = seed
+        self.channels_last = channels_last and backbone.modality == "image"
         # reduce-on-plateau state: a factor on every group's lr, cut when val/acc stalls (saved in checkpoints)
         self.plateau = {"scale": 1.0, "best": -math.inf, "bad_epochs": 0, "patience": plateau_patience,
                         "factor": plateau_factor}
@@ -104,6 +105,8 @@ class TransferModule(L.LightningModule):
         # HF `from_pretrained` returns models in eval mode (dropout off) and Lightning 2.x never calls train():
         # start fitting from train mode + the BN policy, whatever state the backbone arrived in
         self.train()
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # a per-epoch seed, set right before the epoch's first step, makes dropout of epoch e the same whether or
@@ -121,6 +124,8 @@ class TransferModule(L.LightningModule):
     # ------------------------------------------------------------ steps
 
     def forward(self, inputs: Any) -> torch.Tensor:
+        if self.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
         return self.head(self.backbone(inputs))
 
     def _loss(self, batch: tuple[Any, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -80,7 +80,8 @@ def build_module_from(exp: Experiment, backbone: Backbone, num_classes: int) -> 
                           weight_decay=o.weight_decay, momentum=o.momentum, head_lr_mult=o.head_lr_mult,
                           schedule=o.schedule, warmup_epochs=o.warmup_epochs, plateau_patience=o.plateau_patience,
                           plateau_factor=o.plateau_factor, label_smoothing=o.label_smoothing,
-                          l2sp_alpha=exp.freeze.l2sp.alpha, l2sp_beta=exp.freeze.l2sp.beta, seed=exp.seed)
+                          l2sp_alpha=exp.freeze.l2sp.alpha, l2sp_beta=exp.freeze.l2sp.beta, seed=exp.seed,
+                          channels_last=exp.trainer.channels_last)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
