@@ -85,17 +85,38 @@ class FreezeConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Train-time image augmentation (evaluation is never augmented); everything off by default."""
+
+    random_resized_crop: bool = False
+    crop_scale: float = field(default=0.5, metadata=_range(gt=0.0, le=1.0))  # smallest crop area share
+    hflip: bool = False
+    rotation: float = field(default=0.0, metadata=_range(ge=0.0, le=180.0))  # degrees
+    shear: float = field(default=0.0, metadata=_range(ge=0.0, le=45.0))  # degrees
+    zoom: float = field(default=0.0, metadata=_range(ge=0.0, lt=1.0))  # scale in [1 - zoom, 1 + zoom]
+
+
+@dataclass
 class DataConfig:
     name: str = "animal-mnist"
     # folder or file for datasets that read from disk (None: the dataset's default location)
     root: str | None = None
-    # seeds the train/val/test split, independent of the training seed
+    # seeds the train/val/test split and the k-shot subsets, independent of the training seed
     split_seed: int = 0
     val_fraction: float = field(default=0.1, metadata=_range(gt=0.0, lt=1.0))
     test_fraction: float = field(default=0.2, metadata=_range(gt=0.0, lt=1.0))
+    # k examples per class from the training split (nested across k), or a stratified share of it
+    shots: int | None = field(default=None, metadata=_range(ge=1))
+    fraction: float | None = field(default=None, metadata=_range(gt=0.0, le=1.0))
     # stratified caps on split sizes (None: everything the split holds)
     train_limit: int | None = field(default=None, metadata=_range(ge=1))
     eval_limit: int | None = field(default=None, metadata=_range(ge=1))
+    # csv_text: column names (a .tsv file is read tab-separated); npz: array names
+    text_column: str = "text"
+    label_column: str = "label"
+    x_key: str = "x"
+    y_key: str = "y"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     # image side in pixels (None: the backbone's pretrained input size)
     image_size: int | None = field(default=None, metadata=_range(ge=8, le=1024))
     batch_size: int = field(default=32, metadata=_range(ge=1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -18,6 +19,7 @@ from tl_research.backbones import Backbone, build_backbone
 from tl_research.callbacks import Throughput
 from tl_research.config import Experiment, dump_yaml
 from tl_research.data.datamodule import TransferDataModule, build_datamodule
+from tl_research.data.datasets import LoadOptions
 from tl_research.errors import UserError
 from tl_research.heads import build_head
 from tl_research.module import TransferModule
@@ -65,11 +67,13 @@ def build_backbone_from(exp: Experiment) -> Backbone:
 
 def build_data_from(exp: Experiment, backbone: Backbone) -> TransferDataModule:
     d = exp.data
+    options = LoadOptions(d.text_column, d.label_column, d.x_key, d.y_key)
     return build_datamodule(d.name, backbone.preprocessing, backbone.modality, root=d.root,
                             split_seed=d.split_seed, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
-                            train_limit=d.train_limit, eval_limit=d.eval_limit, image_size=d.image_size,
-                            batch_size=d.batch_size, eval_batch_size=d.eval_batch_size, num_workers=d.num_workers,
-                            seed=exp.seed)
+                            shots=d.shots, share=d.fraction, train_limit=d.train_limit, eval_limit=d.eval_limit,
+                            image_size=d.image_size, batch_size=d.batch_size, eval_batch_size=d.eval_batch_size,
+                            num_workers=d.num_workers, seed=exp.seed, options=options,
+                            augment=dataclasses.asdict(d.augment))
 
 
 def build_module_from(exp: Experiment, backbone: Backbone, num_classes: int) -> TransferModule:
@@ -107,6 +111,8 @@ def run(exp: Experiment, out: str | Path | None = None, callbacks: Sequence[L.Ca
     module = build_module_from(exp, backbone, data.num_classes)
     run_dir, resume = make_run_dir(exp, out)
     (run_dir / "config.yaml").write_text(dump_yaml(exp))
+    # the exact examples of each split, so a subset can be reproduced (or audited) later
+    _write_json(run_dir / "split.json", {k: getattr(data.split, k).tolist() for k in ("train", "val", "test")})
 
     t = exp.trainer
     best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max",
@@ -140,7 +146,7 @@ def run(exp: Experiment, out: str | Path | None = None, callbacks: Sequence[L.Ca
             "backbone": backbone.name, "dataset": exp.data.name, "strategy": exp.freeze.strategy,
             "seed": exp.seed, "split_seed": exp.data.split_seed, "epochs": trainer.current_epoch,
             "data/train_size": len(data.sets["train"]), "data/val_size": len(data.sets["val"]),
-            "data/test_size": len(data.sets["test"]), "data/num_classes": data.num_classes,
+            "data/test_size": len(data.sets["test"]), "data/num_classes": data.num_classes, **data.subset_info,
         })
         metrics.update(tracker.finish(metrics))
     except BaseException:

@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tl_research.backbones.base import ImageSpec, TextSpec
-from tl_research.data.datasets import RawDataset, load_dataset
-from tl_research.data.splits import Split, balanced_take, stratified_split
+from tl_research.data.datasets import LoadOptions, RawDataset, load_dataset
+from tl_research.data.fewshot import fraction, k_shot
+from tl_research.data.splits import Split, balanced_take, split_pool
 from tl_research.errors import UserError
 
 
@@ -52,21 +53,51 @@ class IndexedDataset(Dataset):
 
 @dataclass(frozen=True)
 class ImageCollate:
-    """uint8 images (H, W[, C]) -> normalised float (B, 3, size, size); grey images are repeated to 3 channels."""
+    """uint8 images (H, W[, C]) -> normalised float (B, 3, size, size); grey images are repeated to 3 channels.
+
+    `augment` (train loaders only) takes a float (3, H, W) image in [0, 1] to a (3, size, size) one."""
 
     spec: ImageSpec
     size: int
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None
 
-    def __call__(self, items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.stack([torch.as_tensor(img) for img, _ in items]).float().div_(255.0)
-        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        if x.shape[-1] != self.size or x.shape[-2] != self.size:
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+    def _one(self, img: Any) -> torch.Tensor:
+        x = torch.as_tensor(img).float().div_(255.0)
+        x = x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)
+        if x.shape[0] == 1:
+            x = x.expand(3, -1, -1)
+        elif x.shape[0] == 4:
+            x = x[:3]  # drop alpha
+        if self.augment is not None:
+            return self.augment(x)
+        if x.shape[-2:] != (self.size, self.size):
+            x = F.interpolate(x.unsqueeze(0), size=(self.size, self.size), mode="bilinear", antialias=True,
+                              align_corners=False)[0]
+        return x
+
+    def __call__(self, items: list[tuple[Any, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.stack([self._one(img) for img, _ in items])
         mean = torch.tensor(self.spec.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.spec.std).view(1, 3, 1, 1)
         return (x - mean) / std, torch.tensor([y for _, y in items])
+
+
+def build_augment(size: int, random_resized_crop: bool = False, crop_scale: float = 0.5, hflip: bool = False,
+                  rotation: float = 0.0, shear: float = 0.0, zoom: float = 0.0) -> Callable | None:
+    """torchvision v2 train transforms on float tensors (None when everything is off)."""
+    from torchvision.transforms import v2
+
+    steps: list[Any] = []
+    if rotation or shear or zoom:
+        steps.append(v2.RandomAffine(degrees=rotation, shear=shear or None,
+                                     scale=(1 - zoom, 1 + zoom) if zoom else None))
+    if hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    if not steps and not random_resized_crop:
+        return None
+    steps.append(v2.RandomResizedCrop(size, scale=(crop_scale, 1.0), antialias=True) if random_resized_crop
+                 else v2.Resize((size, size), antialias=True))
+    return v2.Compose(steps)
 
 
 @dataclass(frozen=True)
@@ -85,9 +116,12 @@ class TransferDataModule(L.LightningDataModule):
     """Train/val/test loaders over index sets of one pool."""
 
     def __init__(self, raw: RawDataset, split: Split, collate: Callable, batch_size: int = 32,
-                 eval_batch_size: int | None = None, num_workers: int = 0, seed: int = 0) -> None:
+                 eval_batch_size: int | None = None, num_workers: int = 0, seed: int = 0,
+                 train_collate: Callable | None = None, subset_info: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.raw, self.split, self.collate, self.seed = raw, split, collate, seed
+        self.train_collate = train_collate or collate
+        self.subset_info = subset_info or {}
         self.batch_size, self.num_workers = batch_size, num_workers
         self.eval_batch_size = eval_batch_size or batch_size
         inputs = torch.from_numpy(raw.inputs) if isinstance(raw.inputs, np.ndarray) else raw.inputs
@@ -100,7 +134,8 @@ class TransferDataModule(L.LightningDataModule):
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
         sampler = EpochShuffle(len(self.sets[part]), self.seed) if shuffle else None
         return DataLoader(self.sets[part], batch_size=self.batch_size if shuffle else self.eval_batch_size,
-                          sampler=sampler, collate_fn=self.collate, num_workers=self.num_workers,
+                          sampler=sampler, collate_fn=self.train_collate if shuffle else self.collate,
+                          num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
@@ -113,25 +148,39 @@ class TransferDataModule(L.LightningDataModule):
         return self._loader("test", False)
 
 
-def build_collate(spec: ImageSpec | TextSpec, image_size: int | None) -> Callable:
-    if isinstance(spec, ImageSpec):
-        return ImageCollate(spec, image_size or spec.input_size)
-    return TextCollate(spec)
-
-
 def build_datamodule(name: str, preprocessing: ImageSpec | TextSpec, modality: str, *, root: str | None = None,
                      split_seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2,
+                     shots: int | None = None, share: float | None = None,
                      train_limit: int | None = None, eval_limit: int | None = None,
                      image_size: int | None = None, batch_size: int = 32, eval_batch_size: int | None = None,
-                     num_workers: int = 0, seed: int = 0) -> TransferDataModule:
-    """Load dataset `name`, split it with `split_seed`, cap the splits and wire the backbone's preprocessing."""
-    raw = load_dataset(name, root)
+                     num_workers: int = 0, seed: int = 0, options: LoadOptions = LoadOptions(),
+                     augment: dict[str, Any] | None = None) -> TransferDataModule:
+    """Load dataset `name`, split it with `split_seed`, take k shots / a share / a capped subset of the training
+    split, and wire the backbone's preprocessing (train-time augmentation for images when asked)."""
+    raw = load_dataset(name, root, options)
     if raw.modality != modality:
         raise UserError(f"data.name: {name} holds {raw.modality} data but the backbone takes {modality}")
-    split = stratified_split(raw.labels, val_fraction, test_fraction, split_seed)
+    if shots is not None and share is not None:
+        raise UserError("data.shots: set data.shots or data.fraction, not both")
+    split = split_pool(raw.labels, raw.predefined, val_fraction, test_fraction, split_seed)
+    info: dict[str, Any] = {}
+    train = split.train
+    if shots is not None or share is not None:
+        sub = k_shot(train, raw.labels, shots, split_seed) if shots else fraction(train, raw.labels, share, split_seed)
+        train = sub.indices
+        info = {"data/shots_per_class": shots, "data/fraction": share, "data/short_classes": sub.short_classes,
+                "data/min_class_count": min(sub.per_class.values())}
+        info = {k: v for k, v in info.items() if v is not None}
     # distinct derived seeds keep the caps independent of each other but fixed by the split seed
-    split = Split(balanced_take(split.train, raw.labels, train_limit, split_seed + 1),
+    split = Split(balanced_take(train, raw.labels, train_limit, split_seed + 1),
                   balanced_take(split.val, raw.labels, eval_limit, split_seed + 2),
                   balanced_take(split.test, raw.labels, eval_limit, split_seed + 3))
-    return TransferDataModule(raw, split, build_collate(preprocessing, image_size), batch_size, eval_batch_size,
-                              num_workers, seed)
+    if isinstance(preprocessing, ImageSpec):
+        size = image_size or preprocessing.input_size
+        collate: Callable = ImageCollate(preprocessing, size)
+        aug = build_augment(size, **(augment or {}))
+        train_collate = ImageCollate(preprocessing, size, aug) if aug is not None else collate
+    else:
+        collate = train_collate = TextCollate(preprocessing)
+    return TransferDataModule(raw, split, collate, batch_size, eval_batch_size, num_workers, seed, train_collate,
+                              info)

