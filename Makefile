@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml requirements-assets.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+	@dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || echo "note: apt-get install dataset-fashion-mnist for the fashion-mnist dataset (its test is skipped without it, outside CI)"
 
 quickstart: install
 	$(VENV)/bin/tlr quickstart
