@@ -7,6 +7,7 @@ import fnmatch
 import json
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 from tl_research.errors import UserError
@@ -121,6 +122,63 @@ def cmd_datasets(args: argparse.Namespace) -> None:
                   for r in rows], ["dataset", "modality", "available", "install / description"])
 
 
+def trial_rows(study: Any, spec: Any) -> tuple[list[str], list[list[Any]]]:
+    """Finished trials as table rows: number, state, swept params, objective metrics and test/acc."""
+    from optuna.trial import TrialState
+
+    keys = sorted({k for t in study.trials for k in t.params})
+    metrics = list(dict.fromkeys([o.metric for o in spec.objectives] + ["test/acc"]))
+    rows = [[t.number, t.state.name] + [t.params.get(k) for k in keys] + [t.user_attrs.get(m) for m in metrics]
+            for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
+    return ["trial", "state", *keys, *metrics], rows
+
+
+def cmd_study(args: argparse.Namespace) -> None:
+    from tl_research.config import load_experiment
+    from tl_research.study import (
+        create_or_load,
+        default_storage,
+        enqueue_missing,
+        open_storage,
+        progress_line,
+        spawn_workers,
+        total_trials,
+        wait_with_progress,
+        work,
+    )
+    from tl_research.studyspec import load_study
+    from tl_research.tracking import log_study_table
+
+    spec = load_study(args.config, args.set)  # everything is validated before the storage is touched
+    url = args.storage or spec.config.storage or default_storage(spec)
+    study = create_or_load(spec, open_storage(url, spec.config))
+    queued = enqueue_missing(study, spec) if spec.config.kind == "grid" else 0
+    print(f"study {spec.name} ({spec.config.kind}, {total_trials(spec)} trials) on {url}: "
+          f"{queued} queued; {progress_line(study, spec)}")
+    if args.workers > 1:
+        wait_with_progress(study, spec, spawn_workers(args.workers, spec.name, url))
+    else:
+        work(study, spec, on_trial=lambda s: print(f"[{spec.name}] {progress_line(s, spec)}", flush=True))
+    columns, rows = trial_rows(study, spec)
+    print()
+    print_table([[("" if c is None else f"{c:.4g}" if isinstance(c, float) else c) for c in r] for r in rows],
+                columns)
+    base = load_experiment(data=spec.base)
+    folder = log_study_table(base, spec.name, columns, rows, Path(base.output_dir) / "studies" / spec.name)
+    print(f"\n{progress_line(study, spec)}. Storage: {url}")
+    if folder:
+        print(f"W&B study table: wandb sync {folder}")
+    print(f"Browse it: optuna-dashboard {url}")
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    from tl_research.study import load_existing, open_storage, work
+
+    study, spec = load_existing(args.study, open_storage(args.storage))
+    n = work(study, spec)
+    print(f"worker done: {n} trials")
+
+
 def cmd_quickstart(args: argparse.Namespace) -> None:
     from tl_research.quickstart import quickstart
 
@@ -153,6 +211,18 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("datasets", help="datasets and their availability")
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_datasets)
+
+    s = sub.add_parser("study", help="grid or search study on an Optuna storage; re-run = resume")
+    s.add_argument("config", help="study YAML (experiment + study section)")
+    s.add_argument("--storage", help="sqlite:///…, postgresql+psycopg://…, or a journal file (*.log)")
+    s.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override in the base experiment")
+    s.set_defaults(func=cmd_study)
+
+    w = sub.add_parser("worker", help="join a study from another process or machine")
+    w.add_argument("--study", required=True)
+    w.add_argument("--storage", required=True)
+    w.set_defaults(func=cmd_worker)
 
     q = sub.add_parser("quickstart", help="the embedded-default main job, offline")
     q.add_argument("--out", default="runs/quickstart", help="folder for the runs")

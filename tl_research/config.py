@@ -196,6 +196,10 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, path: str) -> Any:
     """Return `value` as type `tp`, accepting the string forms a `--set` or YAML may give."""
     origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, f"{path}.")
+    if tp is Any:
+        return value  # free-form section (e.g. a study grid), validated by its own builder
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~")):

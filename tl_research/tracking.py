@@ -122,3 +122,22 @@ def _settings() -> Any:
 
     # no console capture: Lightning's output stays in the terminal, and several runs in one process stay apart
     return wandb.Settings(console="off", silent=True)
+
+
+def log_study_table(exp: Experiment, study_name: str, columns: list[str], rows: list[list[Any]],
+                    save_dir: Path) -> str | None:
+    """The study's trials as a W&B Table in a summary run of the study's group; returns its folder."""
+    mode = tracking_mode(exp)
+    if mode == "disabled":
+        return None
+    import wandb
+
+    save_dir.mkdir(parents=True, exist_ok=True)
+    wb_run = wandb.init(project=os.environ.get("WANDB_PROJECT", exp.tracking.project),
+                        entity=os.environ.get("WANDB_ENTITY", exp.tracking.entity), group=study_name,
+                        job_type="study-summary", name=f"{study_name}-summary", dir=str(save_dir), mode=mode,
+                        settings=_settings())
+    wb_run.log({"study/trials": wandb.Table(columns=columns, data=rows)})
+    folder = str(Path(wb_run.dir).parent.resolve())
+    wb_run.finish()
+    return folder

@@ -1,0 +1,289 @@
+"""Studies on an Optuna storage: grid ablations and searches; workers; resume; pruning.
+
+A grid cell is an Optuna trial enqueued by the coordinator (`tlr study`) and claimed by exactly one worker
+through the storage's atomic WAITING -> RUNNING transition. Re-running the study command enqueues the cells that
+have no COMPLETE, PRUNED, WAITING or RUNNING trial (so finished cells are skipped and failed ones retried).
+On RDB storages (SQLite, PostgreSQL) workers send Optuna heartbeats: a killed worker's trial turns FAIL after the
+grace period and Optuna's RetryFailedTrialCallback puts its cell back in the queue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import secrets
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+import optuna
+from optuna.trial import TrialState
+
+from tl_research.errors import UserError
+from tl_research.studyspec import StudyConfig, StudySpec, experiment_for, seed_list
+
+DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+SPEC_ATTR = "tlr_spec"
+
+
+# ------------------------------------------------------------------ storage
+
+def open_storage(url: str, cfg: StudyConfig | None = None) -> optuna.storages.BaseStorage:
+    """An Optuna storage from a URL: `sqlite:///…`, `postgresql+psycopg://…`, or a journal file (`*.log`,
+    `journal:PATH`). Unusable URLs are a UserError."""
+    cfg = cfg or StudyConfig()
+    try:
+        if url.startswith("journal:") or url.endswith((".log", ".journal")):
+            from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+            path = Path(url.removeprefix("journal:"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(path)))
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+        with warnings.catch_warnings():  # heartbeats are marked experimental; they are what makes kills safe
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine, heartbeat_interval=cfg.heartbeat_interval,
+                grace_period=cfg.grace_period,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
+    except Exception as exc:  # driver missing, bad URL, server down: all mean this storage cannot be used
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].lstrip("(")
+        raise UserError(f"--storage: cannot open {url} ({first[:200]})") from None
+
+
+def default_storage(spec: StudySpec) -> str:
+    root = Path(spec.base.get("output_dir", "runs"))
+    return f"sqlite:///{root / 'studies.db'}"
+
+
+def _sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
+    if cfg.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=cfg.sampler_seed)
+    return optuna.samplers.TPESampler(seed=cfg.sampler_seed)
+
+
+def _pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
+    return {"median": optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+            "hyperband": optuna.pruners.HyperbandPruner(), "none": optuna.pruners.NopPruner()}[cfg.pruner]
+
+
+def create_or_load(spec: StudySpec, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions,
+                                sampler=_sampler(spec.config), pruner=_pruner(spec.config), load_if_exists=True)
+    saved = study.user_attrs.get(SPEC_ATTR)
+    if saved is not None and saved != json.loads(json.dumps(spec.to_json())):
+        raise UserError(f"study {spec.name!r} exists in this storage with a different definition; "
+                        f"rename the study or use another storage")
+    study.set_user_attr(SPEC_ATTR, spec.to_json())
+    return study
+
+
+def load_existing(name: str, storage: optuna.storages.BaseStorage) -> tuple[optuna.Study, StudySpec]:
+    """A study and its definition, as a worker on another machine sees them."""
+    from tl_research.studyspec import load_study_json
+
+    try:
+        summary = next(s for s in optuna.get_all_study_summaries(storage) if s.study_name == name)
+    except StopIteration:
+        raise UserError(f"--study: no study {name!r} in this storage") from None
+    spec = load_study_json(summary.user_attrs[SPEC_ATTR])
+    study = optuna.load_study(study_name=name, storage=storage, sampler=_sampler(spec.config),
+                              pruner=_pruner(spec.config))
+    return study, spec
+
+
+def enqueue_missing(study: optuna.Study, spec: StudySpec) -> int:
+    """Queue every grid cell that has no trial that finished, waits or runs; returns how many were queued."""
+    covered = {json.dumps(t.params if t.params else t.system_attrs.get("fixed_params", {}), sort_keys=True)
+               for t in study.get_trials(deepcopy=False,
+                                         states=(*DONE, TrialState.WAITING, TrialState.RUNNING))}
+    queued = 0
+    for cell in spec.cells:
+        if json.dumps(cell, sort_keys=True) not in covered:
+            study.enqueue_trial(cell)
+            queued += 1
+    return queued
+
+
+# ------------------------------------------------------------------ one trial
+
+class OptunaPruning(L.Callback):
+    """Reports the objective metric every validation epoch; raises TrialPruned when the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial, metric: str) -> None:
+        self.trial, self.metric = trial, metric
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self.metric not in trainer.callback_metrics:
+            return
+        value = float(trainer.callback_metrics[self.metric])
+        self.trial.report(value, trainer.current_epoch)
+        self.trial.set_user_attr("last_reported", value)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {trainer.current_epoch} with {self.metric}={value:.4f}")
+
+
+def _suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
+    if spec.config.kind == "grid":
+        # a claimed cell carries its values as Optuna fixed params: suggest returns exactly those
+        space = {**spec.config.grid, "seed": seed_list(spec.config.seeds)}
+        return {k: trial.suggest_categorical(k, v) for k, v in space.items()}
+    params = {}
+    for key, d in spec.config.params.items():
+        if d["type"] == "categorical":
+            params[key] = trial.suggest_categorical(key, d["choices"])
+        elif d["type"] == "int":
+            params[key] = trial.suggest_int(key, int(d["low"]), int(d["high"]), log=bool(d.get("log")))
+        else:
+            params[key] = trial.suggest_float(key, float(d["low"]), float(d["high"]), log=bool(d.get("log")))
+    return params
+
+
+def objective(trial: optuna.Trial, spec: StudySpec) -> list[float]:
+    """One trial = one `run()`; user attributes get every final metric, the run folder and the W&B run id."""
+    from tl_research.run import run
+
+    params = _suggest(trial, spec)
+    exp = experiment_for(spec.base, {**params, "trainer.progress_bar": False})
+    # unique even when one study name lives in several storages
+    out = Path(exp.output_dir) / "studies" / spec.name / f"trial-{trial.number:04d}-{secrets.token_hex(3)}"
+    callbacks = [OptunaPruning(trial, spec.objectives[0].metric)] if len(spec.objectives) == 1 and \
+        spec.config.pruner != "none" else []
+    result = run(exp, out, callbacks=callbacks, group=spec.name)
+    for key, value in result.metrics.items():
+        if isinstance(value, (int, float, str)):
+            trial.set_user_attr(key, value)
+    values = [float(result.metrics[o.metric]) for o in spec.objectives]
+    if not all(math.isfinite(v) for v in values) or not math.isfinite(result.metrics.get("train/loss", 0.0)):
+        raise FloatingPointError(f"non-finite result: {dict(zip([o.metric for o in spec.objectives], values))}")
+    return values
+
+
+def _heartbeat(storage: Any, trial_id: int, stop: threading.Event, every: float) -> None:
+    while not stop.wait(every):
+        storage.record_heartbeat(trial_id)
+
+
+def run_claimed(study: optuna.Study, trial: optuna.Trial, spec: StudySpec) -> TrialState:
+    """Run a claimed trial to its end state; an exception or NaN fails it with the message kept."""
+    storage = study._storage  # Optuna's heartbeat API lives on the storage object
+    stop = threading.Event()
+    beat = None
+    if isinstance(storage, optuna.storages.RDBStorage):
+        storage.record_heartbeat(trial._trial_id)
+        beat = threading.Thread(target=_heartbeat, args=(storage, trial._trial_id, stop,
+                                                         spec.config.heartbeat_interval), daemon=True)
+        beat.start()
+    try:
+        values = objective(trial, spec)
+        study.tell(trial, values)
+        return TrialState.COMPLETE
+    except optuna.TrialPruned as exc:
+        trial.set_user_attr("pruned", str(exc))
+        study.tell(trial, state=TrialState.PRUNED)
+        return TrialState.PRUNED
+    except (Exception, SystemExit) as exc:  # a trial's failure must not stop the study
+        trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
+        study.tell(trial, state=TrialState.FAIL)
+        return TrialState.FAIL
+    finally:
+        stop.set()
+        if beat is not None:
+            beat.join()
+
+
+def _claim(study: optuna.Study) -> optuna.Trial | None:
+    """Atomically take one WAITING trial (RUNNING on success); None when the queue is empty."""
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
+                return optuna.Trial(study, frozen._trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return None
+
+
+def work(study: optuna.Study, spec: StudySpec, on_trial: Any = None) -> int:
+    """A worker: grid cells until the queue is empty, or search trials until n_trials are done."""
+    quiet_lightning()
+    done = 0
+    if spec.config.kind == "grid":
+        while True:
+            if isinstance(study._storage, optuna.storages.RDBStorage):
+                optuna.storages.fail_stale_trials(study)  # a killed worker's cell goes back into the queue
+            trial = _claim(study)
+            if trial is None:
+                return done
+            run_claimed(study, trial, spec)
+            done += 1
+            if on_trial:
+                on_trial(study)
+    from optuna.study import MaxTrialsCallback
+
+    callbacks = [MaxTrialsCallback(spec.config.n_trials, states=DONE)]
+    if on_trial:
+        callbacks.append(lambda s, t: on_trial(s))
+
+    def func(trial: optuna.Trial) -> list[float]:
+        try:
+            return objective(trial, spec)
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
+            raise
+
+    study.optimize(func if len(spec.objectives) > 1 else (lambda t: func(t)[0]), timeout=spec.config.timeout,
+                   n_trials=spec.config.n_trials, callbacks=callbacks, catch=(Exception,),
+                   show_progress_bar=False)
+    return len(study.get_trials(states=DONE))
+
+
+def quiet_lightning() -> None:
+    """Per-run Lightning chatter is noise in a study: one progress bar for the study instead."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def spawn_workers(n: int, name: str, url: str) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-m", "tl_research.cli", "worker", "--study", name, "--storage", url],
+                             stdout=subprocess.DEVNULL) for _ in range(n)]
+
+
+def total_trials(spec: StudySpec) -> int:
+    return len(spec.cells) if spec.config.kind == "grid" else spec.config.n_trials
+
+
+def progress_line(study: optuna.Study, spec: StudySpec) -> str:
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state in DONE]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = ""
+    if complete and len(spec.objectives) == 1:
+        pick = max if spec.objectives[0].direction == "maximize" else min
+        best = f" best {spec.objectives[0].metric}={pick(t.value for t in complete):.4f}"
+    failed = sum(t.state == TrialState.FAIL for t in trials)
+    return f"{len(done)}/{total_trials(spec)} done{best}" + (f", {failed} failed" if failed else "")
+
+
+def wait_with_progress(study: optuna.Study, spec: StudySpec, procs: list[subprocess.Popen]) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                  TimeRemainingColumn()) as bar:
+        task = bar.add_task(spec.name, total=total_trials(spec), info="")
+        while any(p.poll() is None for p in procs):
+            time.sleep(2)
+            done = len(study.get_trials(deepcopy=False, states=DONE))
+            bar.update(task, completed=done, info=progress_line(study, spec))
+        bar.update(task, completed=len(study.get_trials(deepcopy=False, states=DONE)),
+                   info=progress_line(study, spec))
