@@ -34,8 +34,7 @@ class Throughput(L.Callback):
     def __init__(self, warmup_batches: int = 3) -> None:
         self.warmup_batches = warmup_batches
         self.metrics: dict[str, float] = {}
-        self._seen = 0
-        self._train = [0, 0.0]  # samples, seconds
+        self._batches: list[tuple[int, float]] = []  # (samples, seconds) of every training batch
         self._test = [0, 0.0]
         self._t0 = 0.0
         self._fit_t0 = 0.0
@@ -57,15 +56,15 @@ class Throughput(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, out: Any, batch: Any,
                            idx: int) -> None:
         self._sync(module)
-        self._seen += 1
-        if self._seen > self.warmup_batches:
-            self._train[0] += _batch_size(batch)
-            self._train[1] += time.perf_counter() - self._t0
+        self._batches.append((_batch_size(batch), time.perf_counter() - self._t0))
 
     def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.metrics["time/fit_seconds"] = time.perf_counter() - self._fit_t0
-        if self._train[1] > 0:
-            self.metrics["throughput/train_samples_per_sec"] = self._train[0] / self._train[1]
+        # skip the warm-up batches; a very short run keeps at least its last batch
+        timed = self._batches[min(self.warmup_batches, max(0, len(self._batches) - 1)):]
+        seconds = sum(t for _, t in timed)
+        if seconds > 0:
+            self.metrics["throughput/train_samples_per_sec"] = sum(n for n, _ in timed) / seconds
         self.metrics["memory/peak_mb"] = peak_memory_mb(module.device)
 
     def on_test_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, idx: int,

@@ -139,6 +139,7 @@ def cmd_study(args: argparse.Namespace) -> None:
         create_or_load,
         default_storage,
         enqueue_missing,
+        fail_stale,
         open_storage,
         progress_line,
         spawn_workers,
@@ -152,6 +153,7 @@ def cmd_study(args: argparse.Namespace) -> None:
     spec = load_study(args.config, args.set)  # everything is validated before the storage is touched
     url = args.storage or spec.config.storage or default_storage(spec)
     study = create_or_load(spec, open_storage(url, spec.config))
+    fail_stale(study)  # trials of killed workers: failed, their cells re-queued (RDB storages)
     queued = enqueue_missing(study, spec) if spec.config.kind == "grid" else 0
     print(f"study {spec.name} ({spec.config.kind}, {total_trials(spec)} trials) on {url}: "
           f"{queued} queued; {progress_line(study, spec)}")

@@ -155,8 +155,9 @@ def objective(trial: optuna.Trial, spec: StudySpec) -> list[float]:
     exp = experiment_for(spec.base, {**params, "trainer.progress_bar": False})
     # unique even when one study name lives in several storages
     out = Path(exp.output_dir) / "studies" / spec.name / f"trial-{trial.number:04d}-{secrets.token_hex(3)}"
-    callbacks = [OptunaPruning(trial, spec.objectives[0].metric)] if len(spec.objectives) == 1 and \
-        spec.config.pruner != "none" else []
+    # an ablation cell always runs to the end; searches prune (single objective: Optuna cannot prune multi)
+    prune = spec.config.kind == "search" and len(spec.objectives) == 1 and spec.config.pruner != "none"
+    callbacks = [OptunaPruning(trial, spec.objectives[0].metric)] if prune else []
     result = run(exp, out, callbacks=callbacks, group=spec.name)
     for key, value in result.metrics.items():
         if isinstance(value, (int, float, str)):
@@ -174,10 +175,10 @@ def _heartbeat(storage: Any, trial_id: int, stop: threading.Event, every: float)
 
 def run_claimed(study: optuna.Study, trial: optuna.Trial, spec: StudySpec) -> TrialState:
     """Run a claimed trial to its end state; an exception or NaN fails it with the message kept."""
-    storage = study._storage  # Optuna's heartbeat API lives on the storage object
+    storage = study._storage  # Optuna's heartbeat API lives on the storage object (RDB storages only)
     stop = threading.Event()
     beat = None
-    if isinstance(storage, optuna.storages.RDBStorage):
+    if hasattr(storage, "record_heartbeat") and storage.get_heartbeat_interval():
         storage.record_heartbeat(trial._trial_id)
         beat = threading.Thread(target=_heartbeat, args=(storage, trial._trial_id, stop,
                                                          spec.config.heartbeat_interval), daemon=True)
@@ -200,6 +201,13 @@ def run_claimed(study: optuna.Study, trial: optuna.Trial, spec: StudySpec) -> Tr
             beat.join()
 
 
+def fail_stale(study: optuna.Study) -> None:
+    """Fail trials whose worker stopped sending heartbeats; Optuna's retry callback re-queues their cells."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
 def _claim(study: optuna.Study) -> optuna.Trial | None:
     """Atomically take one WAITING trial (RUNNING on success); None when the queue is empty."""
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
@@ -217,8 +225,7 @@ def work(study: optuna.Study, spec: StudySpec, on_trial: Any = None) -> int:
     done = 0
     if spec.config.kind == "grid":
         while True:
-            if isinstance(study._storage, optuna.storages.RDBStorage):
-                optuna.storages.fail_stale_trials(study)  # a killed worker's cell goes back into the queue
+            fail_stale(study)  # a killed worker's cell goes back into the queue (RDB storages)
             trial = _claim(study)
             if trial is None:
                 return done

@@ -1,0 +1,167 @@
+"""Studies on real Optuna storages: grid cells exactly once with 2 workers (journal file, PostgreSQL), resume after
+SIGKILL, pruning, a two-objective Pareto front, and bad study input."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from tl_research.cli import main
+from tl_research.study import open_storage
+
+TLR = [sys.executable, "-m", "tl_research.cli"]
+
+
+def _base(tmp_path, epochs=1):
+    return {"name": "tiny", "output_dir": str(tmp_path / "runs"),
+            "backbone": {"name": "timm/test_efficientnet", "weights": "none"},
+            "data": {"name": "animal-mnist", "train_limit": 32, "eval_limit": 16, "image_size": 32, "batch_size": 16},
+            "trainer": {"max_epochs": epochs, "patience": None, "accelerator": "cpu"},
+            "tracking": {"mode": "disabled"}}
+
+
+def _write(tmp_path, study, epochs=1, name="s.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump({"experiment": _base(tmp_path, epochs), "study": study}))
+    return path
+
+
+def _grid(name):
+    return {"name": name, "kind": "grid", "grid": {"freeze.strategy": ["linear_probe", "full"]}, "seeds": 2}
+
+
+def _cells_exactly_once(url, name):
+    study = optuna.load_study(study_name=name, storage=open_storage(url))
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    cells = Counter((t.params["freeze.strategy"], t.params["seed"]) for t in done)
+    assert cells == Counter({(s, seed): 1 for s in ("linear_probe", "full") for seed in (0, 1)})
+    assert all(Path(t.user_attrs["run_dir"]).joinpath("metrics.json").exists() for t in done)
+    assert all("test/acc" in t.user_attrs and t.user_attrs["data/train_size"] == 32 for t in done)
+    return study
+
+
+def test_grid_two_workers_journal_storage(tmp_path, capsys):
+    url = str(tmp_path / "journal.log")
+    assert main(["study", str(_write(tmp_path, _grid("g-journal"))), "--storage", url, "--workers", "2"]) == 0
+    study = _cells_exactly_once(url, "g-journal")
+    assert len(study.trials) == 4
+    # re-running resumes: nothing left to do, nothing duplicated
+    assert main(["study", str(_write(tmp_path, _grid("g-journal"))), "--storage", url]) == 0
+    assert len(optuna.load_study(study_name="g-journal", storage=open_storage(url)).trials) == 4
+    assert "4/4 done" in capsys.readouterr().out
+
+
+def test_grid_two_workers_postgresql(tmp_path):
+    url = os.environ.get("TLR_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("CI starts PostgreSQL and sets TLR_TEST_POSTGRES_URL; it is missing")
+        pytest.skip("set TLR_TEST_POSTGRES_URL (bash .ci/postgres.sh prints one) to run this test")
+    name = f"g-pg-{uuid.uuid4().hex[:8]}"
+    assert main(["study", str(_write(tmp_path, _grid(name))), "--storage", url, "--workers", "2"]) == 0
+    _cells_exactly_once(url, name)
+
+
+def test_killed_study_reruns_to_completion(tmp_path):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    spec = {**_grid("g-kill"), "heartbeat_interval": 1, "grace_period": 2}
+    cfg = _write(tmp_path, spec, epochs=3)
+    proc = subprocess.Popen([*TLR, "study", str(cfg), "--storage", url], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:  # kill it in the middle of a trial, after one cell finished
+        time.sleep(0.5)
+        try:  # read-only peek: opening an Optuna storage here would race the study's schema creation
+            with sqlite3.connect(tmp_path / "studies.db", timeout=5) as db:
+                states = {row[0] for row in db.execute("select state from trials")}
+        except sqlite3.Error:
+            continue
+        if {"COMPLETE", "RUNNING"} <= states:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = optuna.load_study(study_name="g-kill", storage=open_storage(url)).trials
+    assert any(t.state == TrialState.RUNNING for t in before), "the kill did not land mid-trial"
+    time.sleep(3)  # past the heartbeat grace period
+    done = subprocess.run([*TLR, "study", str(cfg), "--storage", url], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    study = _cells_exactly_once(url, "g-kill")
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1  # the killed trial, retried by Optuna as a new one
+    assert any(t.system_attrs.get("failed_trial") == failed[0].number for t in study.trials)
+
+
+def test_search_prunes_and_records_last_value(tmp_path):
+    study_cfg = {"name": "s-prune", "kind": "search", "n_trials": 8, "sampler": "random", "sampler_seed": 3,
+                 "pruner": "median", "params": {"optim.lr": {"type": "float", "low": 1e-6, "high": 0.3, "log": True},
+                                                "freeze.depth": {"type": "int"}}}
+    url = f"sqlite:///{tmp_path / 'st.db'}"
+    assert main(["study", str(_write(tmp_path, study_cfg, epochs=4)), "--storage", url]) == 0
+    study = optuna.load_study(study_name="s-prune", storage=open_storage(url))
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned and len(study.trials) == 8
+    for t in pruned:
+        last_step = max(t.intermediate_values)
+        assert t.user_attrs["last_reported"] == pytest.approx(t.intermediate_values[last_step])
+        assert last_step < 3  # stopped before the last epoch
+    depths = [t.params["freeze.depth"] for t in study.trials]
+    assert all(0 <= d <= 6 for d in depths)  # bounded by test_efficientnet's 6 groups automatically
+
+
+def test_two_objective_search_returns_pareto_front(tmp_path):
+    study_cfg = {"name": "s-pareto", "kind": "search", "n_trials": 5, "sampler": "random", "pruner": "none",
+                 "objectives": [{"metric": "val/acc", "direction": "maximize"},
+                                {"metric": "throughput/train_samples_per_sec", "direction": "maximize"}],
+                 "params": {"freeze.strategy": {"type": "categorical", "choices": ["linear_probe", "full"]},
+                            "optim.lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True}}}
+    url = f"sqlite:///{tmp_path / 'st.db'}"
+    assert main(["study", str(_write(tmp_path, study_cfg)), "--storage", url]) == 0
+    study = optuna.load_study(study_name="s-pareto", storage=open_storage(url))
+    front = study.best_trials
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert front and len(done) == 5
+
+    def dominates(a, b):
+        return all(x >= y for x, y in zip(a.values, b.values)) and a.values != b.values
+
+    assert not any(dominates(o, f) for f in front for o in done)
+    assert all(any(dominates(f, o) for f in front) for o in done if o not in front)
+
+
+@pytest.mark.parametrize("study, message", [
+    ({"kind": "grid", "grid": {"freeze.depht": [1, 2]}}, "study.grid.freeze.depht: freeze.depht: unknown key"),
+    ({"kind": "grid", "grid": {"freeze.depth": []}}, "study.grid.freeze.depth: expected a non-empty list"),
+    ({"kind": "grid", "grid": {"freeze.strategy": ["depth"], "freeze.depth": [3, 9]}},
+     "study.grid.freeze.depth: 9 is more than the backbone's 6 layer groups"),
+    ({"kind": "search", "params": {"freeze.depth": {"type": "int", "low": 0, "high": 40}}},
+     "bounds 0..40 are outside the backbone's 0..6 layer groups"),
+    ({"kind": "search", "sampler": "cmaes", "params": {"optim.lr": {"type": "float", "low": 1e-4, "high": 1e-2}}},
+     "study.sampler: 'cmaes' is not allowed (allowed: tpe, random)"),
+    ({"kind": "grid", "grid": {"optim.lr": [0.1]}, "objectives": [{"metric": "test/acc"}]},
+     "cannot select on 'test/acc'"),
+])
+def test_bad_study_input_exits_2_and_leaves_storage_untouched(tmp_path, capsys, study, message):
+    db = tmp_path / "untouched.db"
+    assert main(["study", str(_write(tmp_path, study)), "--storage", f"sqlite:///{db}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not db.exists()
+
+
+def test_unopenable_storage_exits_2(tmp_path, capsys):
+    cfg = _write(tmp_path, _grid("g-bad"))
+    assert main(["study", str(cfg), "--storage", "postgresql+psycopg://nobody:x@127.0.0.1:1/none"]) == 2
+    assert "--storage: cannot open" in capsys.readouterr().err
+    assert main(["study", str(cfg), "--storage", "mysql://nowhere/db"]) == 2
+    assert main(["worker", "--study", "missing", "--storage", f"sqlite:///{tmp_path / 'w.db'}"]) == 2
+    assert "no study 'missing'" in capsys.readouterr().err
