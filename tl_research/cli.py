@@ -181,6 +181,17 @@ def cmd_worker(args: argparse.Namespace) -> None:
     print(f"worker done: {n} trials")
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from tl_research.report import run_report, to_markdown
+
+    out = Path(args.out or Path("runs") / "reports" / args.name)
+    table, files = run_report(args.name, args.storage or "sqlite:///runs/studies.db", out, args.metric, args.rows,
+                              args.cols, args.baseline)
+    print(to_markdown(table))
+    for f in files:
+        print(f"wrote {f}")
+
+
 def cmd_quickstart(args: argparse.Namespace) -> None:
     from tl_research.quickstart import quickstart
 
@@ -225,6 +236,16 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--study", required=True)
     w.add_argument("--storage", required=True)
     w.set_defaults(func=cmd_worker)
+
+    r = sub.add_parser("report", help="results.md / .csv / .tex + PNG plots of a study")
+    r.add_argument("name", help="study name")
+    r.add_argument("--storage", help="storage URL (default: sqlite:///runs/studies.db)")
+    r.add_argument("--out", help="folder (default: runs/reports/NAME)")
+    r.add_argument("--metric", default="test/acc")
+    r.add_argument("--rows", help="parameter for the table rows (default: freeze.strategy, if swept)")
+    r.add_argument("--cols", help="parameter for the columns (default: data.shots or freeze.depth, if swept)")
+    r.add_argument("--baseline", help="row the paired tests compare against (default: linear_probe)")
+    r.set_defaults(func=cmd_report)
 
     q = sub.add_parser("quickstart", help="the embedded-default main job, offline")
     q.add_argument("--out", default="runs/quickstart", help="folder for the runs")
