@@ -74,3 +74,26 @@ def test_every_experiment_yaml_validates(path):
 
 def test_experiments_folder_is_not_empty():
     assert len(EXPERIMENTS) >= 5
+
+
+STUDIES = sorted((Path(__file__).parent.parent / "experiments" / "studies").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=[p.name for p in STUDIES])
+def test_every_study_yaml_validates(path):
+    from tl_research.studyspec import load_study
+
+    spec = load_study(path)
+    assert spec.name and (spec.cells or spec.config.kind == "search")
+    if spec.config.kind == "search":
+        assert spec.config.n_trials >= 30 and spec.config.pruner != "none"
+
+
+def test_quickstart_study_is_the_documented_grid():
+    from tl_research.quickstart import STUDY
+    from tl_research.studyspec import load_study
+
+    spec = load_study(STUDY)
+    assert spec.base["backbone"]["weights"] == "offline"
+    assert {c["freeze.strategy"] for c in spec.cells} == {"linear_probe", "depth", "full"}
+    assert len(spec.cells) == 3 * 3 * 2

@@ -134,43 +134,17 @@ def trial_rows(study: Any, spec: Any) -> tuple[list[str], list[list[Any]]]:
 
 
 def cmd_study(args: argparse.Namespace) -> None:
-    from tl_research.config import load_experiment
-    from tl_research.study import (
-        create_or_load,
-        default_storage,
-        enqueue_missing,
-        fail_stale,
-        open_storage,
-        progress_line,
-        spawn_workers,
-        total_trials,
-        wait_with_progress,
-        work,
-    )
+    from tl_research.study import default_storage, run_study
     from tl_research.studyspec import load_study
-    from tl_research.tracking import log_study_table
 
     spec = load_study(args.config, args.set)  # everything is validated before the storage is touched
     url = args.storage or spec.config.storage or default_storage(spec)
-    study = create_or_load(spec, open_storage(url, spec.config))
-    fail_stale(study)  # trials of killed workers: failed, their cells re-queued (RDB storages)
-    queued = enqueue_missing(study, spec) if spec.config.kind == "grid" else 0
-    print(f"study {spec.name} ({spec.config.kind}, {total_trials(spec)} trials) on {url}: "
-          f"{queued} queued; {progress_line(study, spec)}")
-    if args.workers > 1:
-        wait_with_progress(study, spec, spawn_workers(args.workers, spec.name, url))
-    else:
-        work(study, spec, on_trial=lambda s: print(f"[{spec.name}] {progress_line(s, spec)}", flush=True))
+    study = run_study(spec, url, args.workers)
     columns, rows = trial_rows(study, spec)
     print()
     print_table([[("" if c is None else f"{c:.4g}" if isinstance(c, float) else c) for c in r] for r in rows],
                 columns)
-    base = load_experiment(data=spec.base)
-    folder = log_study_table(base, spec.name, columns, rows, Path(base.output_dir) / "studies" / spec.name)
-    print(f"\n{progress_line(study, spec)}. Storage: {url}")
-    if folder:
-        print(f"W&B study table: wandb sync {folder}")
-    print(f"Browse it: optuna-dashboard {url}")
+    print(f"\nReport: tlr report {spec.name} --storage {url}\nBrowse: optuna-dashboard {url}")
 
 
 def cmd_worker(args: argparse.Namespace) -> None:

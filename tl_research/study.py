@@ -294,3 +294,27 @@ def wait_with_progress(study: optuna.Study, spec: StudySpec, procs: list[subproc
             bar.update(task, completed=done, info=progress_line(study, spec))
         bar.update(task, completed=len(study.get_trials(deepcopy=False, states=DONE)),
                    info=progress_line(study, spec))
+
+
+def run_study(spec: StudySpec, url: str, workers: int = 1) -> optuna.Study:
+    """Create or resume the study, queue missing grid cells, run them (here or in `workers` processes), and log
+    the trials table to a W&B summary run. Safe to repeat: finished cells are skipped, failed ones retried."""
+    from tl_research.cli import trial_rows
+    from tl_research.config import load_experiment
+    from tl_research.tracking import log_study_table
+
+    study = create_or_load(spec, open_storage(url, spec.config))
+    fail_stale(study)  # trials of killed workers: failed, their cells re-queued (RDB storages)
+    queued = enqueue_missing(study, spec) if spec.config.kind == "grid" else 0
+    print(f"study {spec.name} ({spec.config.kind}, {total_trials(spec)} trials) on {url}: "
+          f"{queued} queued; {progress_line(study, spec)}", flush=True)
+    if workers > 1:
+        wait_with_progress(study, spec, spawn_workers(workers, spec.name, url))
+    else:
+        work(study, spec, on_trial=lambda s: print(f"[{spec.name}] {progress_line(s, spec)}", flush=True))
+    base = load_experiment(data=spec.base)
+    columns, rows = trial_rows(study, spec)
+    folder = log_study_table(base, spec.name, columns, rows, Path(base.output_dir) / "studies" / spec.name)
+    if folder:
+        print(f"W&B study table: wandb sync {folder}")
+    return study
