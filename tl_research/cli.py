@@ -17,6 +17,7 @@ def _quiet_libraries() -> None:
     # on 2 CPU cores with in-memory data, extra loader workers cost more than they save
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")  # short few-shot epochs
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()

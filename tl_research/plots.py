@@ -24,13 +24,17 @@ def curve_plot(table: Table, out: Path) -> Path | None:
         return None
     name, xlabel = NAMES.get(table.cols_key, (f"curve_{table.cols_key.replace('.', '_')}.png", table.cols_key))
     fig, ax = plt.subplots(figsize=(6, 4))
+    # accuracies live in [0, 1]: a t-interval from two seeds is wide and must not draw outside it
+    low, high = (0.0, 1.0) if ("acc" in table.metric or "f1" in table.metric) else (-float("inf"), float("inf"))
     for r in table.rows:
         xs = [c for c in table.cols if (r, c) in table.cells]
         cells = [table.cells[(r, c)] for c in xs]
         ax.plot(xs, [c.mean for c in cells], marker="o", label=str(r))
-        ax.fill_between(xs, [c.ci95()[0] for c in cells], [c.ci95()[1] for c in cells], alpha=0.2)
+        ax.fill_between(xs, [max(low, c.ci95()[0]) for c in cells], [min(high, c.ci95()[1]) for c in cells],
+                        alpha=0.15)
     if table.cols_key == "data.shots":
         ax.set_xscale("log", base=2)
+        ax.set_xticks(table.cols, [str(c) for c in table.cols])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(table.metric)
     ax.grid(alpha=0.3)

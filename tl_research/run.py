@@ -134,7 +134,7 @@ def run(exp: Experiment, out: str | Path | None = None, callbacks: Sequence[L.Ca
     try:
         trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
         fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        trainer.test(module, datamodule=data, ckpt_path="best" if best.best_model_path else None,
+        trainer.test(module, datamodule=data, ckpt_path=best.best_model_path or None,
                      weights_only=True, verbose=False)
         metrics = {**fit_metrics, **{k: float(v) for k, v in trainer.callback_metrics.items()}}
         if best.best_model_score is not None:
