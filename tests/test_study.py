@@ -165,3 +165,23 @@ def test_unopenable_storage_exits_2(tmp_path, capsys):
     assert main(["study", str(cfg), "--storage", "mysql://nowhere/db"]) == 2
     assert main(["worker", "--study", "missing", "--storage", f"sqlite:///{tmp_path / 'w.db'}"]) == 2
     assert "no study 'missing'" in capsys.readouterr().err
+
+
+def test_study_logs_trials_table_to_wandb(tmp_path, monkeypatch):
+    from .wandb_records import decode, run_file
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    study = {"name": "g-wandb", "kind": "grid", "grid": {"freeze.strategy": ["linear_probe"]}, "seeds": 1}
+    url = f"sqlite:///{tmp_path / 'st.db'}"
+    assert main(["study", str(_write(tmp_path, study)), "--storage", url]) == 0
+    trial = optuna.load_study(study_name="g-wandb", storage=open_storage(url)).trials[0]
+    run = decode(run_file(trial.user_attrs["wandb_dir"]))
+    assert run["run"].run_group == "g-wandb"
+    assert run["summary"]["test/acc"] == pytest.approx(trial.user_attrs["test/acc"])
+    summary_dirs = list((tmp_path / "runs" / "studies" / "g-wandb" / "wandb").glob("offline-run-*"))
+    assert len(summary_dirs) == 1
+    summary = decode(run_file(summary_dirs[0]))
+    assert summary["run"].job_type == "study-summary" and summary["run"].run_group == "g-wandb"
+    table = next(row["study/trials"] for row in summary["history"] if "study/trials" in row)
+    assert table["_type"] == "table-file" and table["nrows"] == 1

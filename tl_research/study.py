@@ -282,18 +282,26 @@ def progress_line(study: optuna.Study, spec: StudySpec) -> str:
     return f"{len(done)}/{total_trials(spec)} done{best}" + (f", {failed} failed" if failed else "")
 
 
-def wait_with_progress(study: optuna.Study, spec: StudySpec, procs: list[subprocess.Popen]) -> None:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+def with_progress(study: optuna.Study, spec: StudySpec, procs: list[subprocess.Popen] | None = None) -> None:
+    """One rich progress bar for the study (trials done / total, best so far, ETA): over worker processes,
+    or over trials run here when `procs` is None."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                  TimeRemainingColumn()) as bar:
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[info]}"), TimeRemainingColumn()) as bar:
         task = bar.add_task(spec.name, total=total_trials(spec), info="")
+
+        def update(s: optuna.Study) -> None:
+            bar.update(task, completed=len(s.get_trials(deepcopy=False, states=DONE)), info=progress_line(s, spec))
+
+        update(study)
+        if procs is None:
+            work(study, spec, on_trial=update)
+            return
         while any(p.poll() is None for p in procs):
             time.sleep(2)
-            done = len(study.get_trials(deepcopy=False, states=DONE))
-            bar.update(task, completed=done, info=progress_line(study, spec))
-        bar.update(task, completed=len(study.get_trials(deepcopy=False, states=DONE)),
-                   info=progress_line(study, spec))
+            update(study)
+        update(study)
 
 
 def run_study(spec: StudySpec, url: str, workers: int = 1) -> optuna.Study:
@@ -308,10 +316,7 @@ def run_study(spec: StudySpec, url: str, workers: int = 1) -> optuna.Study:
     queued = enqueue_missing(study, spec) if spec.config.kind == "grid" else 0
     print(f"study {spec.name} ({spec.config.kind}, {total_trials(spec)} trials) on {url}: "
           f"{queued} queued; {progress_line(study, spec)}", flush=True)
-    if workers > 1:
-        wait_with_progress(study, spec, spawn_workers(workers, spec.name, url))
-    else:
-        work(study, spec, on_trial=lambda s: print(f"[{spec.name}] {progress_line(s, spec)}", flush=True))
+    with_progress(study, spec, spawn_workers(workers, spec.name, url) if workers > 1 else None)
     base = load_experiment(data=spec.base)
     columns, rows = trial_rows(study, spec)
     folder = log_study_table(base, spec.name, columns, rows, Path(base.output_dir) / "studies" / spec.name)
