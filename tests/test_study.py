@@ -1,6 +1,7 @@
 """Studies on real Optuna storages: grid cells exactly once with 2 workers (journal file, PostgreSQL), resume after
 SIGKILL, pruning, a two-objective Pareto front, and bad study input."""
 
+import json
 import os
 import signal
 import sqlite3
@@ -183,5 +184,7 @@ def test_study_logs_trials_table_to_wandb(tmp_path, monkeypatch):
     assert len(summary_dirs) == 1
     summary = decode(run_file(summary_dirs[0]))
     assert summary["run"].job_type == "study-summary" and summary["run"].run_group == "g-wandb"
-    table = next(row["study/trials"] for row in summary["history"] if "study/trials" in row)
-    assert table["_type"] == "table-file" and table["nrows"] == 1
+    row = next(r for r in summary["history"] if "study/trials/_type" in r)
+    assert row["study/trials/_type"] == "table-file" and row["study/trials/nrows"] == 1
+    table = json.loads((summary_dirs[0] / "files" / row["study/trials/path"]).read_text())
+    assert table["data"][0][:2] == [0, "COMPLETE"] and "freeze.strategy" in table["columns"]
