@@ -7,7 +7,7 @@ command -v pg_ctlcluster >/dev/null && ls /usr/lib/postgresql/*/bin/postgres >/d
   || apt-get install -y -qq postgresql >/dev/null
 version=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
 pg_lsclusters -h | grep -q "^$version main" || pg_createcluster "$version" main >/dev/null
-pg_ctlcluster "$version" main start 2>/dev/null || pg_ctlcluster "$version" main status >/dev/null
+pg_ctlcluster "$version" main start >/dev/null 2>&1 || pg_ctlcluster "$version" main status >/dev/null 2>&1
 for _ in $(seq 30); do su postgres -c "psql -qAtc 'select 1'" >/dev/null 2>&1 && break; sleep 1; done
 su postgres -c "psql -qAtc \"select 1 from pg_roles where rolname='tlr'\"" | grep -q 1 \
   || su postgres -c "psql -qc \"create role tlr login password 'tlr'\""
