@@ -2,6 +2,7 @@
 # Install (Debian), start and prepare a PostgreSQL server on 127.0.0.1 for the distributed-study tests; prints
 # the URL the tests read from TLR_TEST_POSTGRES_URL. Needs root.
 set -euo pipefail
+cd /  # su postgres cannot enter a private working directory
 export DEBIAN_FRONTEND=noninteractive
 command -v pg_ctlcluster >/dev/null && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 \
   || apt-get install -y -qq postgresql >/dev/null
