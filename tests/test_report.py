@@ -92,3 +92,27 @@ def test_report_bad_input(tmp_path, study_db, capsys):
         "tlr_spec", optuna.load_study(study_name="fs", storage=open_storage(url)).user_attrs["tlr_spec"])
     assert main(["report", "empty", "--storage", url]) == 2
     assert "has no completed trial" in capsys.readouterr().err
+
+
+def test_depth_ablation_gets_a_depth_curve(tmp_path):
+    import yaml
+
+    from tl_research.report import run_report
+
+    cfg = tmp_path / "d.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "experiment": {"name": "d", "tracking": {"mode": "disabled"}, "freeze": {"strategy": "depth", "depth": 0}},
+        "study": {"name": "d", "kind": "grid", "seeds": 2, "grid": {"freeze.depth": [0, 6, 12, 18]}}}))
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    study = create_or_load(load_study(cfg), open_storage(url))
+    dists = {"freeze.depth": CategoricalDistribution([0, 6, 12, 18]), "seed": CategoricalDistribution([0, 1])}
+    for depth in (0, 6, 12, 18):
+        for seed in (0, 1):
+            acc = 0.9 - depth / 100 + seed / 1000
+            study.add_trial(optuna.trial.create_trial(params={"freeze.depth": depth, "seed": seed},
+                                                      distributions=dists, values=[acc],
+                                                      user_attrs={"test/acc": acc}))
+    table, files = run_report("d", url, tmp_path / "out")
+    assert table.rows == ["all"] and table.cols == [0, 6, 12, 18]
+    assert table.cells[("all", 6)].mean == pytest.approx(0.9 - 0.06 + 0.0005)
+    assert (tmp_path / "out" / "freeze_depth.png") in files

@@ -38,16 +38,17 @@ def curve_plot(table: Table, out: Path) -> Path | None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(table.metric)
     ax.grid(alpha=0.3)
-    ax.legend(title=table.rows_key)
+    ax.legend(title=table.rows_key or "")
     fig.tight_layout()
     fig.savefig(out / name, dpi=120)
     plt.close(fig)
     return out / name
 
 
-def pareto_plot(trials: list[optuna.trial.FrozenTrial], metric: str, rows_key: str, out: Path) -> Path | None:
+def pareto_plot(trials: list[optuna.trial.FrozenTrial], metric: str, rows_key: str | None, out: Path) -> Path | None:
     """Each trial's metric against its training throughput; the non-dominated trials joined as the front."""
-    points = [(t.user_attrs[THROUGHPUT], t.user_attrs[metric], t.params.get(rows_key)) for t in trials
+    points = [(t.user_attrs[THROUGHPUT], t.user_attrs[metric], t.params.get(rows_key) if rows_key else "trials")
+              for t in trials
               if THROUGHPUT in t.user_attrs and metric in t.user_attrs]
     if not points:
         return None

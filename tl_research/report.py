@@ -48,7 +48,7 @@ class Cell:
 @dataclass
 class Table:
     metric: str
-    rows_key: str
+    rows_key: str | None
     cols_key: str | None
     rows: list[Any]
     cols: list[Any]
@@ -67,16 +67,21 @@ def completed_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
 
 
-def default_axes(trials: list[optuna.trial.FrozenTrial]) -> tuple[str, str | None]:
+CURVE_KEYS = ("data.shots", "freeze.depth")
+
+
+def default_axes(trials: list[optuna.trial.FrozenTrial]) -> tuple[str | None, str | None]:
+    """Rows: the strategy when swept; columns: shots or depth when swept (a one-row table for a pure depth
+    ablation or few-shot sweep, so that it still gets its curve)."""
     swept = [k for k in dict.fromkeys(k for t in trials for k in t.params) if k != "seed"]
     if not swept:
         raise UserError("report: the study sweeps no key besides the seed; pass --rows")
-    rows = "freeze.strategy" if "freeze.strategy" in swept else swept[0]
-    cols = next((k for k in ("data.shots", "freeze.depth", *swept) if k in swept and k != rows), None)
+    rows = "freeze.strategy" if "freeze.strategy" in swept else next((k for k in swept if k not in CURVE_KEYS), None)
+    cols = next((k for k in (*CURVE_KEYS, *swept) if k in swept and k != rows), None)
     return rows, cols
 
 
-def build_table(trials: list[optuna.trial.FrozenTrial], metric: str, rows_key: str, cols_key: str | None,
+def build_table(trials: list[optuna.trial.FrozenTrial], metric: str, rows_key: str | None, cols_key: str | None,
                 baseline: Any = None, expected_cells: int | None = None) -> Table:
     from scipy import stats
 
@@ -89,7 +94,7 @@ def build_table(trials: list[optuna.trial.FrozenTrial], metric: str, rows_key: s
     for t in trials:
         if metric not in t.user_attrs:
             continue
-        cell = (t.params[rows_key], t.params.get(cols_key) if cols_key else "all")
+        cell = (t.params[rows_key] if rows_key else "all", t.params.get(cols_key) if cols_key else "all")
         groups[cell][int(t.params.get("seed", t.number))] = float(t.user_attrs[metric])
         for name in (THROUGHPUT, TRAINABLE):
             if name in t.user_attrs:
@@ -130,7 +135,7 @@ def _best_rows(table: Table) -> dict[Any, Any]:
 
 def to_markdown(table: Table) -> str:
     best = _best_rows(table)
-    head = [f"{table.rows_key} \\ {table.cols_key}" if table.cols_key else table.rows_key]
+    head = [f"{table.rows_key or ''} \\ {table.cols_key}" if table.cols_key else (table.rows_key or "")]
     head += [f"{table.cols_key}={c}" if table.cols_key else table.metric for c in table.cols]
     head += ["train samples/s", "trainable params"]
     lines = [f"**{table.metric}**: mean ± std [95 % CI] (n); best per column in bold; p-values: paired t-test / "
@@ -175,7 +180,7 @@ def to_latex(table: Table) -> str:
     cols = "l" + "c" * len(table.cols)
     esc = lambda s: str(s).replace("_", r"\_")  # noqa: E731
     lines = [r"\begin{tabular}{" + cols + "}", r"\toprule",
-             " & ".join([esc(table.rows_key)] + [esc(c) for c in table.cols]) + r" \\", r"\midrule"]
+             " & ".join([esc(table.rows_key or "")] + [esc(c) for c in table.cols]) + r" \\", r"\midrule"]
     for r in table.rows:
         row = [esc(r)]
         for c in table.cols:
