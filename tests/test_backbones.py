@@ -1,9 +1,8 @@
 import pytest
 import torch
 
-from tl_research.backbones import build_backbone, check_groups
+from tl_research.backbones import build_backbone, check_groups, inspect_backbone
 from tl_research.backbones.offline import OFFLINE, offline_path
-from tl_research.cli import inspect_backbone
 from tl_research.errors import UserError
 
 TIMM_FAMILIES = ["resnet18", "mobilenetv2_100", "tf_efficientnet_lite0", "convnext_atto", "vit_tiny_patch16_224"]

@@ -62,7 +62,7 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.name for p in EXPERIMENTS])
 def test_every_experiment_yaml_validates(path):
     """Each YAML parses, its strategy accepts the backbone's group count, and its dataset is registered."""
-    from tl_research.cli import inspect_backbone
+    from tl_research.backbones import inspect_backbone
     from tl_research.data.datasets import DATASETS
     from tl_research.strategies import build_strategy
 

@@ -53,17 +53,9 @@ def print_result(m: dict[str, Any]) -> None:
         print(f"W&B run: {m['wandb_dir']}\n  upload it with: wandb sync {m['wandb_dir']}")
 
 
-def inspect_backbone(name: str, coarse: bool = False) -> dict[str, Any]:
-    """Layer groups of `name` in freeze order (structure only: random init, nothing downloaded)."""
-    from tl_research.backbones import build_backbone
-
-    backbone = build_backbone(name, "none", coarse=coarse)
-    groups = backbone.layer_groups()
-    return {"backbone": name, "num_params": sum(p.numel() for p in backbone.parameters()),
-            "groups": [{"index": g.index, "name": g.name, "num_params": g.num_params} for g in groups]}
-
-
 def cmd_inspect(args: argparse.Namespace) -> None:
+    from tl_research.backbones import inspect_backbone
+
     info = inspect_backbone(args.backbone, args.coarse)
     if args.json:
         print(json.dumps(info))
@@ -123,19 +115,8 @@ def cmd_datasets(args: argparse.Namespace) -> None:
                   for r in rows], ["dataset", "modality", "available", "install / description"])
 
 
-def trial_rows(study: Any, spec: Any) -> tuple[list[str], list[list[Any]]]:
-    """Finished trials as table rows: number, state, swept params, objective metrics and test/acc."""
-    from optuna.trial import TrialState
-
-    keys = sorted({k for t in study.trials for k in t.params})
-    metrics = list(dict.fromkeys([o.metric for o in spec.objectives] + ["test/acc"]))
-    rows = [[t.number, t.state.name] + [t.params.get(k) for k in keys] + [t.user_attrs.get(m) for m in metrics]
-            for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
-    return ["trial", "state", *keys, *metrics], rows
-
-
 def cmd_study(args: argparse.Namespace) -> None:
-    from tl_research.study import default_storage, run_study
+    from tl_research.study import default_storage, run_study, trial_rows
     from tl_research.studyspec import load_study
 
     spec = load_study(args.config, args.set)  # everything is validated before the storage is touched

@@ -229,17 +229,9 @@ def run_report(name: str, url: str, out: Path, metric: str = "test/acc", rows: s
 
 def _log_to_wandb(spec: Any, table: Table, files: list[Path], out: Path) -> None:
     from tl_research.config import load_experiment
-    from tl_research.tracking import tracking_mode
-
-    exp = load_experiment(data=spec.base)
-    if tracking_mode(exp) == "disabled":
-        return
-    import wandb
+    from tl_research.tracking import log_summary_run
 
     rows = csv_rows(table)
-    run = wandb.init(project=exp.tracking.project, entity=exp.tracking.entity, group=spec.name,
-                     job_type="report", name=f"{spec.name}-report", dir=str(out), mode=tracking_mode(exp),
-                     settings=wandb.Settings(console="off", silent=True))
-    run.log({"report/table": wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows]),
-             **{f"report/{p.stem}": wandb.Image(str(p)) for p in files if p.suffix == ".png"}})
-    run.finish()
+    log_summary_run(load_experiment(data=spec.base), spec.name, "report", out, lambda wandb: {
+        "report/table": wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows]),
+        **{f"report/{p.stem}": wandb.Image(str(p)) for p in files if p.suffix == ".png"}})

@@ -304,10 +304,18 @@ def with_progress(study: optuna.Study, spec: StudySpec, procs: list[subprocess.P
         update(study)
 
 
+def trial_rows(study: optuna.Study, spec: StudySpec) -> tuple[list[str], list[list[Any]]]:
+    """Finished trials as table rows: number, state, swept params, objective metrics and test/acc."""
+    keys = sorted({k for t in study.trials for k in t.params})
+    metrics = list(dict.fromkeys([o.metric for o in spec.objectives] + ["test/acc"]))
+    rows = [[t.number, t.state.name] + [t.params.get(k) for k in keys] + [t.user_attrs.get(m) for m in metrics]
+            for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
+    return ["trial", "state", *keys, *metrics], rows
+
+
 def run_study(spec: StudySpec, url: str, workers: int = 1) -> optuna.Study:
     """Create or resume the study, queue missing grid cells, run them (here or in `workers` processes), and log
     the trials table to a W&B summary run. Safe to repeat: finished cells are skipped, failed ones retried."""
-    from tl_research.cli import trial_rows
     from tl_research.config import load_experiment
     from tl_research.tracking import log_study_table
 

@@ -168,7 +168,7 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudySpe
         if o.metric not in SELECTABLE:
             raise UserError(f"study.objectives: cannot select on {o.metric!r} (allowed: {', '.join(sorted(SELECTABLE))}"
                             "; test metrics are recorded, never optimised)")
-    from tl_research.cli import inspect_backbone
+    from tl_research.backbones import inspect_backbone
 
     num_groups = len(inspect_backbone(first.backbone.name, first.backbone.coarse)["groups"])
     spec = StudySpec(cfg.name or first.name, base, cfg, objectives, num_groups=num_groups)

@@ -6,6 +6,7 @@ import netrc
 import os
 import socket
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -124,9 +125,10 @@ def _settings() -> Any:
     return wandb.Settings(console="off", silent=True)
 
 
-def log_study_table(exp: Experiment, study_name: str, columns: list[str], rows: list[list[Any]],
-                    save_dir: Path) -> str | None:
-    """The study's trials as a W&B Table in a summary run of the study's group; returns its folder."""
+def log_summary_run(exp: Experiment, group: str, job_type: str, save_dir: Path,
+                    payload: Callable[[Any], dict[str, Any]]) -> str | None:
+    """One W&B run of a study's group holding `payload(wandb)` (tables, images); returns its folder, or None when
+    tracking is disabled. Used for the study's trials table and for reports."""
     mode = tracking_mode(exp)
     if mode == "disabled":
         return None
@@ -134,10 +136,17 @@ def log_study_table(exp: Experiment, study_name: str, columns: list[str], rows: 
 
     save_dir.mkdir(parents=True, exist_ok=True)
     wb_run = wandb.init(project=os.environ.get("WANDB_PROJECT", exp.tracking.project),
-                        entity=os.environ.get("WANDB_ENTITY", exp.tracking.entity), group=study_name,
-                        job_type="study-summary", name=f"{study_name}-summary", dir=str(save_dir), mode=mode,
+                        entity=os.environ.get("WANDB_ENTITY", exp.tracking.entity), group=group,
+                        job_type=job_type, name=f"{group}-{job_type}", dir=str(save_dir), mode=mode,
                         settings=_settings())
-    wb_run.log({"study/trials": wandb.Table(columns=columns, data=rows)})
+    wb_run.log(payload(wandb))
     folder = str(Path(wb_run.dir).parent.resolve())
     wb_run.finish()
     return folder
+
+
+def log_study_table(exp: Experiment, study_name: str, columns: list[str], rows: list[list[Any]],
+                    save_dir: Path) -> str | None:
+    """The study's trials as a W&B Table in a summary run of the study's group."""
+    return log_summary_run(exp, study_name, "study-summary", save_dir,
+                           lambda wandb: {"study/trials": wandb.Table(columns=columns, data=rows)})

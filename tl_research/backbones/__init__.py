@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from tl_research.backbones.base import Backbone, ImageSpec, LayerGroup, TextSpec, check_groups
 from tl_research.errors import UserError
@@ -34,4 +35,13 @@ def build_backbone(name: str, weights: str = "offline", coarse: bool = False, po
     return FAMILIES.get(family, "backbone.name")(ident, weights, coarse, pooling, max_length)
 
 
-__all__ = ["Backbone", "ImageSpec", "LayerGroup", "TextSpec", "build_backbone", "check_groups", "FAMILIES"]
+def inspect_backbone(name: str, coarse: bool = False) -> dict[str, Any]:
+    """Layer groups of `name` in freeze order (structure only: random init, nothing downloaded)."""
+    backbone = build_backbone(name, "none", coarse=coarse)
+    groups = backbone.layer_groups()
+    return {"backbone": name, "num_params": sum(p.numel() for p in backbone.parameters()),
+            "groups": [{"index": g.index, "name": g.name, "num_params": g.num_params} for g in groups]}
+
+
+__all__ = ["Backbone", "ImageSpec", "LayerGroup", "TextSpec", "build_backbone", "check_groups", "inspect_backbone",
+           "FAMILIES"]
