@@ -85,9 +85,11 @@ def test_killed_study_reruns_to_completion(tmp_path):
         try:  # read-only peek: opening an Optuna storage here would race the study's schema creation
             with sqlite3.connect(tmp_path / "studies.db", timeout=5) as db:
                 states = {row[0] for row in db.execute("select state from trials")}
+                beating = db.execute("select count(*) from trials t join trial_heartbeats h "
+                                     "on h.trial_id = t.trial_id where t.state = 'RUNNING'").fetchone()[0]
         except sqlite3.Error:
             continue
-        if {"COMPLETE", "RUNNING"} <= states:
+        if "COMPLETE" in states and beating:  # a claimed trial whose worker has started its heartbeat
             break
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -179,7 +179,6 @@ def run_claimed(study: optuna.Study, trial: optuna.Trial, spec: StudySpec) -> Tr
     stop = threading.Event()
     beat = None
     if hasattr(storage, "record_heartbeat") and storage.get_heartbeat_interval():
-        storage.record_heartbeat(trial._trial_id)
         beat = threading.Thread(target=_heartbeat, args=(storage, trial._trial_id, stop,
                                                          spec.config.heartbeat_interval), daemon=True)
         beat.start()
@@ -213,6 +212,9 @@ def _claim(study: optuna.Study) -> optuna.Trial | None:
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         try:
             if study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
+                if hasattr(study._storage, "record_heartbeat") and study._storage.get_heartbeat_interval():
+                    # at once: a RUNNING trial without any heartbeat is never seen as stale
+                    study._storage.record_heartbeat(frozen._trial_id)
                 return optuna.Trial(study, frozen._trial_id)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
