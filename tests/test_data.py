@@ -2,11 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from tl_research.backbones.base import ImageSpec
+from tl_research.config import DataConfig
+from tl_research.data import load_dataset
 from tl_research.data.datamodule import ImageCollate, build_datamodule
-from tl_research.data.datasets import encode_labels, load_dataset
+from tl_research.data.registry import encode_labels
 from tl_research.data.splits import balanced_take, stratified_split
 from tl_research.errors import UserError
+from tl_research.inputs import ImageSpec
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +72,16 @@ def test_datamodule_limits_and_modality_check(tiny_bert):
     from tl_research.backbones import build_backbone
 
     spec = ImageSpec(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-    dm = build_datamodule("animal-mnist", spec, "image", train_limit=30, eval_limit=20, image_size=32, batch_size=8)
+    dm = build_datamodule(DataConfig(name="animal-mnist", train_limit=30, eval_limit=20, image_size=32, batch_size=8),
+                          spec, "image")
     assert [len(dm.sets[k]) for k in ("train", "val", "test")] == [30, 20, 20]
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (8, 3, 32, 32)
     with pytest.raises(UserError, match="holds image data but the backbone takes text"):
-        build_datamodule("animal-mnist", spec, "text")
+        build_datamodule(DataConfig(name="animal-mnist"), spec, "text")
     bert = build_backbone(f"hf/{tiny_bert}", "offline", max_length=16)
-    dm = build_datamodule("rotten-tomatoes", bert.preprocessing, "text", train_limit=10, eval_limit=10, batch_size=4)
+    dm = build_datamodule(DataConfig(name="rotten-tomatoes", train_limit=10, eval_limit=10, batch_size=4),
+                          bert.preprocessing, "text")
     batch, y = next(iter(dm.train_dataloader()))
     assert batch["input_ids"].shape[0] == 4 and batch["input_ids"].shape[1] <= 16
 

@@ -15,6 +15,7 @@ def test_bf16_autocast_and_channels_last_on_cpu(tmp_path):
     assert 0.0 <= m["test/acc"] <= 1.0 and m["throughput/train_samples_per_sec"] > 0
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_bf16_channels_last_fit(tmp_path):
     exp = load_experiment(data=tiny_experiment(tmp_path, trainer={"accelerator": "gpu", "precision": "bf16-mixed",

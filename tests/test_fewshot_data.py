@@ -12,8 +12,9 @@ import yaml
 
 from tl_research.backbones.base import ImageSpec
 from tl_research.cli import main
+from tl_research.config import AugmentConfig, DataConfig
+from tl_research.data import DATASETS, load_dataset
 from tl_research.data.datamodule import build_augment, build_datamodule
-from tl_research.data.datasets import DATASETS, load_dataset
 from tl_research.data.fewshot import fraction, k_shot
 from tl_research.data.splits import stratified_split
 from tl_research.errors import UserError
@@ -53,7 +54,7 @@ def test_short_classes_are_taken_whole_and_reported():
 
 def test_same_split_seed_same_indices_in_separate_processes():
     code = ("import numpy as np, torch; torch.manual_seed({t}); np.random.seed({t});"
-            "from tl_research.data.datasets import load_dataset;"
+            "from tl_research.data import load_dataset;"
             "from tl_research.data.splits import stratified_split;"
             "from tl_research.data.fewshot import k_shot;"
             "d = load_dataset('animal-mnist'); s = stratified_split(d.labels, 0.1, 0.2, {s});"
@@ -65,7 +66,7 @@ def test_same_split_seed_same_indices_in_separate_processes():
 
 
 def test_few_shot_datamodule_splits_are_disjoint(animals):
-    dm = build_datamodule("animal-mnist", SPEC, "image", shots=4, split_seed=0, image_size=32)
+    dm = build_datamodule(DataConfig(name="animal-mnist", shots=4, split_seed=0, image_size=32), SPEC, "image")
     train, val, test = (set(dm.split.train), set(dm.split.val), set(dm.split.test))
     assert len(train) == 40 and not (train & val or train & test or val & test)
     assert dm.subset_info["data/shots_per_class"] == 4 and dm.subset_info["data/min_class_count"] == 4
@@ -80,7 +81,7 @@ def test_fashion_mnist_real_debian_files():
     data = load_dataset("fashion-mnist")
     assert data.inputs.shape == (70_000, 28, 28) and data.classes[0] == "T-shirt/top"
     assert np.bincount(data.labels).tolist() == [7000] * 10
-    dm = build_datamodule("fashion-mnist", SPEC, "image", shots=2, eval_limit=50, image_size=32)
+    dm = build_datamodule(DataConfig(name="fashion-mnist", shots=2, eval_limit=50, image_size=32), SPEC, "image")
     assert set(dm.split.test) <= set(range(60_000, 70_000))  # the predefined test set is kept
     assert not set(dm.split.val) & set(range(60_000, 70_000))
 
@@ -110,8 +111,8 @@ def test_image_folder_tree_and_predefined_splits(tmp_path):
     _image_tree(tmp_path / "split" / "test", per_class=2)
     data = load_dataset("image_folder", str(tmp_path / "split"))
     assert np.bincount(data.predefined).tolist() == [10, 0, 4]
-    dm = build_datamodule("image_folder", SPEC, "image", root=str(tmp_path / "split"), val_fraction=0.2,
-                          image_size=24, batch_size=4)
+    dm = build_datamodule(DataConfig(name="image_folder", root=str(tmp_path / "split"), val_fraction=0.2,
+                                     image_size=24, batch_size=4), SPEC, "image")
     assert len(dm.split.test) == 4 and len(dm.split.val) == 2
     x, _ = next(iter(dm.train_dataloader()))
     assert x.shape == (4, 3, 24, 24)
@@ -191,8 +192,9 @@ def test_shots_through_tlr_fit_report_and_split_file(tmp_path):
 
 
 def test_augmentation_only_in_training():
-    dm = build_datamodule("animal-mnist", SPEC, "image", train_limit=8, eval_limit=8, image_size=32, batch_size=8,
-                          augment={"random_resized_crop": True, "crop_scale": 0.3, "hflip": True, "rotation": 15})
+    dm = build_datamodule(DataConfig(name="animal-mnist", train_limit=8, eval_limit=8, image_size=32, batch_size=8,
+                                     augment=AugmentConfig(random_resized_crop=True, crop_scale=0.3, hflip=True,
+                                                           rotation=15)), SPEC, "image")
     img = dm.sets["train"][0][0]
     torch.manual_seed(0)
     a = dm.train_collate([(img, 0)])[0]

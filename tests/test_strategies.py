@@ -2,10 +2,12 @@ import lightning.pytorch as L
 import pytest
 import torch
 
-from tl_research.config import FreezeConfig, load_experiment
+from tl_research.config import load_experiment
 from tl_research.errors import UserError
 from tl_research.run import run
-from tl_research.strategies import FreezePlan, build_strategy, is_batchnorm
+from tl_research.strategies import FreezePlan
+from tl_research.strategies.apply import is_batchnorm
+from tl_research.strategies.catalogue import Depth
 
 from .conftest import tiny_experiment
 
@@ -21,7 +23,7 @@ class Probe(L.Callback):
         self.buffers_before = {n: b.clone() for n, b in module.named_buffers()}
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        self.dropout.append([m.training for m in module.modules() if isinstance(m, torch.nn.Dropout)])
+        self.dropout.append({n: m.training for n, m in module.named_modules() if isinstance(m, torch.nn.Dropout)})
         self.bn_training.append([[m.training for m in g.modules.values() if is_batchnorm(m)] for g in module.groups])
         opt = trainer.optimizers[0]
         self.param_groups.append(len(opt.param_groups))
@@ -94,14 +96,14 @@ def test_full_bn_policies(tmp_path):
 
 
 def test_depth_fraction_and_validation():
-    assert build_strategy(FreezeConfig(strategy="depth", fraction=0.5), 18).plan(18, 0).depth == 9
-    assert build_strategy(FreezeConfig(strategy="depth", depth=18), 18).plan(18, 0).depth == 18
+    assert Depth(fraction=0.5).resolve(18, 1e-3).plan(18, 0).depth == 9
+    assert Depth(depth=18).resolve(18, 1e-3).plan(18, 0).depth == 18
     with pytest.raises(UserError, match=r"freeze.depth: 19 is more than the backbone's 18 layer groups \(allowed: 0"):
-        build_strategy(FreezeConfig(strategy="depth", depth=19), 18)
+        Depth(depth=19).resolve(18, 1e-3)
     with pytest.raises(UserError, match="exactly one of freeze.depth"):
-        build_strategy(FreezeConfig(strategy="depth"), 18)
+        Depth().resolve(18, 1e-3)
     with pytest.raises(UserError, match="freeze.strategy: unknown strategy 'lorax'"):
-        build_strategy(FreezeConfig(strategy="lorax"), 18)
+        load_experiment(data={"freeze": {"strategy": "lorax"}})
 
 
 def test_plan_lr_scales_zero_frozen_groups():
@@ -115,8 +117,12 @@ def test_text_backbone_depth_freezes_embeddings_and_first_layer(tmp_path, tiny_b
                          data={"name": "rotten-tomatoes", "image_size": None},
                          freeze={"strategy": "depth", "depth": 2})
     assert probe.param_groups[0] == 4  # embeddings, layer 0, layer 1, head
-    # from_pretrained hands over an eval-mode model: dropout must still be on while training
-    assert probe.dropout and all(all(step) for step in probe.dropout)
+    # from_pretrained hands over an eval-mode model: dropout must still be on while training, in the groups that
+    # train; the frozen groups (embeddings, layer 0) compute a fixed function, dropout off
+    frozen = ("backbone.model.embeddings", "backbone.model.encoder.layer.0.")
+    for step in probe.dropout:
+        assert all(on != n.startswith(frozen) for n, on in step.items()), step
+        assert any(n.startswith("backbone.model.encoder.layer.1.") for n in step)
     changed = {n for n in probe.before if not torch.equal(probe.before[n], probe.after[n])}
     assert not any(n.startswith(("backbone.model.embeddings", "backbone.model.encoder.layer.0.")) for n in changed)
     assert any(n.startswith("backbone.model.encoder.layer.1.") for n in changed)

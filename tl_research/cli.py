@@ -3,25 +3,47 @@
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
+import logging
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
-from tl_research.errors import UserError
+from tl_research.errors import ConfigWarning, UserError
 
 
 def _quiet_libraries() -> None:
+    """Process-wide noise control, set once at the CLI entry (the library itself sets no global state)."""
     # on 2 CPU cores with in-memory data, extra loader workers cost more than they save
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
     warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")  # short few-shot epochs
+    # BN layers in eval mode at fit start are the BN policy at work, not an accident
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+    warnings.filterwarnings("ignore", ".*optimizer.step.*manual optimization.*")
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    show = warnings.showwarning
+
+    def one_line(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, ConfigWarning):
+            print(f"tlr: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, *args, **kwargs)
+
+    warnings.showwarning = one_line
+
+
+def quiet_lightning() -> None:
+    """Per-run Lightning chatter is noise in a study: one progress bar for the study instead."""
+    import optuna
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def print_table(rows: list[list[Any]], header: list[str]) -> None:
@@ -65,26 +87,9 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     print_table([[g["index"], g["name"], f"{g['num_params']:,}"] for g in info["groups"]], ["index", "name", "params"])
 
 
-def list_backbones(pattern: str | None) -> list[dict[str, Any]]:
-    """Backbones with offline weights, plus timm models matching `pattern` (hub or local weights)."""
-    import timm
-
-    from tl_research.backbones.offline import OFFLINE, offline_path
-
-    rows: dict[str, dict[str, Any]] = {}
-    for name, entry in OFFLINE.items():
-        ok = offline_path(entry) is not None
-        rows[name] = {"name": name, "available": ok, "weights": "offline", **({} if ok else {"install": entry.install})}
-    if pattern:
-        timm_pattern = pattern[5:] if pattern.startswith("timm/") else pattern
-        for arch in timm.list_models(timm_pattern):
-            rows.setdefault(f"timm/{arch}", {"name": f"timm/{arch}", "available": False, "weights": "hub",
-                                             "install": "no offline weights: weights: hub (network) or a local file"})
-        rows = {k: v for k, v in rows.items() if fnmatch.fnmatch(k, pattern) or fnmatch.fnmatch(k, f"timm/{pattern}")}
-    return sorted(rows.values(), key=lambda r: (not r["available"], r["name"]))
-
-
 def cmd_backbones(args: argparse.Namespace) -> None:
+    from tl_research.backbones import list_backbones
+
     rows = list_backbones(args.pattern)
     if args.json:
         print(json.dumps(rows))
@@ -95,18 +100,9 @@ def cmd_backbones(args: argparse.Namespace) -> None:
         print("\nany timm model works with weights: hub or a local file; list them with: tlr backbones 'timm/*vit*'")
 
 
-def list_datasets() -> list[dict[str, Any]]:
-    from tl_research.data.datasets import DATASETS
-
-    rows = []
-    for name, info in DATASETS.items():
-        ok = info.available()
-        rows.append({"name": name, "modality": info.modality, "available": ok, "description": info.description,
-                     **({} if ok or info.install is None else {"install": info.install})})
-    return rows
-
-
 def cmd_datasets(args: argparse.Namespace) -> None:
+    from tl_research.data import list_datasets
+
     rows = list_datasets()
     if args.json:
         print(json.dumps(rows))
@@ -115,13 +111,37 @@ def cmd_datasets(args: argparse.Namespace) -> None:
                   for r in rows], ["dataset", "modality", "available", "install / description"])
 
 
+def study_with_progress(spec: Any, url: str, workers: int = 1) -> Any:
+    """Run a study with one rich progress bar (trials done / total, best so far, ETA); prints where it runs."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from tl_research.study import DONE, execute_study, prepare_study, progress_line, total_trials
+
+    quiet_lightning()
+    study, queued = prepare_study(spec, url)
+    print(f"study {spec.name} ({spec.config.kind}, {total_trials(spec)} trials) on {url}: "
+          f"{queued} queued; {progress_line(study, spec)}", flush=True)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[info]}"), TimeRemainingColumn()) as bar:
+        task = bar.add_task(spec.name, total=total_trials(spec), info="")
+
+        def update(s: Any) -> None:
+            bar.update(task, completed=len(s.get_trials(deepcopy=False, states=DONE)), info=progress_line(s, spec))
+
+        update(study)
+        folder = execute_study(study, spec, url, workers, update)
+    if folder:
+        print(f"W&B study table: wandb sync {folder}")
+    return study
+
+
 def cmd_study(args: argparse.Namespace) -> None:
-    from tl_research.study import default_storage, run_study, trial_rows
+    from tl_research.study import default_storage, trial_rows
     from tl_research.studyspec import load_study
 
     spec = load_study(args.config, args.set)  # everything is validated before the storage is touched
     url = args.storage or spec.config.storage or default_storage(spec)
-    study = run_study(spec, url, args.workers)
+    study = study_with_progress(spec, url, args.workers)
     columns, rows = trial_rows(study, spec)
     print()
     print_table([[("" if c is None else f"{c:.4g}" if isinstance(c, float) else c) for c in r] for r in rows],
@@ -132,6 +152,7 @@ def cmd_study(args: argparse.Namespace) -> None:
 def cmd_worker(args: argparse.Namespace) -> None:
     from tl_research.study import load_existing, open_storage, work
 
+    quiet_lightning()
     study, spec = load_existing(args.study, open_storage(args.storage))
     n = work(study, spec)
     print(f"worker done: {n} trials")
@@ -149,9 +170,24 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> None:
-    from tl_research.quickstart import quickstart
+    import time
 
-    quickstart(args.out)
+    from tl_research.quickstart import quickstart_spec
+    from tl_research.report import run_report, to_markdown
+
+    t0 = time.perf_counter()
+    out = Path(args.out)
+    spec, url = quickstart_spec(out)
+    study_with_progress(spec, url)
+    table, files = run_report(spec.name, url, out / "report")
+    print("\nMobileNetV2 (ImageNet, offline weights) -> Animal-MNIST, test accuracy by examples per class\n")
+    print(to_markdown(table))
+    print(f"done in {time.perf_counter() - t0:.0f} s")
+    print(f"tables and plots: {', '.join(str(f) for f in files)}")
+    runs = sorted((out / "studies" / spec.name).glob("trial-*/wandb/offline-run-*"))
+    if runs:
+        print(f"W&B offline runs ({len(runs)}): wandb sync {out / 'studies' / spec.name}/trial-*/wandb/offline-run-*")
+    print(f"study database: {url}  (tlr report {spec.name} --storage {url}; optuna-dashboard {url})")
 
 
 # ------------------------------------------------------------------ parser

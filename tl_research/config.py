@@ -1,27 +1,32 @@
-"""Typed experiment schema, YAML loading and `--set a.b=value` overrides.
+"""The experiment schema: one dataclass per section, YAML loading and `--set a.b=value` overrides.
 
 Every validation error is a `UserError` whose message names the key path and what is allowed, so the CLI can
-print one line. The schema is plain dataclasses; builders (not constructors) turn it into objects.
+print one line (parsing lives in `schema.py`). Components own their options: the `freeze` section holds the common
+keys (strategy, bn, l2sp) and the chosen strategy's own dataclass, parsed from the remaining `freeze.*` keys.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from tl_research.errors import UserError
+from tl_research.errors import ConfigWarning, UserError
+from tl_research.schema import (  # noqa: F401  (from_dict, read_yaml, apply_overrides: part of this module's API)
+    apply_overrides,
+    bounds,
+    from_dict,
+    parse_fields,
+    public_dict,
+    read_yaml,
+)
+from tl_research.strategies.plan import STRATEGIES
 
-
-def _range(**bounds: float) -> dict:
-    """Field metadata for numeric bounds: ge, gt, le, lt."""
-    return {"range": bounds}
-
+_range = bounds
 
 @dataclass
 class BackboneConfig:
@@ -43,45 +48,77 @@ class HeadConfig:
 
 
 @dataclass
-class LoraConfig:
-    rank: int = field(default=8, metadata=_range(ge=1))
-    alpha: float = field(default=16.0, metadata=_range(gt=0.0))
-    dropout: float = field(default=0.0, metadata=_range(ge=0.0, lt=1.0))
-    # module names or name suffixes; None: attention query/value for HF encoders, Linear + 1x1 convs for timm
-    targets: list[str] | None = None
-    # write export.pt with the adapters merged into the base weights at the end of the run
-    merge: bool = False
-
-
-@dataclass
 class L2SPConfig:
     # alpha * ||theta - theta_0||^2 over trainable backbone weights, beta * ||theta||^2 over the head
     alpha: float = field(default=0.0, metadata=_range(ge=0.0))
     beta: float = field(default=0.0, metadata=_range(ge=0.0))
 
 
+COMMON_FREEZE_KEYS = ("strategy", "bn", "l2sp")
+
+
 @dataclass
 class FreezeConfig:
+    """`freeze:`: the strategy's name, what BatchNorm does, L2-SP, and the strategy's own options (`options`, a
+    registered strategy dataclass built from the other `freeze.*` keys)."""
+
     strategy: str = "full"
-    # depth strategy: number of frozen groups, or a fraction of the groups (exactly one of the two)
-    depth: int | None = field(default=None, metadata=_range(ge=0))
-    fraction: float | None = field(default=None, metadata=_range(ge=0.0, le=1.0))
-    # what BatchNorm layers do (see strategies.py)
+    # what BatchNorm layers do (see strategies/apply.py)
     bn: Literal["frozen", "eval_stats", "train"] = "frozen"
-    # gradual_unfreeze: one more group from the top every n epochs; lower groups get lr / lr_factor per level
-    every_n_epochs: int = field(default=1, metadata=_range(ge=1))
-    lr_factor: float = field(default=1.0, metadata=_range(ge=1.0))
-    # lp_ft: epochs of linear probing, then full fine-tuning at ft_lr (None: optim.lr / 10)
-    probe_epochs: int = field(default=1, metadata=_range(ge=1))
-    ft_lr: float | None = field(default=None, metadata=_range(gt=0.0))
-    # llrd: group i of n gets lr * decay^(n - i)
-    decay: float = field(default=0.75, metadata=_range(gt=0.0, le=1.0))
-    # bitfit: train norm-layer parameters too, not only biases
-    bitfit_norms: bool = True
-    # surgical: the one group that trains (negative counts from the top, -1 = last)
-    group: int | None = None
-    lora: LoraConfig = field(default_factory=LoraConfig)
     l2sp: L2SPConfig = field(default_factory=L2SPConfig)
+    options: Any = None
+
+    def __post_init__(self) -> None:
+        entry = STRATEGIES.get(self.strategy, "freeze.strategy")
+        if self.options is None:
+            self.options = entry()
+        elif not isinstance(self.options, entry):
+            raise ValueError(f"freeze.options: {type(self.options).__name__} is not the options of {self.strategy}")
+
+    @classmethod
+    def from_mapping(cls, data: Any, prefix: str = "freeze.") -> FreezeConfig:
+        common = parse_fields(cls, _common(data, prefix), prefix, skip=("options",))
+        name = common.get("strategy", "full")
+        entry = STRATEGIES.get(name, "freeze.strategy")
+        own = {f.name for f in dataclasses.fields(entry) if not f.metadata.get("derived")}
+        every = _option_keys()
+        chosen = {}
+        for key, value in data.items():
+            if key in COMMON_FREEZE_KEYS:
+                continue
+            if key in own:
+                chosen[key] = value
+            elif key in every:
+                # an option of another strategy (a study's base often sets depth for its depth cells): dropped,
+                # so the recorded config is what ran
+                warnings.warn(f"{prefix}{key} is ignored by strategy {name} (an option of "
+                              f"{', '.join(every[key])})", ConfigWarning, stacklevel=2)
+            else:
+                allowed = ", ".join([*COMMON_FREEZE_KEYS, *every])
+                raise UserError(f"{prefix}{key}: unknown key (allowed in {prefix.rstrip('.')}: {allowed})")
+        return cls(**common, options=from_dict(entry, chosen, prefix))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, "bn": self.bn, "l2sp": dataclasses.asdict(self.l2sp),
+                **public_dict(self.options)}
+
+
+def _common(data: Any, prefix: str) -> dict[str, Any]:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{prefix.rstrip('.')}: expected a mapping of keys, got {type(data).__name__}")
+    return {k: v for k, v in data.items() if k in COMMON_FREEZE_KEYS}
+
+
+def _option_keys() -> dict[str, list[str]]:
+    """Every strategy option key -> the strategies that take it, in registration order."""
+    keys: dict[str, list[str]] = {}
+    for name, entry in STRATEGIES.items():
+        for f in dataclasses.fields(entry):
+            if not f.metadata.get("derived"):
+                keys.setdefault(f.name, []).append(name)
+    return keys
 
 
 @dataclass
@@ -101,8 +138,12 @@ class DataConfig:
     name: str = "animal-mnist"
     # folder or file for datasets that read from disk (None: the dataset's default location)
     root: str | None = None
-    # seeds the train/val/test split and the k-shot subsets, independent of the training seed
+    # seeds the train/val/test split (and, unless subset_seed is set, the k-shot subsets); independent of the
+    # training seed
     split_seed: int = 0
+    # seeds the k-shot / fraction draw from the training split (None: split_seed); a few-shot study varies it with
+    # the seed (study.seed_keys) to average over support sets on one fixed split
+    subset_seed: int | None = None
     val_fraction: float = field(default=0.1, metadata=_range(gt=0.0, lt=1.0))
     test_fraction: float = field(default=0.2, metadata=_range(gt=0.0, lt=1.0))
     # k examples per class from the training split (nested across k), or a stratified share of it
@@ -163,6 +204,18 @@ class TrackingConfig:
 
 
 @dataclass
+class CacheConfig:
+    """The feature cache of frozen-prefix outputs (see cache/)."""
+
+    # auto: cache when the prefix is frozen for the whole run and nothing random touches it; off; refresh: recompute
+    mode: Literal["auto", "off", "refresh"] = "auto"
+    # None: $TLR_CACHE_DIR, else ~/.cache/tl_research/features
+    dir: str | None = None
+    # float16 halves disk and memory; float32 (default) keeps cached and uncached runs equal to float precision
+    dtype: Literal["float32", "float16"] = "float32"
+
+
+@dataclass
 class Experiment:
     name: str = "experiment"
     seed: int = 0
@@ -174,166 +227,15 @@ class Experiment:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["freeze"] = self.freeze.to_dict()
+        return out
 
 
 # ---------------------------------------------------------------- parsing
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(str(a) for a in typing.get_args(tp))
-    if origin is list:
-        return "a list"
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
-    return {int: "an integer", float: "a number", str: "a string", bool: "a boolean"}.get(tp, str(tp))
-
-
-def _coerce(value: Any, tp: Any, path: str) -> Any:
-    """Return `value` as type `tp`, accepting the string forms a `--set` or YAML may give."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, f"{path}.")
-    if tp is Any:
-        return value  # free-form section (e.g. a study grid), validated by its own builder
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~")):
-            if type(None) in args:
-                return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, path)
-            except UserError:
-                pass
-        raise UserError(f"{path}: expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            raise UserError(f"{path}: {value!r} is not allowed (allowed: {', '.join(map(str, allowed))})")
-        return value
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, list) or not items:
-            raise UserError(f"{path}: expected a non-empty list, got {value!r}")
-        return [_coerce(v.strip() if isinstance(v, str) else v, item, f"{path}[{i}]") for i, v in enumerate(items)]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
-        raise UserError(f"{path}: expected a boolean (true/false), got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise UserError(f"{path}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)  # YAML 1.1 reads "1e-3" as a string
-            except ValueError:
-                pass
-        raise UserError(f"{path}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise UserError(f"{path}: expected a string, got {value!r}")
-    raise TypeError(f"unsupported schema type {tp!r} at {path}")
-
-
-def _check_range(value: Any, bounds: dict, path: str) -> None:
-    if value is None or not bounds:
-        return
-    ops = {"ge": (lambda v, b: v >= b, ">="), "gt": (lambda v, b: v > b, ">"),
-           "le": (lambda v, b: v <= b, "<="), "lt": (lambda v, b: v < b, "<")}
-    for key, bound in bounds.items():
-        test, sym = ops[key]
-        if not test(value, bound):
-            allowed = " and ".join(f"{ops[k][1]} {b}" for k, b in bounds.items())
-            raise UserError(f"{path}: {value} is out of range (allowed: {allowed})")
-
-
-def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
-    """Build dataclass `cls` from a (YAML) mapping, validating keys, types and ranges."""
-    where = prefix.rstrip(".") or "config"
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise UserError(f"{where}: expected a mapping of keys, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        raise UserError(f"{prefix}{unknown[0]}: unknown key (allowed in {where}: {', '.join(fields)})")
-    kwargs = {}
-    for name, value in data.items():
-        tp, path = hints[name], f"{prefix}{name}"
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = from_dict(tp, value, f"{path}.")
-        else:
-            kwargs[name] = _coerce(value, tp, path)
-            _check_range(kwargs[name], fields[name].metadata.get("range", {}), path)
-    return cls(**kwargs)
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """`a.b=value` -> (["a", "b"], value parsed as YAML scalar)."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise UserError(f"--set {text!r}: expected key=value, e.g. freeze.depth=3")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.strip().split("."), value
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Set dotted keys in a nested mapping (validation happens when the mapping is parsed)."""
-    for text in overrides:
-        keys, value = parse_override(text)
-        node = data
-        for i, key in enumerate(keys[:-1]):
-            child = node.setdefault(key, {})
-            if not isinstance(child, dict):
-                raise UserError(f"--set {text}: {'.'.join(keys[: i + 1])} is not a section")
-            node = child
-        node[keys[-1]] = value
-    return data
-
-
-def read_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping; unreadable or malformed files are a one-line UserError."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise UserError(f"{p}: cannot read config ({exc.strerror or exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{p}: not valid YAML{at}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"{p}: expected a mapping of config keys at the top level")
-    return data
 
 
 def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None,

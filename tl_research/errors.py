@@ -3,3 +3,7 @@
 
 class UserError(Exception):
     """Bad input from the user (config, names, missing assets). Its message is the whole report."""
+
+
+class ConfigWarning(UserWarning):
+    """A config key that has no effect on this run (e.g. an option of another strategy); the CLI prints one line."""

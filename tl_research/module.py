@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import lightning.pytorch as L
@@ -13,10 +12,9 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from tl_research.backbones.base import Backbone
-from tl_research.strategies import FreezePlan, Strategy, apply_bn_policy, apply_requires_grad
-
-# BN layers in eval mode at fit start are the BN policy at work, not an accident
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+from tl_research.config import L2SPConfig, OptimConfig
+from tl_research.strategies import FreezePlan, Strategy, prepare_backbone
+from tl_research.strategies.apply import apply_modes, apply_requires_grad
 
 
 def schedule_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
@@ -40,34 +38,38 @@ def schedule_factor(step: int, warmup_steps: int, total_steps: int, schedule: st
 
 
 class TransferModule(L.LightningModule):
-    """Trains `head(backbone(x))` under a freezing strategy.
+    """Trains `head(backbone(x))` under a freezing strategy (a resolved one: see `Strategy.resolve`).
 
     The optimizer holds one param group per layer group plus one for the head from step 0; the strategy's plan
-    only toggles `requires_grad`, per-group lr factors and BatchNorm modes, so nothing appears mid-training.
+    only toggles `requires_grad`, per-group lr factors and module modes, so nothing appears mid-training.
+    With `suffix` (the suffix of `backbone.split(k)`), batches are the cached outputs of the frozen prefix and the
+    forward is `head(suffix(x))`: the same parameters, optimizer, checkpoints and metrics as the uncached run.
     """
 
     def __init__(self, backbone: Backbone, head: nn.Module, strategy: Strategy, num_classes: int, *,
-                 optimizer: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.01, momentum: float = 0.9,
-                 head_lr_mult: float = 1.0, schedule: str = "cosine", warmup_epochs: float = 0.0,
-                 plateau_patience: int = 1, plateau_factor: float = 0.5, label_smoothing: float = 0.0,
-                 l2sp_alpha: float = 0.0, l2sp_beta: float = 0.0, seed: int = 0, channels_last: bool = False) -> None:
+                 optim: OptimConfig | None = None, bn: str = "frozen", l2sp: L2SPConfig | None = None, seed: int = 0,
+                 channels_last: bool = False, suffix: nn.Module | None = None,
+                 probe_grid: list[float] | None = None) -> None:
         super().__init__()
-        strategy.prepare(backbone)  # e.g. LoRA adapters, before groups and optimizer exist
+        prepare_backbone(strategy, backbone)  # e.g. LoRA adapters, before groups and optimizer exist
         self.backbone = backbone
         self.head = head
         self.strategy = strategy
+        self.bn = bn
+        self.suffix = suffix
         self.groups = backbone.layer_groups()
-        self.optim_args = dict(name=optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum,
-                               head_lr_mult=head_lr_mult, schedule=schedule, warmup_epochs=warmup_epochs)
-        self.label_smoothing = label_smoothing
+        self.optim = optim or OptimConfig()
         self.seed = seed
-        self.channels_last = channels_last and backbone.modality == "image"
+        self.channels_last = channels_last and backbone.modality == "image" and suffix is None
         # reduce-on-plateau state: a factor on every group's lr, cut when val/acc stalls (saved in checkpoints)
-        self.plateau = {"scale": 1.0, "best": -math.inf, "bad_epochs": 0, "patience": plateau_patience,
-                        "factor": plateau_factor}
-        # L2-SP: distance to the pretrained weights (theta_0, taken before any training step)
-        self.l2sp_alpha, self.l2sp_beta = l2sp_alpha, l2sp_beta
-        self.theta0 = {n: p.detach().clone() for n, p in backbone.named_parameters()} if l2sp_alpha > 0 else {}
+        self.plateau = {"scale": 1.0, "best": -math.inf, "bad_epochs": 0}
+        # L2-SP: distance to the pretrained weights (theta_0, taken before any training step; moved to the
+        # module's device once, at fit start)
+        self.l2sp = l2sp or L2SPConfig()
+        self.theta0 = {n: p.detach().clone() for n, p in backbone.named_parameters()} if self.l2sp.alpha > 0 else {}
+        # the converged linear probe: one full-batch step fits the head by L-BFGS over this L2 grid (probe.py)
+        self.probe_grid = probe_grid
+        self.automatic_optimization = probe_grid is None
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
@@ -82,7 +84,7 @@ class TransferModule(L.LightningModule):
         self.plan = plan
         apply_requires_grad(self.groups, plan)
         if self.training:
-            apply_bn_policy(self.groups, plan)
+            apply_modes(self.groups, plan, self.bn)
         if self._trainer is not None and self.trainer.lr_scheduler_configs:
             sched = self.trainer.lr_scheduler_configs[0].scheduler
             for group, factor in zip(sched.optimizer.param_groups, sched.lr_lambdas):
@@ -92,7 +94,7 @@ class TransferModule(L.LightningModule):
         # whoever calls train() (a user, another Lightning version) gets the BN policy re-imposed
         super().train(mode)
         if mode:
-            apply_bn_policy(self.groups, self.plan)
+            apply_modes(self.groups, self.plan, self.bn)
         return self
 
     def freeze_stats(self) -> dict[str, float]:
@@ -107,6 +109,7 @@ class TransferModule(L.LightningModule):
         self.train()
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
+        self.theta0 = {n: t.to(self.device) for n, t in self.theta0.items()}
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # a per-epoch seed, set right before the epoch's first step, makes dropout of epoch e the same whether or
@@ -124,6 +127,8 @@ class TransferModule(L.LightningModule):
     # ------------------------------------------------------------ steps
 
     def forward(self, inputs: Any) -> torch.Tensor:
+        if self.suffix is not None:
+            return self.head(self.suffix(inputs))
         if self.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         return self.head(self.backbone(inputs))
@@ -131,28 +136,49 @@ class TransferModule(L.LightningModule):
     def _loss(self, batch: tuple[Any, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         inputs, y = batch
         logits = self(inputs)
-        return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing), logits, y
+        return F.cross_entropy(logits, y, label_smoothing=self.optim.label_smoothing), logits, y
 
     def l2sp_penalty(self) -> torch.Tensor:
         """alpha * ||theta - theta_0||^2 over trainable backbone weights + beta * ||theta||^2 over the head."""
         total = torch.zeros((), device=self.device)
-        if self.l2sp_alpha > 0:
+        if self.l2sp.alpha > 0:
             for n, p in self.backbone.named_parameters():
                 if p.requires_grad and n in self.theta0:
-                    total = total + self.l2sp_alpha * (p - self.theta0[n].to(p.device)).pow(2).sum()
-        if self.l2sp_beta > 0:
-            total = total + self.l2sp_beta * sum(p.pow(2).sum() for p in self.head.parameters())
+                    total = total + self.l2sp.alpha * (p - self.theta0[n]).pow(2).sum()
+        if self.l2sp.beta > 0:
+            total = total + self.l2sp.beta * sum(p.pow(2).sum() for p in self.head.parameters())
         return total
 
     def training_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.probe_grid is not None:
+            return self._probe_step(batch)
         loss, _, y = self._loss(batch)
-        if self.l2sp_alpha > 0 or self.l2sp_beta > 0:
+        if self.l2sp.alpha > 0 or self.l2sp.beta > 0:
             penalty = self.l2sp_penalty()
             self.log("train/l2sp", penalty, on_step=False, on_epoch=True, batch_size=len(y))
             loss = loss + penalty
         # explicit names: with on_step and on_epoch together Lightning would rename the key to train/loss_epoch
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=len(y))
+        return loss
+
+    def _probe_step(self, batch: tuple[Any, torch.Tensor]) -> torch.Tensor:
+        """Fit the linear head on the whole training split (one batch of features) by L-BFGS, L2 chosen on val."""
+        from tl_research.probe import fit_probe
+
+        x, y = batch
+        x_val, y_val = self.trainer.datamodule.tensors("val")
+        with torch.no_grad():
+            feats, feats_val = self.suffix(x), self.suffix(x_val.to(self.device))
+        fit = fit_probe(feats.cpu(), y.cpu(), feats_val.cpu(), y_val, self.head[-1].out_features, self.probe_grid)
+        with torch.no_grad():
+            self.head[-1].weight.copy_(fit.weight)
+            self.head[-1].bias.copy_(fit.bias)
+        loss, _, _ = self._loss(batch)
+        self.log_dict({"probe/l2": fit.l2, "probe/iterations": float(fit.iterations),
+                       **{f"probe/val_acc@l2={l2:g}": acc for l2, acc in fit.grid.items()}},
+                      on_step=False, on_epoch=True, batch_size=len(y))
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
     def validation_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> None:
@@ -162,15 +188,15 @@ class TransferModule(L.LightningModule):
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=len(y))
 
     def on_validation_epoch_end(self) -> None:
-        if self.optim_args["schedule"] != "plateau" or self.trainer.sanity_checking:
+        if self.optim.schedule != "plateau" or self.trainer.sanity_checking:
             return
         acc, p = float(self.val_acc.compute()), self.plateau
         if acc > p["best"]:
             p["best"], p["bad_epochs"] = acc, 0
         else:
             p["bad_epochs"] += 1
-            if p["bad_epochs"] > p["patience"]:
-                p["scale"], p["bad_epochs"] = p["scale"] * p["factor"], 0
+            if p["bad_epochs"] > self.optim.plateau_patience:
+                p["scale"], p["bad_epochs"] = p["scale"] * self.optim.plateau_factor, 0
                 self.set_plan(self.plan)  # re-apply the per-group lrs with the cut
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -190,26 +216,24 @@ class TransferModule(L.LightningModule):
 
     def param_groups(self) -> list[dict[str, Any]]:
         """One optimizer param group per layer group, then the head; `name` says which."""
-        lr = self.optim_args["lr"]
+        lr = self.optim.lr
         groups = [{"params": list(g.params.values()), "lr": lr, "name": f"group{g.index}:{g.name}"}
                   for g in self.groups]
-        groups.append({"params": list(self.head.parameters()), "lr": lr * self.optim_args["head_lr_mult"],
-                       "name": "head"})
+        groups.append({"params": list(self.head.parameters()), "lr": lr * self.optim.head_lr_mult, "name": "head"})
         return groups
 
     def configure_optimizers(self) -> dict[str, Any]:
-        a = self.optim_args
-        if a["name"] == "sgd":
-            opt = torch.optim.SGD(self.param_groups(), lr=a["lr"], momentum=a["momentum"],
-                                  weight_decay=a["weight_decay"])
+        a = self.optim
+        if a.name == "sgd":
+            opt = torch.optim.SGD(self.param_groups(), lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay)
         else:
-            opt = torch.optim.AdamW(self.param_groups(), lr=a["lr"], weight_decay=a["weight_decay"])
+            opt = torch.optim.AdamW(self.param_groups(), lr=a.lr, weight_decay=a.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = int(round(a["warmup_epochs"] * total / max(1, self.trainer.max_epochs)))
+        warmup = int(round(a.warmup_epochs * total / max(1, self.trainer.max_epochs)))
 
         def factor(i: int):
             # reads the live plan, so an unfreeze changes a group's lr without touching the optimizer
-            return lambda step: (schedule_factor(step, warmup, total, a["schedule"]) *
+            return lambda step: (schedule_factor(step, warmup, total, a.schedule) *
                                  self.plan.group_lr_scales()[i] * self.plateau["scale"])
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, [factor(i) for i in range(len(opt.param_groups))])

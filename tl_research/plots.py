@@ -6,13 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import optuna
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
-
-from tl_research.report import THROUGHPUT, Table  # noqa: E402
+from tl_research.tables import THROUGHPUT, Table
 
 NAMES = {"data.shots": ("few_shot.png", "examples per class (log scale)"),
          "freeze.depth": ("freeze_depth.png", "frozen layer groups (freeze depth k)")}
@@ -23,7 +20,8 @@ def curve_plot(table: Table, out: Path) -> Path | None:
     if table.cols_key is None or not all(isinstance(c, (int, float)) for c in table.cols):
         return None
     name, xlabel = NAMES.get(table.cols_key, (f"curve_{table.cols_key.replace('.', '_')}.png", table.cols_key))
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))  # no pyplot: no global backend, no display needed
+    ax = fig.subplots()
     # accuracies live in [0, 1]: a t-interval from two seeds is wide and must not draw outside it
     low, high = (0.0, 1.0) if ("acc" in table.metric or "f1" in table.metric) else (-float("inf"), float("inf"))
     for r in table.rows:
@@ -41,7 +39,6 @@ def curve_plot(table: Table, out: Path) -> Path | None:
     ax.legend(title=table.rows_key or "")
     fig.tight_layout()
     fig.savefig(out / name, dpi=120)
-    plt.close(fig)
     return out / name
 
 
@@ -53,7 +50,8 @@ def pareto_plot(trials: list[optuna.trial.FrozenTrial], metric: str, rows_key: s
     if not points:
         return None
     front = sorted(p for p in points if not any(q[0] >= p[0] and q[1] >= p[1] and q[:2] != p[:2] for q in points))
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))  # no pyplot: no global backend, no display needed
+    ax = fig.subplots()
     for label in dict.fromkeys(p[2] for p in points):
         sel = [p for p in points if p[2] == label]
         ax.scatter([p[0] for p in sel], [p[1] for p in sel], label=str(label), alpha=0.7)
@@ -64,7 +62,6 @@ def pareto_plot(trials: list[optuna.trial.FrozenTrial], metric: str, rows_key: s
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "accuracy_vs_throughput.png", dpi=120)
-    plt.close(fig)
     return out / "accuracy_vs_throughput.png"
 
 
@@ -82,6 +79,8 @@ def search_plots(study: optuna.Study, out: Path) -> list[Path]:
         ax.figure.set_size_inches(7, 4)
         ax.figure.tight_layout()
         ax.figure.savefig(out / name, dpi=120)
+        import matplotlib.pyplot as plt  # optuna draws through pyplot: release its figure
+
         plt.close(ax.figure)
         made.append(out / name)
     return made

@@ -1,127 +1,22 @@
-"""Benchmark tables and plots from a study's stored trials: mean ± std, 95 % CIs, n, paired tests, curves."""
+"""Reports of a study: tables (md/csv/tex) and plots into a folder, logged to a W&B summary run."""
 
 from __future__ import annotations
 
 import csv
 import math
-from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import optuna
-from optuna.trial import TrialState
-
 from tl_research.errors import UserError
-
-THROUGHPUT, TRAINABLE = "throughput/train_samples_per_sec", "params/trainable"
-
-
-@dataclass
-class Cell:
-    values: list[float]  # one per seed, in seed order
-    seeds: list[int]
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(self.values))
-
-    @property
-    def std(self) -> float:
-        return float(np.std(self.values, ddof=1)) if self.n > 1 else 0.0
-
-    def ci95(self) -> tuple[float, float]:
-        """Student-t 95 % confidence interval of the mean (the mean itself when n = 1)."""
-        from scipy import stats
-
-        if self.n < 2:
-            return self.mean, self.mean
-        half = stats.t.ppf(0.975, self.n - 1) * self.std / math.sqrt(self.n)
-        return self.mean - half, self.mean + half
-
-
-@dataclass
-class Table:
-    metric: str
-    rows_key: str | None
-    cols_key: str | None
-    rows: list[Any]
-    cols: list[Any]
-    cells: dict[tuple[Any, Any], Cell]
-    extras: dict[Any, dict[str, float]]  # per row: mean throughput and trainable params
-    pvalues: dict[tuple[Any, Any], tuple[float, float]]  # (row, col) -> (paired t, Wilcoxon) vs the baseline
-    baseline: Any
-    missing: int
-
-
-def _sort_key(v: Any) -> tuple:
-    return (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v))
-
-
-def completed_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-
-
-CURVE_KEYS = ("data.shots", "freeze.depth")
-
-
-def default_axes(trials: list[optuna.trial.FrozenTrial]) -> tuple[str | None, str | None]:
-    """Rows: the strategy when swept; columns: shots or depth when swept (a one-row table for a pure depth
-    ablation or few-shot sweep, so that it still gets its curve)."""
-    swept = [k for k in dict.fromkeys(k for t in trials for k in t.params) if k != "seed"]
-    if not swept:
-        raise UserError("report: the study sweeps no key besides the seed; pass --rows")
-    rows = "freeze.strategy" if "freeze.strategy" in swept else next((k for k in swept if k not in CURVE_KEYS), None)
-    cols = next((k for k in (*CURVE_KEYS, *swept) if k in swept and k != rows), None)
-    return rows, cols
-
-
-def build_table(trials: list[optuna.trial.FrozenTrial], metric: str, rows_key: str | None, cols_key: str | None,
-                baseline: Any = None, expected_cells: int | None = None) -> Table:
-    from scipy import stats
-
-    keys = {k for t in trials for k in t.params}
-    for key, flag in ((rows_key, "--rows"), (cols_key, "--cols")):
-        if key is not None and key not in keys:
-            raise UserError(f"{flag}: {key!r} is not a parameter of this study (parameters: {', '.join(sorted(keys))})")
-    groups: dict[tuple[Any, Any], dict[int, float]] = defaultdict(dict)
-    extra: dict[Any, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for t in trials:
-        if metric not in t.user_attrs:
-            continue
-        cell = (t.params[rows_key] if rows_key else "all", t.params.get(cols_key) if cols_key else "all")
-        groups[cell][int(t.params.get("seed", t.number))] = float(t.user_attrs[metric])
-        for name in (THROUGHPUT, TRAINABLE):
-            if name in t.user_attrs:
-                extra[cell[0]][name].append(float(t.user_attrs[name]))
-    if not groups:
-        raise UserError(f"report: no completed trial has {metric!r}")
-    cells = {k: Cell([v[s] for s in sorted(v)], sorted(v)) for k, v in groups.items()}
-    rows = sorted({r for r, _ in cells}, key=_sort_key)
-    cols = sorted({c for _, c in cells}, key=_sort_key)
-    if baseline is None:
-        baseline = "linear_probe" if "linear_probe" in rows else rows[0]
-    pvalues = {}
-    for (r, c), cell in cells.items():
-        base = cells.get((baseline, c))
-        if r == baseline or base is None:
-            continue
-        seeds = sorted(set(cell.seeds) & set(base.seeds))
-        a = [groups[(r, c)][s] for s in seeds]
-        b = [groups[(baseline, c)][s] for s in seeds]
-        p_t = p_w = float("nan")
-        if len(seeds) >= 2 and np.any(np.subtract(a, b) != 0):
-            p_t = float(stats.ttest_rel(a, b).pvalue)
-            p_w = float(stats.wilcoxon(a, b).pvalue)
-        pvalues[(r, c)] = (p_t, p_w)
-    extras = {r: {k: float(np.mean(v)) for k, v in d.items()} for r, d in extra.items()}
-    missing = max(0, expected_cells - len(trials)) if expected_cells is not None else 0
-    return Table(metric, rows_key, cols_key, rows, cols, cells, extras, pvalues, baseline, missing)
+from tl_research.tables import (  # noqa: F401  (Table, build_table: used by callers of this module)
+    THROUGHPUT,
+    TRAINABLE,
+    Table,
+    build_table,
+    completed_trials,
+    default_axes,
+    sort_key,
+)
 
 
 def _fmt_p(p: float) -> str:
@@ -165,7 +60,7 @@ def to_markdown(table: Table) -> str:
 
 def csv_rows(table: Table) -> list[dict[str, Any]]:
     out = []
-    for (r, c), cell in sorted(table.cells.items(), key=lambda kv: (_sort_key(kv[0][0]), _sort_key(kv[0][1]))):
+    for (r, c), cell in sorted(table.cells.items(), key=lambda kv: (sort_key(kv[0][0]), sort_key(kv[0][1]))):
         lo, hi = cell.ci95()
         p_t, p_w = table.pvalues.get((r, c), (float("nan"), float("nan")))
         out.append({"row": r, "col": c, "metric": table.metric, "mean": cell.mean, "std": cell.std, "ci_low": lo,
@@ -228,10 +123,9 @@ def run_report(name: str, url: str, out: Path, metric: str = "test/acc", rows: s
 
 
 def _log_to_wandb(spec: Any, table: Table, files: list[Path], out: Path) -> None:
-    from tl_research.config import load_experiment
     from tl_research.tracking import log_summary_run
 
     rows = csv_rows(table)
-    log_summary_run(load_experiment(data=spec.base), spec.name, "report", out, lambda wandb: {
+    log_summary_run(spec.experiment, spec.name, "report", out, lambda wandb: {
         "report/table": wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows]),
         **{f"report/{p.stem}": wandb.Image(str(p)) for p in files if p.suffix == ".png"}})

@@ -1,4 +1,9 @@
-"""`run(experiment)`: the one call path for the CLI, studies, tests and notebooks."""
+"""`run(experiment)`: the one call path for the CLI, studies, tests and notebooks.
+
+Build order: backbone -> strategy (resolved against the backbone's groups) -> data -> module. The data step is where
+the feature cache plugs in: when the first k groups stay frozen for the whole run, the data module serves cached
+prefix outputs and the module trains `head(suffix(x))`; otherwise it serves raw inputs. Callers see no difference.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import dataclasses
 import json
 import os
 import secrets
+import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,12 +25,12 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from tl_research.backbones import Backbone, build_backbone
 from tl_research.callbacks import Throughput
 from tl_research.config import Experiment, dump_yaml
-from tl_research.data.datamodule import TransferDataModule, build_datamodule
-from tl_research.data.datasets import LoadOptions
+from tl_research.data.datamodule import TransferDataModule, input_collates, load_data, select
 from tl_research.errors import UserError
 from tl_research.heads import build_head
 from tl_research.module import TransferModule
-from tl_research.strategies import build_strategy
+from tl_research.record import run_record, weights_digest
+from tl_research.strategies import Strategy, frozen_prefix
 from tl_research.tracking import preflight, start_tracking
 
 
@@ -62,35 +69,122 @@ def make_run_dir(exp: Experiment, out: str | Path | None = None) -> tuple[Path, 
 
 def build_backbone_from(exp: Experiment) -> Backbone:
     b = exp.backbone
-    return build_backbone(b.name, b.weights, b.coarse, b.pooling, b.max_length)
+    return build_backbone(b.name, b.weights, coarse=b.coarse, pooling=b.pooling, max_length=b.max_length)
 
 
-def build_data_from(exp: Experiment, backbone: Backbone) -> TransferDataModule:
-    d = exp.data
-    options = LoadOptions(d.text_column, d.label_column, d.x_key, d.y_key)
-    return build_datamodule(d.name, backbone.preprocessing, backbone.modality, root=d.root,
-                            split_seed=d.split_seed, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
-                            shots=d.shots, share=d.fraction, train_limit=d.train_limit, eval_limit=d.eval_limit,
-                            image_size=d.image_size, batch_size=d.batch_size, eval_batch_size=d.eval_batch_size,
-                            num_workers=d.num_workers, seed=exp.seed, options=options,
-                            augment=dataclasses.asdict(d.augment))
+def build_strategy_from(exp: Experiment, backbone: Backbone) -> Strategy:
+    """The experiment's strategy, checked against this backbone's groups (the one place depth bounds are checked)."""
+    return exp.freeze.options.resolve(len(backbone.layer_groups()), exp.optim.lr)
 
 
-def build_module_from(exp: Experiment, backbone: Backbone, num_classes: int) -> TransferModule:
-    o = exp.optim
-    strategy = build_strategy(exp.freeze, len(backbone.layer_groups()), o.lr)
+def probe_solver(exp: Experiment, cached: bool) -> str:
+    """`lbfgs` or `sgd` for strategies with a linear-probe phase (auto: L-BFGS when features are cached)."""
+    choice = getattr(exp.freeze.options, "probe", "sgd")
+    if choice == "lbfgs" and exp.head.type != "linear":
+        raise UserError("freeze.probe: lbfgs fits a linear head; with head.type=mlp use freeze.probe=sgd")
+    if choice == "auto":
+        return "lbfgs" if cached and exp.head.type == "linear" else "sgd"
+    return choice
+
+
+@dataclass
+class RunData:
+    """The data step's result: the data module, the split the suffix runs on (None: raw inputs) and the cache's
+    report."""
+
+    data: TransferDataModule
+    suffix: Any
+    cache: Any
+    probe: str  # lbfgs | sgd | none
+    weights: str  # digest of the backbone's weights as loaded
+
+
+def build_data_from(exp: Experiment, backbone: Backbone, strategy: Strategy, scratch: Path) -> RunData:
+    """Raw inputs, or cached outputs of the frozen prefix (the feature-cache slot)."""
+    from tl_research.cache.features import CacheReport, cached_datamodule, cached_rows, decide
+
+    raw = load_data(exp.data, backbone.modality)
+    split, info = select(raw, exp.data)
+    n = len(backbone.layer_groups())
+    k = frozen_prefix(strategy, n)
+    is_probe = exp.freeze.strategy == "linear_probe"
+    wants_lbfgs = is_probe and getattr(strategy, "probe", "auto") == "lbfgs"
+    decision = decide(exp, backbone, k, required=wants_lbfgs)
+    probe = probe_solver(exp, decision.use) if is_probe else "none"
+    if not decision.use:
+        collate, train_collate = input_collates(backbone.preprocessing, exp.data)
+        d = exp.data
+        module_data = TransferDataModule(raw, split, collate, d.batch_size, d.eval_batch_size, d.num_workers,
+                                         exp.seed, train_collate, info)
+        return RunData(module_data, None, CacheReport(False, decision.reason, k), probe, weights_digest(backbone))
+    # an L-BFGS probe with cache.mode=off computes features once into a store that ends with the run
+    root = scratch if exp.cache.mode == "off" else None
+    pool = _pool(split)
+    rows, report = cached_rows(exp, backbone, decision, raw, pool, root)
+    module_data = cached_datamodule(exp, raw, split, rows, decision.split.kind, info)
+    if probe == "lbfgs":
+        module_data.batch_size = len(split.train)  # one full batch: the solver sees the whole training split
+    return RunData(module_data, decision.split.suffix, report, probe, report.weights)
+
+
+def _pool(split: Any) -> Any:
+    import numpy as np
+
+    return np.concatenate([split.train, split.val, split.test])
+
+
+def warm_start_probe(exp: Experiment, backbone: Backbone, module: TransferModule, run_data: RunData,
+                     scratch: Path) -> dict[str, Any]:
+    """LP-FT with the L-BFGS probe: fit the head on features of the whole frozen backbone before fine-tuning."""
+    import torch
+
+    from tl_research.cache.features import cached_rows, decide
+    from tl_research.probe import fit_probe
+
+    n = len(backbone.layer_groups())
+    want = getattr(exp.freeze.options, "probe", "auto")
+    decision = decide(exp, backbone, n, required=want == "lbfgs")
+    if probe_solver(exp, decision.use) != "lbfgs" or not decision.use:
+        return {"probe/solver": "sgd"}
+    data = run_data.data
+    split = data.split
+    rows, report = cached_rows(exp, backbone, decision, data.raw, _pool(split),
+                               scratch if exp.cache.mode == "off" else None)
+
+    def gather(idx: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.stack([torch.as_tensor(rows[int(j)], dtype=torch.float32) for j in idx]),
+                torch.as_tensor(data.raw.labels[idx]))
+
+    fit = fit_probe(*gather(split.train), *gather(split.val), data.num_classes,
+                    getattr(exp.freeze.options, "probe_l2", None))
+    with torch.no_grad():
+        module.head[-1].weight.copy_(fit.weight)
+        module.head[-1].bias.copy_(fit.bias)
+    module.strategy = dataclasses.replace(module.strategy, probe_epochs=0)
+    module.plan = module.strategy.plan(n, 0)
+    return {"probe/solver": "lbfgs", "probe/l2": fit.l2, "probe/val_acc": fit.grid[fit.l2],
+            "probe/cache_key": report.key}
+
+
+def build_module_from(exp: Experiment, backbone: Backbone, num_classes: int, strategy: Strategy | None = None,
+                      suffix: Any = None, probe: str = "none") -> TransferModule:
+    """The module of `exp` (strategy: resolved from `exp` unless given; `suffix`: train on cached prefix outputs;
+    `probe`: lbfgs fits the head by L-BFGS in one full-batch step)."""
+    strategy = strategy or build_strategy_from(exp, backbone)
     head = build_head(backbone.num_features, num_classes, exp.head.type, exp.head.hidden, exp.head.dropout)
-    return TransferModule(backbone, head, strategy, num_classes, optimizer=o.name, lr=o.lr,
-                          weight_decay=o.weight_decay, momentum=o.momentum, head_lr_mult=o.head_lr_mult,
-                          schedule=o.schedule, warmup_epochs=o.warmup_epochs, plateau_patience=o.plateau_patience,
-                          plateau_factor=o.plateau_factor, label_smoothing=o.label_smoothing,
-                          l2sp_alpha=exp.freeze.l2sp.alpha, l2sp_beta=exp.freeze.l2sp.beta, seed=exp.seed,
-                          channels_last=exp.trainer.channels_last)
+    grid = None
+    if probe == "lbfgs":
+        from tl_research.probe import DEFAULT_GRID
+
+        grid = list(getattr(strategy, "probe_l2", None) or DEFAULT_GRID)
+    return TransferModule(backbone, head, strategy, num_classes, optim=exp.optim, bn=exp.freeze.bn,
+                          l2sp=exp.freeze.l2sp, seed=exp.seed, channels_last=exp.trainer.channels_last,
+                          suffix=suffix, probe_grid=grid)
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
     os.replace(tmp, path)  # readers never see a half-written file
 
 
@@ -100,19 +194,32 @@ def run(exp: Experiment, out: str | Path | None = None, callbacks: Sequence[L.Ca
 
     `callbacks` are added to the trainer's (e.g. a pruning callback of a study, or a probe in a test);
     `group` is the W&B group (a study's name; default: the experiment's name).
-
-    Building is split into backbone / data / module steps so that a cache of frozen-prefix features can replace
-    the data step (and feed the module's unfrozen suffix) without changing this function's callers.
     """
     preflight(exp)
     L.seed_everything(exp.seed, workers=True, verbose=False)
     backbone = build_backbone_from(exp)
-    data = build_data_from(exp, backbone)
-    module = build_module_from(exp, backbone, data.num_classes)
+    strategy = build_strategy_from(exp, backbone)
+    with tempfile.TemporaryDirectory(prefix="tlr-features-") as scratch:
+        run_data = build_data_from(exp, backbone, strategy, Path(scratch))
+        module = build_module_from(exp, backbone, run_data.data.num_classes, strategy, run_data.suffix,
+                                   run_data.probe)
+        extra: dict[str, Any] = {"probe/solver": run_data.probe} if run_data.probe != "none" else {}
+        if exp.freeze.strategy == "lp_ft":
+            extra = warm_start_probe(exp, backbone, module, run_data, Path(scratch))
+        return _fit_and_test(exp, out, callbacks, group, backbone, run_data, module, extra)
+
+
+def _fit_and_test(exp: Experiment, out: str | Path | None, callbacks: Sequence[L.Callback], group: str | None,
+                  backbone: Backbone, run_data: RunData, module: TransferModule,
+                  extra: dict[str, Any]) -> RunResult:
+    data = run_data.data
     run_dir, resume = make_run_dir(exp, out)
     (run_dir / "config.yaml").write_text(dump_yaml(exp))
     # the exact examples of each split, so a subset can be reproduced (or audited) later
-    _write_json(run_dir / "split.json", {k: getattr(data.split, k).tolist() for k in ("train", "val", "test")})
+    write_json(run_dir / "split.json", {k: getattr(data.split, k).tolist() for k in ("train", "val", "test")})
+    cache = run_data.cache.metrics()
+    write_json(run_dir / "run.json", run_record(exp, backbone.weights_source, run_data.weights, {**cache, **extra},
+                                                sys.argv))
 
     t = exp.trainer
     best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max",
@@ -125,8 +232,11 @@ def run(exp: Experiment, out: str | Path | None = None, callbacks: Sequence[L.Ca
     callbacks = [best, latest, throughput, *callbacks]
     if t.patience is not None:
         callbacks.append(EarlyStopping(monitor="val/acc", mode="max", patience=t.patience))
-    tracker = start_tracking(exp, run_dir, backbone.weights_source, group)
-    trainer = L.Trainer(max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
+    tracker = start_tracking(exp, run_dir, run_record(exp, backbone.weights_source, run_data.weights,
+                                                      {**cache, **extra}), group)
+    # the L-BFGS probe is one full-batch solve: a single epoch
+    epochs = 1 if run_data.probe == "lbfgs" else t.max_epochs
+    trainer = L.Trainer(max_epochs=epochs, accelerator=t.accelerator, devices=t.devices,
                         precision=t.precision, deterministic=t.deterministic, default_root_dir=run_dir,
                         logger=tracker.logger if tracker.logger is not None else False, callbacks=callbacks,
                         enable_progress_bar=t.progress_bar, enable_model_summary=False,
@@ -147,14 +257,16 @@ def run(exp: Experiment, out: str | Path | None = None, callbacks: Sequence[L.Ca
             "seed": exp.seed, "split_seed": exp.data.split_seed, "epochs": trainer.current_epoch,
             "data/train_size": len(data.sets["train"]), "data/val_size": len(data.sets["val"]),
             "data/test_size": len(data.sets["test"]), "data/num_classes": data.num_classes, **data.subset_info,
+            **cache, **extra,
         })
         metrics.update(tracker.finish(metrics))
     except BaseException:
         tracker.finish(None)
         raise
-    if exp.freeze.strategy == "lora" and exp.freeze.lora.merge:
+    lora = getattr(exp.freeze.options, "lora", None)
+    if lora is not None and lora.merge:
         export_merged(module, run_dir / "export")
-    _write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "metrics.json", metrics)
     return RunResult(run_dir, metrics)
 
 

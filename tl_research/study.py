@@ -9,8 +9,8 @@ grace period and Optuna's RetryFailedTrialCallback puts its cell back in the que
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import logging
 import math
 import secrets
 import subprocess
@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import optuna
 from optuna.trial import TrialState
 
 from tl_research.errors import UserError
-from tl_research.studyspec import StudyConfig, StudySpec, experiment_for, seed_list
+from tl_research.studyspec import StudyConfig, StudySpec, seed_list
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 SPEC_ATTR = "tlr_spec"
@@ -152,7 +153,8 @@ def objective(trial: optuna.Trial, spec: StudySpec) -> list[float]:
     from tl_research.run import run
 
     params = _suggest(trial, spec)
-    exp = experiment_for(spec.base, {**params, "trainer.progress_bar": False})
+    exp = spec.experiment_for(params)
+    exp = dataclasses.replace(exp, trainer=dataclasses.replace(exp.trainer, progress_bar=False))
     # unique even when one study name lives in several storages
     out = Path(exp.output_dir) / "studies" / spec.name / f"trial-{trial.number:04d}-{secrets.token_hex(3)}"
     # an ablation cell always runs to the end; searches prune (single objective: Optuna cannot prune multi)
@@ -223,7 +225,6 @@ def _claim(study: optuna.Study) -> optuna.Trial | None:
 
 def work(study: optuna.Study, spec: StudySpec, on_trial: Any = None) -> int:
     """A worker: grid cells until the queue is empty, or search trials until n_trials are done."""
-    quiet_lightning()
     done = 0
     if spec.config.kind == "grid":
         while True:
@@ -256,13 +257,6 @@ def work(study: optuna.Study, spec: StudySpec, on_trial: Any = None) -> int:
     return len(study.get_trials(states=DONE))
 
 
-def quiet_lightning() -> None:
-    """Per-run Lightning chatter is noise in a study: one progress bar for the study instead."""
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
 def spawn_workers(n: int, name: str, url: str) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-m", "tl_research.cli", "worker", "--study", name, "--storage", url],
                              stdout=subprocess.DEVNULL) for _ in range(n)]
@@ -284,28 +278,6 @@ def progress_line(study: optuna.Study, spec: StudySpec) -> str:
     return f"{len(done)}/{total_trials(spec)} done{best}" + (f", {failed} failed" if failed else "")
 
 
-def with_progress(study: optuna.Study, spec: StudySpec, procs: list[subprocess.Popen] | None = None) -> None:
-    """One rich progress bar for the study (trials done / total, best so far, ETA): over worker processes,
-    or over trials run here when `procs` is None."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[info]}"), TimeRemainingColumn()) as bar:
-        task = bar.add_task(spec.name, total=total_trials(spec), info="")
-
-        def update(s: optuna.Study) -> None:
-            bar.update(task, completed=len(s.get_trials(deepcopy=False, states=DONE)), info=progress_line(s, spec))
-
-        update(study)
-        if procs is None:
-            work(study, spec, on_trial=update)
-            return
-        while any(p.poll() is None for p in procs):
-            time.sleep(2)
-            update(study)
-        update(study)
-
-
 def trial_rows(study: optuna.Study, spec: StudySpec) -> tuple[list[str], list[list[Any]]]:
     """Finished trials as table rows: number, state, swept params, objective metrics and test/acc."""
     keys = sorted({k for t in study.trials for k in t.params})
@@ -315,21 +287,40 @@ def trial_rows(study: optuna.Study, spec: StudySpec) -> tuple[list[str], list[li
     return ["trial", "state", *keys, *metrics], rows
 
 
-def run_study(spec: StudySpec, url: str, workers: int = 1) -> optuna.Study:
-    """Create or resume the study, queue missing grid cells, run them (here or in `workers` processes), and log
-    the trials table to a W&B summary run. Safe to repeat: finished cells are skipped, failed ones retried."""
-    from tl_research.config import load_experiment
-    from tl_research.tracking import log_study_table
+Progress = Callable[[optuna.Study], None]
 
+
+def prepare_study(spec: StudySpec, url: str) -> tuple[optuna.Study, int]:
+    """Create or resume the study and queue its missing grid cells; returns the study and how many were queued."""
     study = create_or_load(spec, open_storage(url, spec.config))
     fail_stale(study)  # trials of killed workers: failed, their cells re-queued (RDB storages)
-    queued = enqueue_missing(study, spec) if spec.config.kind == "grid" else 0
-    print(f"study {spec.name} ({spec.config.kind}, {total_trials(spec)} trials) on {url}: "
-          f"{queued} queued; {progress_line(study, spec)}", flush=True)
-    with_progress(study, spec, spawn_workers(workers, spec.name, url) if workers > 1 else None)
-    base = load_experiment(data=spec.base)
+    return study, (enqueue_missing(study, spec) if spec.config.kind == "grid" else 0)
+
+
+def execute_study(study: optuna.Study, spec: StudySpec, url: str, workers: int = 1,
+                  progress: Progress | None = None) -> str | None:
+    """Run the study's trials here or in `workers` processes (calling `progress` as trials finish), then log the
+    trials table to a W&B summary run; returns that run's folder (None when tracking is off)."""
+    from tl_research.tracking import log_study_table
+
+    if workers > 1:
+        procs = spawn_workers(workers, spec.name, url)
+        while any(p.poll() is None for p in procs):
+            time.sleep(2)
+            if progress:
+                progress(study)
+    else:
+        work(study, spec, on_trial=progress)
+    if progress:
+        progress(study)
     columns, rows = trial_rows(study, spec)
-    folder = log_study_table(base, spec.name, columns, rows, Path(base.output_dir) / "studies" / spec.name)
-    if folder:
-        print(f"W&B study table: wandb sync {folder}")
+    return log_study_table(spec.experiment, spec.name, columns, rows,
+                           Path(spec.experiment.output_dir) / "studies" / spec.name)
+
+
+def run_study(spec: StudySpec, url: str, workers: int = 1, progress: Progress | None = None) -> optuna.Study:
+    """Create or resume the study, queue missing grid cells, run them, log the trials table. Safe to repeat:
+    finished cells are skipped, failed ones retried."""
+    study, _ = prepare_study(spec, url)
+    execute_study(study, spec, url, workers, progress)
     return study

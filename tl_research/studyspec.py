@@ -4,13 +4,17 @@ so that bad input never touches the storage."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
+import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tl_research.config import Experiment, from_dict, load_experiment, read_yaml
-from tl_research.errors import UserError
+from tl_research.config import Experiment, from_dict, load_experiment
+from tl_research.errors import ConfigWarning, UserError
+from tl_research.schema import apply_overrides, read_yaml, set_dotted
 
 
 @dataclass
@@ -27,6 +31,8 @@ class StudyConfig:
     grid: Any = None
     # repeats per grid cell: a number of seeds (0..n-1) or an explicit list
     seeds: Any = 1
+    # config keys that take a cell's seed value (e.g. [seed, data.subset_seed]: a new support set per seed)
+    seed_keys: list[str] = field(default_factory=lambda: ["seed"])
     # search: config key -> {type: float|int|categorical, low, high, log, choices}
     params: Any = None
     n_trials: int = 20
@@ -48,46 +54,52 @@ SELECTABLE = {"val/acc", "val/loss", "train/loss", "throughput/train_samples_per
 
 @dataclass
 class StudySpec:
+    """A study parsed once: the base experiment (mapping and Experiment), the study section, and for grids every
+    cell's params and Experiment."""
+
     name: str
     base: dict  # the experiment mapping every trial starts from
     config: StudyConfig
+    experiment: Experiment  # the base, parsed
     objectives: list[ObjectiveConfig] = field(default_factory=list)
     cells: list[dict[str, Any]] = field(default_factory=list)  # grid only: the params of every cell
     num_groups: int = 0
+    _cell_experiments: dict[str, Experiment] = field(default_factory=dict, repr=False)
 
     @property
     def directions(self) -> list[str]:
         return [o.direction for o in self.objectives]
 
     def to_json(self) -> dict[str, Any]:
-        import dataclasses
-
         return {"name": self.name, "base": self.base, "study": dataclasses.asdict(self.config)}
 
-
-def set_key(data: dict, key: str, value: Any) -> dict:
-    """Set dotted `key` in a nested mapping (a copy)."""
-    out = copy.deepcopy(data)
-    node = out
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise UserError(f"study: {key}: {part} is not a section")
-    node[parts[-1]] = value
-    return out
+    def experiment_for(self, params: dict[str, Any]) -> Experiment:
+        """The experiment of one trial: a grid cell's (parsed when the spec was), or the base with search params."""
+        found = self._cell_experiments.get(_cell_key(params))
+        return found if found is not None else experiment_for(self.base, params, self.config.seed_keys)
 
 
-def experiment_for(base: dict, params: dict[str, Any]) -> Experiment:
+def _cell_key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True)
+
+
+def experiment_for(base: dict, params: dict[str, Any], seed_keys: list[str] | None = None,
+                   quiet: bool = False) -> Experiment:
+    """`base` with every param set; `seed` goes to each of `seed_keys`. Keys the cell's strategy ignores warn,
+    unless `quiet` or the cell sets the strategy (a strategy sweep's base holds every strategy's options)."""
     data = base
     for key, value in params.items():
-        data = set_key(data, key, value)
-    return load_experiment(data=data)
+        for target in (seed_keys or ["seed"]) if key == "seed" else [key]:
+            data = set_dotted(data, target, value, "study:")
+    with warnings.catch_warnings():
+        if quiet or "freeze.strategy" in params:
+            warnings.simplefilter("ignore", ConfigWarning)
+        return load_experiment(data=data)
 
 
-def _check_params(base: dict, params: dict[str, Any], where: str) -> Experiment:
+def _check_params(base: dict, params: dict[str, Any], where: str, seed_keys: list[str] | None = None) -> Experiment:
     try:
-        return experiment_for(base, params)
+        return experiment_for(base, params, seed_keys, quiet=True)  # values one by one: types and ranges only
     except UserError as exc:
         raise UserError(f"{where}: {exc}") from None
 
@@ -107,7 +119,7 @@ def _grid_cells(cfg: StudyConfig, base: dict) -> list[dict[str, Any]]:
         if not isinstance(values, list) or not values:
             raise UserError(f"study.grid.{key}: expected a non-empty list of values, got {values!r}")
         for v in values:
-            _check_params(base, {key: v}, f"study.grid.{key}")
+            _check_params(base, {key: v}, f"study.grid.{key}", cfg.seed_keys)
     keys = list(cfg.grid)
     cells = [dict(zip(keys, combo)) for combo in itertools.product(*(cfg.grid[k] for k in keys))]
     return [{**cell, "seed": s} for cell in cells for s in seed_list(cfg.seeds)]
@@ -140,6 +152,42 @@ def _check_search(cfg: StudyConfig, base: dict, num_groups: int) -> None:
             _check_params(base, {key: v}, where)
 
 
+def _resolve(exp: Experiment, num_groups: int, where: str) -> None:
+    """The strategy of `exp` against the backbone's groups: the same check a run makes, before anything runs."""
+    try:
+        exp.freeze.options.resolve(num_groups, exp.optim.lr)
+    except UserError as exc:
+        raise UserError(f"{where}.{exc}" if str(exc).startswith("freeze.") else f"{where}: {exc}") from None
+
+
+def build_spec(name: str, base: dict, cfg: StudyConfig) -> StudySpec:
+    """Validate the study section against the base and parse every grid cell once."""
+    from tl_research.backbones import inspect_backbone
+
+    swept = {k for section in (cfg.grid, cfg.params) if isinstance(section, dict) for k in section}
+    first = experiment_for(base, {}, quiet="freeze.strategy" in swept)  # the base itself must be valid
+    if cfg.n_trials < 1:
+        raise UserError("study.n_trials: must be >= 1")
+    objectives = cfg.objectives or [ObjectiveConfig()]
+    for o in objectives:
+        if o.metric not in SELECTABLE:
+            raise UserError(f"study.objectives: cannot select on {o.metric!r} (allowed: {', '.join(sorted(SELECTABLE))}"
+                            "; test metrics are recorded, never optimised)")
+    for key in cfg.seed_keys:
+        _check_params(base, {key: 0}, "study.seed_keys")
+    num_groups = len(inspect_backbone(first.backbone.name, first.backbone.coarse)["groups"])
+    spec = StudySpec(name or first.name, base, cfg, first, objectives, num_groups=num_groups)
+    if cfg.kind == "grid":
+        spec.cells = _grid_cells(cfg, base)
+        for cell in spec.cells:
+            exp = experiment_for(base, cell, cfg.seed_keys)
+            _resolve(exp, num_groups, "study.grid")
+            spec._cell_experiments[_cell_key(cell)] = exp
+    else:
+        _check_search(cfg, base, num_groups)
+    return spec
+
+
 def load_study(path: str | Path, overrides: list[str] | None = None) -> StudySpec:
     """Parse and validate a study YAML (`experiment:` path or mapping, optional `set:`, `study:`)."""
     raw = read_yaml(path)
@@ -156,38 +204,11 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudySpe
         base = exp
     else:
         raise UserError("experiment: a study needs its base experiment (a YAML path or an inline mapping)")
-    from tl_research.config import apply_overrides
-
     base = apply_overrides(copy.deepcopy(base), list(raw.get("set") or []) + list(overrides or []))
-    first = load_experiment(data=base)  # the base itself must be valid
     cfg = from_dict(StudyConfig, raw.get("study"), "study.")
-    if cfg.n_trials < 1:
-        raise UserError("study.n_trials: must be >= 1")
-    objectives = cfg.objectives or [ObjectiveConfig()]
-    for o in objectives:
-        if o.metric not in SELECTABLE:
-            raise UserError(f"study.objectives: cannot select on {o.metric!r} (allowed: {', '.join(sorted(SELECTABLE))}"
-                            "; test metrics are recorded, never optimised)")
-    from tl_research.backbones import inspect_backbone
-
-    num_groups = len(inspect_backbone(first.backbone.name, first.backbone.coarse)["groups"])
-    spec = StudySpec(cfg.name or first.name, base, cfg, objectives, num_groups=num_groups)
-    if cfg.kind == "grid":
-        spec.cells = _grid_cells(cfg, base)
-        for cell in spec.cells:
-            exp = experiment_for(base, cell)
-            if exp.freeze.depth is not None and exp.freeze.depth > num_groups:
-                raise UserError(f"study.grid.freeze.depth: {exp.freeze.depth} is more than the backbone's "
-                                f"{num_groups} layer groups")
-    else:
-        _check_search(cfg, base, num_groups)
-    return spec
+    return build_spec(cfg.name, base, cfg)
 
 
 def load_study_json(data: dict[str, Any]) -> StudySpec:
     """The StudySpec a coordinator stored in the study (workers on other machines read it from there)."""
-    cfg = from_dict(StudyConfig, data["study"], "study.")
-    spec = StudySpec(data["name"], data["base"], cfg, cfg.objectives or [ObjectiveConfig()])
-    if cfg.kind == "grid":
-        spec.cells = _grid_cells(cfg, spec.base)
-    return spec
+    return build_spec(data["name"], data["base"], from_dict(StudyConfig, data["study"], "study."))

@@ -5,48 +5,18 @@ from __future__ import annotations
 import netrc
 import os
 import socket
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from tl_research.config import Experiment
 from tl_research.errors import UserError
 
-TRACKED_PACKAGES = ("torch", "lightning", "timm", "transformers", "optuna", "wandb", "torchmetrics")
 
-
-def git_state(where: Path | None = None) -> dict[str, Any]:
-    """Commit SHA and dirty flag of the code's checkout (None outside git)."""
-    cwd = where or Path(__file__).resolve().parent
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    sha = git("rev-parse", "--verify", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if sha else None
-    return {"git_sha": sha, "git_dirty": None if status is None else bool(status)}
-
-
-def package_versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for name in TRACKED_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def run_config(exp: Experiment, weights_source: str) -> dict[str, Any]:
-    """What a run records about itself: the resolved experiment, code and package versions, seeds, weights."""
-    return {**exp.to_dict(), **git_state(), "versions": package_versions(), "training_seed": exp.seed,
-            "data_split_seed": exp.data.split_seed, "weights_source": weights_source}
+def run_config(exp: Experiment, record: dict[str, Any]) -> dict[str, Any]:
+    """The W&B config of a run: the resolved experiment plus its run record (record.py)."""
+    return {**exp.to_dict(), **record}
 
 
 def tracking_mode(exp: Experiment) -> str:
@@ -83,7 +53,8 @@ def preflight(exp: Experiment, timeout: float = 3.0) -> None:
 def run_name(exp: Experiment) -> str:
     """Experiment name plus the settings that tell runs of one study apart."""
     f = exp.freeze
-    depth = f"-d{f.depth}" if f.strategy == "depth" and f.depth is not None else ""
+    k = getattr(f.options, "depth", None)
+    depth = f"-d{k}" if k is not None else ""
     return f"{exp.name}-{f.strategy}{depth}-lr{exp.optim.lr:g}-s{exp.seed}"
 
 
@@ -103,7 +74,7 @@ class Tracker:
         return info
 
 
-def start_tracking(exp: Experiment, run_dir: Path, weights_source: str, group: str | None = None) -> Tracker:
+def start_tracking(exp: Experiment, run_dir: Path, record: dict[str, Any], group: str | None = None) -> Tracker:
     """One W&B run (files under `run_dir/wandb`): group = study (or experiment) name, job_type = strategy."""
     mode = tracking_mode(exp)
     if mode == "disabled":
@@ -113,7 +84,7 @@ def start_tracking(exp: Experiment, run_dir: Path, weights_source: str, group: s
     logger = WandbLogger(name=run_name(exp), project=os.environ.get("WANDB_PROJECT", exp.tracking.project),
                          entity=os.environ.get("WANDB_ENTITY", exp.tracking.entity), save_dir=str(run_dir),
                          group=group or exp.name, job_type=exp.freeze.strategy, mode=mode,
-                         tags=[exp.backbone.name, exp.data.name], config=run_config(exp, weights_source),
+                         tags=[exp.backbone.name, exp.data.name], config=run_config(exp, record),
                          settings=_settings())
     return Tracker(logger)
 

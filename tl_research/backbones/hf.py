@@ -10,9 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from tl_research.backbones.base import LayerGroup, TextSpec, build_groups
+from tl_research.backbones.base import BackboneSplit, LayerGroup, SplitUnsupported, as_module, build_groups
 from tl_research.backbones.offline import OFFLINE, locate
 from tl_research.errors import UserError
+from tl_research.inputs import TextSpec
 
 # encoder.layer.N (BERT/RoBERTa/MiniLM), transformer.layer.N (DistilBERT), layers.N / layer.N (others)
 _LAYER = re.compile(r"^(?:encoder\.layer|transformer\.layer|encoder\.layers|layers|layer)\.(\d+)\.")
@@ -38,14 +39,49 @@ class HFBackbone(nn.Module):
         self.preprocessing = TextSpec(tokenizer, max_length)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = self.model(**batch)
+        return self.pool(self.model(**batch).last_hidden_state, batch["attention_mask"])
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token states -> one vector per text (pooler, CLS or mask-aware mean)."""
         if self.pooling == "pooler":
-            return out.pooler_output
-        hidden = out.last_hidden_state
+            return self.model.pooler(hidden)
         if self.pooling == "cls":
             return hidden[:, 0]
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+    def split(self, k: int) -> BackboneSplit:
+        """Prefix: embeddings + the first k - 1 layers -> {hidden_states, attention_mask}; suffix: the other layers
+        + pooling. k = n: the prefix is the whole forward (pooled vectors); k = 0: the prefix is the identity."""
+        n = len(self.layer_groups())
+        if not 0 <= k <= n:
+            raise SplitUnsupported(f"k = {k} is outside 0..{n}")
+        if k in (0, n):
+            whole, identity = as_module(self.forward), nn.Identity()
+            return BackboneSplit(k, identity, whole, "input") if k == 0 else BackboneSplit(k, whole, identity, "pooled")
+        layers = getattr(getattr(self.model, "encoder", None), "layer", None)
+        if getattr(self.model, "embeddings", None) is None or layers is None:
+            raise SplitUnsupported(f"{self.name}: only BERT-style encoders (embeddings + encoder.layer) are split")
+
+        def prefix(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            hidden = self.model.embeddings(input_ids=batch["input_ids"], token_type_ids=batch.get("token_type_ids"))
+            hidden = self._layers(layers[: k - 1], hidden, batch["attention_mask"])
+            return {"hidden_states": hidden, "attention_mask": batch["attention_mask"]}
+
+        def suffix(states: dict[str, torch.Tensor]) -> torch.Tensor:
+            hidden = self._layers(layers[k - 1:], states["hidden_states"], states["attention_mask"])
+            return self.pool(hidden, states["attention_mask"])
+
+        return BackboneSplit(k, as_module(prefix), as_module(suffix), "tokens")
+
+    def _layers(self, layers: nn.ModuleList, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if not len(layers):
+            return hidden
+        mask = _layer_mask(self.model, hidden, attention_mask)
+        for layer in layers:
+            out = layer(hidden, mask)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return hidden
 
     def layer_groups(self) -> list[LayerGroup]:
         """`embeddings`, then one group per transformer layer; anything after the layers joins the last.
@@ -69,6 +105,15 @@ class HFBackbone(nn.Module):
         groups[-1] += tail
         names = ["embeddings"] + [_LAYER.match(layers[i][0]).group(0).rstrip(".") for i in order]
         return build_groups(self.model, groups, names)
+
+
+def _layer_mask(model: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The attention mask in the form the model's layers take, made by the model's own code (transformers 5 builds
+    it with `_create_attention_masks`, 4.x with `get_extended_attention_mask`)."""
+    if hasattr(model, "_create_attention_masks"):
+        return model._create_attention_masks(attention_mask=attention_mask, encoder_attention_mask=None,
+                                             embedding_output=hidden, encoder_hidden_states=None, cache=None)[0]
+    return model.get_extended_attention_mask(attention_mask, hidden.shape[:2])
 
 
 def _folder(ident: str, weights: str) -> tuple[Path | None, str]:

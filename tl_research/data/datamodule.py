@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -12,11 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from tl_research.backbones.base import ImageSpec, TextSpec
-from tl_research.data.datasets import LoadOptions, RawDataset, load_dataset
+from tl_research.config import DataConfig
 from tl_research.data.fewshot import fraction, k_shot
+from tl_research.data.registry import LoadOptions, RawDataset, load_dataset
 from tl_research.data.splits import Split, balanced_take, split_pool
 from tl_research.errors import UserError
+from tl_research.inputs import ImageSpec, TextSpec
 
 
 class EpochShuffle(Sampler[int]):
@@ -138,6 +140,11 @@ class TransferDataModule(L.LightningDataModule):
                           num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
+    def tensors(self, part: str) -> tuple[Any, torch.Tensor]:
+        """The whole of `part` as one collated batch (for full-batch solvers)."""
+        items = [self.sets[part][i] for i in range(len(self.sets[part]))]
+        return self.collate(items)
+
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)
 
@@ -148,39 +155,54 @@ class TransferDataModule(L.LightningDataModule):
         return self._loader("test", False)
 
 
-def build_datamodule(name: str, preprocessing: ImageSpec | TextSpec, modality: str, *, root: str | None = None,
-                     split_seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2,
-                     shots: int | None = None, share: float | None = None,
-                     train_limit: int | None = None, eval_limit: int | None = None,
-                     image_size: int | None = None, batch_size: int = 32, eval_batch_size: int | None = None,
-                     num_workers: int = 0, seed: int = 0, options: LoadOptions = LoadOptions(),
-                     augment: dict[str, Any] | None = None) -> TransferDataModule:
-    """Load dataset `name`, split it with `split_seed`, take k shots / a share / a capped subset of the training
-    split, and wire the backbone's preprocessing (train-time augmentation for images when asked)."""
-    raw = load_dataset(name, root, options)
+def load_data(cfg: DataConfig, modality: str) -> RawDataset:
+    """The whole labelled pool of `cfg.name`, checked against the backbone's modality."""
+    raw = load_dataset(cfg.name, cfg.root, LoadOptions(cfg.text_column, cfg.label_column, cfg.x_key, cfg.y_key))
     if raw.modality != modality:
-        raise UserError(f"data.name: {name} holds {raw.modality} data but the backbone takes {modality}")
-    if shots is not None and share is not None:
+        raise UserError(f"data.name: {cfg.name} holds {raw.modality} data but the backbone takes {modality}")
+    return raw
+
+
+def select(raw: RawDataset, cfg: DataConfig) -> tuple[Split, dict[str, Any]]:
+    """Split the pool with `split_seed`, then take k shots / a share (seeded by `subset_seed`, default the split
+    seed) and the stratified caps; returns the split and what the subset looks like (for metrics.json)."""
+    if cfg.shots is not None and cfg.fraction is not None:
         raise UserError("data.shots: set data.shots or data.fraction, not both")
-    split = split_pool(raw.labels, raw.predefined, val_fraction, test_fraction, split_seed)
+    split_seed = cfg.split_seed
+    split = split_pool(raw.labels, raw.predefined, cfg.val_fraction, cfg.test_fraction, split_seed)
     info: dict[str, Any] = {}
     train = split.train
-    if shots is not None or share is not None:
-        sub = k_shot(train, raw.labels, shots, split_seed) if shots else fraction(train, raw.labels, share, split_seed)
+    if cfg.shots is not None or cfg.fraction is not None:
+        seed = split_seed if cfg.subset_seed is None else cfg.subset_seed
+        sub = (k_shot(train, raw.labels, cfg.shots, seed) if cfg.shots
+               else fraction(train, raw.labels, cfg.fraction, seed))
         train = sub.indices
-        info = {"data/shots_per_class": shots, "data/fraction": share, "data/short_classes": sub.short_classes,
-                "data/min_class_count": min(sub.per_class.values())}
+        info = {"data/shots_per_class": cfg.shots, "data/fraction": cfg.fraction,
+                "data/short_classes": sub.short_classes, "data/min_class_count": min(sub.per_class.values())}
         info = {k: v for k, v in info.items() if v is not None}
     # distinct derived seeds keep the caps independent of each other but fixed by the split seed
-    split = Split(balanced_take(train, raw.labels, train_limit, split_seed + 1),
-                  balanced_take(split.val, raw.labels, eval_limit, split_seed + 2),
-                  balanced_take(split.test, raw.labels, eval_limit, split_seed + 3))
-    if isinstance(preprocessing, ImageSpec):
-        size = image_size or preprocessing.input_size
-        collate: Callable = ImageCollate(preprocessing, size)
-        aug = build_augment(size, **(augment or {}))
-        train_collate = ImageCollate(preprocessing, size, aug) if aug is not None else collate
-    else:
-        collate = train_collate = TextCollate(preprocessing)
-    return TransferDataModule(raw, split, collate, batch_size, eval_batch_size, num_workers, seed, train_collate,
-                              info)
+    return Split(balanced_take(train, raw.labels, cfg.train_limit, split_seed + 1),
+                 balanced_take(split.val, raw.labels, cfg.eval_limit, split_seed + 2),
+                 balanced_take(split.test, raw.labels, cfg.eval_limit, split_seed + 3)), info
+
+
+def input_collates(preprocessing: ImageSpec | TextSpec, cfg: DataConfig) -> tuple[Callable, Callable]:
+    """(evaluation collate, training collate) turning raw items into backbone inputs; images get the train-time
+    augmentation `cfg.augment` asks for."""
+    if isinstance(preprocessing, TextSpec):
+        collate = TextCollate(preprocessing)
+        return collate, collate
+    size = cfg.image_size or preprocessing.input_size
+    collate = ImageCollate(preprocessing, size)
+    aug = build_augment(size, **dataclasses.asdict(cfg.augment))
+    return collate, (ImageCollate(preprocessing, size, aug) if aug is not None else collate)
+
+
+def build_datamodule(cfg: DataConfig, preprocessing: ImageSpec | TextSpec, modality: str,
+                     seed: int = 0) -> TransferDataModule:
+    """Load dataset `cfg.name`, select the split and subsets, and wire the backbone's preprocessing."""
+    raw = load_data(cfg, modality)
+    split, info = select(raw, cfg)
+    collate, train_collate = input_collates(preprocessing, cfg)
+    return TransferDataModule(raw, split, collate, cfg.batch_size, cfg.eval_batch_size, cfg.num_workers, seed,
+                              train_collate, info)

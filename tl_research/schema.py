@@ -1,0 +1,201 @@
+"""Typed option schemas: plain dataclasses validated from (YAML) mappings, with one-line key-path errors.
+
+Every component declares its options as a dataclass whose fields carry their bounds (`bounds(ge=0)`); `from_dict`
+turns a mapping into it, naming the key path and what is allowed on any error. A dataclass with a
+`from_mapping(data, prefix)` classmethod parses itself (the freeze section picks its strategy's options that way).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from tl_research.errors import UserError
+
+
+def bounds(**limits: float) -> dict:
+    """Field metadata for numeric bounds: ge, gt, le, lt."""
+    return {"range": limits}
+
+
+def public_dict(obj: Any) -> dict[str, Any]:
+    """An options dataclass as a plain mapping of its YAML keys (derived fields left out)."""
+    return {f.name: (public_dict(v) if dataclasses.is_dataclass(v := getattr(obj, f.name)) else copy.deepcopy(v))
+            for f in dataclasses.fields(obj) if not f.metadata.get("derived")}
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(str(a) for a in typing.get_args(tp))
+    if origin is list:
+        return "a list"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
+    return {int: "an integer", float: "a number", str: "a string", bool: "a boolean"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Return `value` as type `tp`, accepting the string forms a `--set` or YAML may give."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, f"{path}.")
+    if tp is Any:
+        return value  # free-form section (e.g. a study grid), validated by its own builder
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~")):
+            if type(None) in args:
+                return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, path)
+            except UserError:
+                pass
+        raise UserError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise UserError(f"{path}: {value!r} is not allowed (allowed: {', '.join(map(str, allowed))})")
+        return value
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list) or not items:
+            raise UserError(f"{path}: expected a non-empty list, got {value!r}")
+        return [_coerce(v.strip() if isinstance(v, str) else v, item, f"{path}[{i}]") for i, v in enumerate(items)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise UserError(f"{path}: expected a boolean (true/false), got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise UserError(f"{path}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads "1e-3" as a string
+            except ValueError:
+                pass
+        raise UserError(f"{path}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise UserError(f"{path}: expected a string, got {value!r}")
+    raise TypeError(f"unsupported schema type {tp!r} at {path}")
+
+
+def _check_range(value: Any, limits: dict, path: str) -> None:
+    if value is None or not limits:
+        return
+    ops = {"ge": (lambda v, b: v >= b, ">="), "gt": (lambda v, b: v > b, ">"),
+           "le": (lambda v, b: v <= b, "<="), "lt": (lambda v, b: v < b, "<")}
+    for key, bound in limits.items():
+        test, sym = ops[key]
+        if not test(value, bound):
+            allowed = " and ".join(f"{ops[k][1]} {b}" for k, b in limits.items())
+            raise UserError(f"{path}: {value} is out of range (allowed: {allowed})")
+
+
+def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a (YAML) mapping, validating keys, types and ranges."""
+    if hasattr(cls, "from_mapping"):
+        return cls.from_mapping(data, prefix)
+    return cls(**parse_fields(cls, data, prefix))
+
+
+def parse_fields(cls: type, data: Any, prefix: str = "", skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The validated constructor arguments of dataclass `cls` found in mapping `data` (fields in `skip` are not
+    YAML keys, nor are fields marked `derived`: values a component computes for itself)."""
+    where = prefix.rstrip(".") or "config"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected a mapping of keys, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip and not f.metadata.get("derived")}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        raise UserError(f"{prefix}{unknown[0]}: unknown key (allowed in {where}: {', '.join(fields)})")
+    kwargs = {}
+    for name, value in data.items():
+        tp, path = hints[name], f"{prefix}{name}"
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = from_dict(tp, value, f"{path}.")
+        else:
+            kwargs[name] = _coerce(value, tp, path)
+            _check_range(kwargs[name], fields[name].metadata.get("range", {}), path)
+    return kwargs
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b=value` -> (["a", "b"], value parsed as YAML scalar)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set {text!r}: expected key=value, e.g. freeze.depth=3")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def set_dotted(data: dict, key: str, value: Any, where: str = "--set") -> dict:
+    """A copy of nested mapping `data` with dotted `key` set to `value` (sections are created as needed)."""
+    out = copy.deepcopy(data)
+    node, parts = out, key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"{where} {key}: {'.'.join(parts[: i + 1])} is not a section")
+    node[parts[-1]] = value
+    return out
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """`data` with every `key=value` override set (validation happens when the mapping is parsed)."""
+    for text in overrides:
+        keys, value = parse_override(text)
+        data = set_dotted(data, ".".join(keys), value)
+    return data
+
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping; unreadable or malformed files are a one-line UserError."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise UserError(f"{p}: cannot read config ({exc.strerror or exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{p}: not valid YAML{at}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{p}: expected a mapping of config keys at the top level")
+    return data
+
+

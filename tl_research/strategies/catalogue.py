@@ -1,0 +1,194 @@
+"""The nine freezing strategies. Each is one dataclass: its fields are its `freeze.*` options (with bounds), and
+adding a strategy means adding one such class here (or in any imported file) under `@register(name)`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from tl_research.errors import UserError
+from tl_research.schema import bounds
+from tl_research.strategies.plan import FreezePlan, prefix_plan, register
+
+# freeze.probe: how a linear probe's head is fitted. auto: L-BFGS on cached features when the run uses the
+# feature cache, SGD epochs otherwise; lbfgs: converged L2 logistic regression (computing features once when the
+# cache is off); sgd: the head trains with the run's optimizer for trainer.max_epochs.
+ProbeSolver = Literal["auto", "lbfgs", "sgd"]
+
+
+@register("linear_probe")
+@dataclass(frozen=True)
+class LinearProbe:
+    """All groups frozen; only the head trains."""
+
+    probe: ProbeSolver = "auto"
+    # L2 strengths (weight decay on the mean loss) the L-BFGS probe chooses from on validation (None: a log grid)
+    probe_l2: list[float] | None = None
+
+    def resolve(self, num_groups: int, lr: float) -> LinearProbe:
+        return self
+
+    def plan(self, num_groups: int, epoch: int) -> FreezePlan:
+        return prefix_plan(num_groups, num_groups)
+
+    def frozen_prefix(self, num_groups: int) -> int:
+        return num_groups
+
+
+@register("full")
+@dataclass(frozen=True)
+class Full:
+    """Everything trains."""
+
+    def resolve(self, num_groups: int, lr: float) -> Full:
+        return self
+
+    def plan(self, num_groups: int, epoch: int) -> FreezePlan:
+        return prefix_plan(num_groups, 0)
+
+
+@register("depth")
+@dataclass(frozen=True)
+class Depth:
+    """Groups [0, depth) frozen; the rest and the head train. `fraction` picks depth as a share of the groups."""
+
+    depth: int | None = field(default=None, metadata=bounds(ge=0))
+    fraction: float | None = field(default=None, metadata=bounds(ge=0.0, le=1.0))
+
+    def resolve(self, num_groups: int, lr: float) -> Depth:
+        if (self.depth is None) == (self.fraction is None):
+            raise UserError("freeze.depth: strategy depth needs exactly one of freeze.depth (groups) "
+                            "or freeze.fraction (share of groups)")
+        if self.depth is not None and self.depth > num_groups:
+            raise UserError(f"freeze.depth: {self.depth} is more than the backbone's {num_groups} layer groups "
+                            f"(allowed: 0..{num_groups}; see tlr inspect)")
+        return self if self.depth is not None else Depth(depth=round(self.fraction * num_groups))
+
+    def plan(self, num_groups: int, epoch: int) -> FreezePlan:
+        return prefix_plan(num_groups, self.depth or 0)
+
+    def frozen_prefix(self, num_groups: int) -> int:
+        return self.depth or 0
+
+
+@register("gradual_unfreeze")
+@dataclass(frozen=True)
+class GradualUnfreeze:
+    """ULMFiT: head only, then one more group from the top every `every_n_epochs`; a group `d` levels below
+    the top trains at lr / lr_factor^d (discriminative fine-tuning; ULMFiT used 2.6)."""
+
+    every_n_epochs: int = field(default=1, metadata=bounds(ge=1))
+    lr_factor: float = field(default=1.0, metadata=bounds(ge=1.0))
+
+    def resolve(self, num_groups: int, lr: float) -> GradualUnfreeze:
+        return self
+
+    def plan(self, num_groups: int, epoch: int) -> FreezePlan:
+        frozen = num_groups - min(num_groups, epoch // self.every_n_epochs)
+        scales = tuple(self.lr_factor ** -(num_groups - 1 - i) for i in range(num_groups))
+        return FreezePlan(tuple(i >= frozen for i in range(num_groups)), scales)
+
+
+@register("lp_ft")
+@dataclass(frozen=True)
+class LinearProbeThenFinetune:
+    """LP-FT (Kumar et al. 2022): a linear probe, then everything at `ft_lr` (None: lr / 10). With the L-BFGS probe
+    (`probe`, as for linear_probe) the head starts converged and fine-tuning starts at epoch 0; with SGD the probe
+    takes the first `probe_epochs` epochs."""
+
+    probe_epochs: int = field(default=1, metadata=bounds(ge=1))
+    ft_lr: float | None = field(default=None, metadata=bounds(gt=0.0))
+    probe: ProbeSolver = "auto"
+    probe_l2: list[float] | None = None
+    # filled by resolve: ft_lr / lr, and 0 probe epochs once the head was fitted by L-BFGS before training
+    ft_scale: float = field(default=0.1, metadata={"derived": True})
+
+    def resolve(self, num_groups: int, lr: float) -> LinearProbeThenFinetune:
+        return replace(self, ft_scale=(self.ft_lr / lr) if self.ft_lr else 0.1)
+
+    def plan(self, num_groups: int, epoch: int) -> FreezePlan:
+        if epoch < self.probe_epochs:
+            return prefix_plan(num_groups, num_groups)
+        return FreezePlan((True,) * num_groups, (self.ft_scale,) * num_groups, self.ft_scale)
+
+
+@register("llrd")
+@dataclass(frozen=True)
+class LayerwiseDecay:
+    """Layer-wise lr decay: group i of n trains at lr * decay^(n - i); the head at lr."""
+
+    decay: float = field(default=0.75, metadata=bounds(gt=0.0, le=1.0))
+
+    def resolve(self, num_groups: int, lr: float) -> LayerwiseDecay:
+        return self
+
+    def plan(self, num_groups: int, epoch: int) -> FreezePlan:
+        return FreezePlan((True,) * num_groups, tuple(self.decay ** (num_groups - i) for i in range(num_groups)))
+
+
+@register("bitfit")
+@dataclass(frozen=True)
+class BitFit:
+    """BitFit (Ben Zaken et al. 2022): only biases (and, by default, norm-layer parameters) + the head."""
+
+    bitfit_norms: bool = True
+
+    def resolve(self, num_groups: int, lr: float) -> BitFit:
+        return self
+
+    def plan(self, num_groups: int, epoch: int) -> FreezePlan:
+        return FreezePlan((True,) * num_groups, (1.0,) * num_groups,
+                          params="bias_norm" if self.bitfit_norms else "bias")
+
+
+@register("surgical")
+@dataclass(frozen=True)
+class Surgical:
+    """Surgical fine-tuning (Lee et al. 2023): exactly one group trains, plus the head (negative: from the top)."""
+
+    group: int | None = None
+
+    def resolve(self, num_groups: int, lr: float) -> Surgical:
+        if self.group is None:
+            raise UserError("freeze.group: strategy surgical needs the index of the group to train (see tlr inspect)")
+        if not -num_groups <= self.group < num_groups:
+            raise UserError(f"freeze.group: {self.group} is out of range for the backbone's {num_groups} layer "
+                            f"groups (allowed: 0..{num_groups - 1}, or -1..-{num_groups} from the top)")
+        return Surgical(self.group % num_groups)
+
+    def plan(self, num_groups: int, epoch: int) -> FreezePlan:
+        return FreezePlan(tuple(i == self.group for i in range(num_groups)), (1.0,) * num_groups)
+
+    def frozen_prefix(self, num_groups: int) -> int:
+        return self.group or 0
+
+
+@dataclass(frozen=True)
+class LoraOptions:
+    rank: int = field(default=8, metadata=bounds(ge=1))
+    alpha: float = field(default=16.0, metadata=bounds(gt=0.0))
+    dropout: float = field(default=0.0, metadata=bounds(ge=0.0, lt=1.0))
+    # module names or name suffixes; None: attention query/value for HF encoders, Linear + 1x1 convs for timm
+    targets: list[str] | None = None
+    # write export/backbone.pth with the adapters merged into the base weights at the end of the run
+    merge: bool = False
+
+
+@register("lora")
+@dataclass(frozen=True)
+class Lora:
+    """LoRA adapters (via peft) on the chosen modules; every base weight stays frozen."""
+
+    lora: LoraOptions = field(default_factory=LoraOptions)
+
+    def resolve(self, num_groups: int, lr: float) -> Lora:
+        return self
+
+    def prepare(self, backbone: object) -> None:
+        from tl_research.lora import add_lora
+
+        o = self.lora
+        add_lora(backbone, o.rank, o.alpha, o.dropout, tuple(o.targets) if o.targets else None)
+
+    def plan(self, num_groups: int, epoch: int) -> FreezePlan:
+        return FreezePlan((True,) * num_groups, (1.0,) * num_groups, params="lora")
