@@ -174,6 +174,11 @@ class TransferModule(L.LightningModule):
         with torch.no_grad():
             self.head[-1].weight.copy_(fit.weight)
             self.head[-1].bias.copy_(fit.bias)
+        # the solve counts as the run's one optimizer step (no parameter has a gradient, so the step changes
+        # nothing): Lightning's step counter, and with it checkpointing, sees that training happened
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        optimizer.step()
         loss, _, _ = self._loss(batch)
         self.log_dict({"probe/l2": fit.l2, "probe/iterations": float(fit.iterations),
                        **{f"probe/val_acc@l2={l2:g}": acc for l2, acc in fit.grid.items()}},

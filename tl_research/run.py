@@ -161,7 +161,7 @@ def warm_start_probe(exp: Experiment, backbone: Backbone, module: TransferModule
         module.head[-1].weight.copy_(fit.weight)
         module.head[-1].bias.copy_(fit.bias)
     module.strategy = dataclasses.replace(module.strategy, probe_epochs=0)
-    module.plan = module.strategy.plan(n, 0)
+    module.set_plan(module.strategy.plan(n, 0))
     return {"probe/solver": "lbfgs", "probe/l2": fit.l2, "probe/val_acc": fit.grid[fit.l2],
             "probe/cache_key": report.key}
 
