@@ -1,6 +1,7 @@
 """`tlr report` against an independent computation from the stored trials."""
 
 import csv
+import itertools
 import math
 
 import numpy as np
@@ -8,7 +9,6 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution
 from PIL import Image
-from scipy import stats
 
 from tl_research.cli import main
 from tl_research.study import create_or_load, open_storage
@@ -55,27 +55,36 @@ def test_report_numbers_match_an_independent_computation(tmp_path, study_db, cap
     out = tmp_path / "report"
     assert main(["report", "fs", "--storage", url, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "1 cell(s) missing" in printed
+    assert "1 cell(s) missing" in printed and "Holm" in printed
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert len(rows) == 9
+    by_col: dict = {}
     for r in rows:
         strategy, shots = r["row"], int(r["col"])
         vals = [truth[(strategy, shots, s)] for s in SEEDS if (strategy, shots, s) in truth]
-        n = len(vals)
-        mean, std = np.mean(vals), np.std(vals, ddof=1)
-        half = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)
-        assert int(r["n"]) == n
-        assert float(r["mean"]) == pytest.approx(mean) and float(r["std"]) == pytest.approx(std)
-        assert float(r["ci_low"]) == pytest.approx(mean - half) and float(r["ci_high"]) == pytest.approx(mean + half)
+        assert int(r["n"]) == len(vals)
+        assert float(r["mean"]) == pytest.approx(np.mean(vals)) and float(r["std"]) == pytest.approx(
+            np.std(vals, ddof=1))
+        # no test-set sizes in these trials: a bootstrap over seeds, inside [0, 1] and around the mean
+        assert r["ci_method"] == "seeds-bootstrap"
+        assert 0 <= float(r["ci_low"]) <= float(r["mean"]) <= float(r["ci_high"]) <= 1
         if strategy != "linear_probe":
             seeds = [s for s in SEEDS if (strategy, shots, s) in truth]
-            a = [truth[(strategy, shots, s)] for s in seeds]
-            b = [truth[("linear_probe", shots, s)] for s in seeds]
-            assert float(r["p_ttest"]) == pytest.approx(stats.ttest_rel(a, b).pvalue)
-            assert float(r["p_wilcoxon"]) == pytest.approx(stats.wilcoxon(a, b).pvalue)
+            d = [truth[(strategy, shots, s)] - truth[("linear_probe", shots, s)] for s in seeds]
+            flips = [abs(np.mean(np.array(sg) * d)) for sg in itertools.product((1, -1), repeat=len(d))]
+            assert float(r["p"]) == pytest.approx(np.mean([f >= abs(np.mean(d)) - 1e-12 for f in flips]))
+            assert float(r["diff"]) == pytest.approx(np.mean(d)) and r["test"] == "sign-flip"
+            by_col[(strategy, shots)] = (float(r["p"]), float(r["p_holm"]))
+    ps = [p for p, _ in by_col.values()]
+    m = len(ps)
+    order = np.argsort(ps)
+    expected = np.maximum.accumulate([min(1.0, (m - i) * ps[j]) for i, j in enumerate(order)])
+    holm = dict(zip([list(by_col)[j] for j in order], expected))
+    assert all(by_col[k][1] == pytest.approx(holm[k]) for k in by_col)
     md = (out / "results.md").read_text()
     assert md.count("**0.") == 3  # one bold best per column
-    assert "\\textbf" in (out / "results.tex").read_text()
+    assert "–ⁿ" in md  # 3 seeds: the exact test cannot reach 0.05, and the table says so instead of a p-value
+    assert "\\textbf" in (out / "results.tex").read_text() and "(3)" in (out / "results.tex").read_text()
     for name in ("few_shot.png", "accuracy_vs_throughput.png"):
         with Image.open(out / name) as img:
             img.verify()
@@ -116,3 +125,58 @@ def test_depth_ablation_gets_a_depth_curve(tmp_path):
     assert table.rows == ["all"] and table.cols == [0, 6, 12, 18]
     assert table.cells[("all", 6)].mean == pytest.approx(0.9 - 0.06 + 0.0005)
     assert (tmp_path / "out" / "freeze_depth.png") in files
+
+
+def _seeded_study(tmp_path, seeds, effect=0.10, size=200):
+    """A grid study whose trials left real per-example predictions on one shared test set."""
+    import yaml
+
+    cfg = tmp_path / f"s{seeds}.yaml"
+    rows = ["linear_probe", "full", "depth"]
+    cfg.write_text(yaml.safe_dump({
+        "experiment": {"name": "n", "output_dir": str(tmp_path / "runs"), "tracking": {"mode": "disabled"},
+                       "freeze": {"depth": 3}},
+        "study": {"name": f"n{seeds}", "kind": "grid", "seeds": seeds, "grid": {"freeze.strategy": rows}}}))
+    url = f"sqlite:///{tmp_path / f'n{seeds}.db'}"
+    study = create_or_load(load_study(cfg), open_storage(url))
+    rng = np.random.default_rng(seeds)
+    labels = rng.integers(0, 10, size)
+    dists = {"freeze.strategy": CategoricalDistribution(rows), "seed": CategoricalDistribution(list(range(seeds)))}
+    for seed in range(seeds):
+        for strategy, p_right in (("linear_probe", 0.70), ("full", 0.70 + effect), ("depth", 0.70)):
+            right = rng.random(size) < p_right + rng.normal(0, 0.01)
+            pred = np.where(right, labels, (labels + 1) % 10)
+            run_dir = tmp_path / "runs" / f"{strategy}-{seed}-{seeds}"
+            run_dir.mkdir(parents=True)
+            np.savez(run_dir / "predictions.npz", index=np.arange(size), label=labels, pred=pred)
+            acc = float(right.mean())
+            study.add_trial(optuna.trial.create_trial(
+                params={"freeze.strategy": strategy, "seed": seed}, distributions=dists, values=[acc],
+                user_attrs={"test/acc": acc, "data/test_size": size, "run_dir": str(run_dir)}))
+    return url
+
+
+@pytest.mark.parametrize("seeds", [1, 2, 10])
+def test_one_two_and_ten_seeds_give_sensible_tables(tmp_path, seeds):
+    from tl_research.report import run_report
+
+    url = _seeded_study(tmp_path, seeds, size=1000 if seeds == 1 else 200)  # one seed: power from examples
+    table, _ = run_report(f"n{seeds}", url, tmp_path / "out")
+    rows = {r["row"]: r for r in csv.DictReader((tmp_path / "out" / "results.csv").open())}
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert all(0 <= float(r["ci_low"]) <= float(r["mean"]) <= float(r["ci_high"]) <= 1 for r in rows.values())
+    assert rows["full"]["best"] == "True"
+    if seeds == 1:
+        # one run per cell: its Wilson interval, and McNemar's exact test on the shared test examples
+        assert {r["ci_method"] for r in rows.values()} == {"wilson"}
+        assert rows["full"]["test"] == "mcnemar" and float(rows["full"]["p_holm"]) < 0.05
+    elif seeds == 2:
+        # two seeds: the exact sign-flip test cannot reach 0.05; no p-value is shown, nothing is called better
+        assert rows["full"]["test"] == "sign-flip" and rows["full"]["test_can_reach_alpha"] == "False"
+        assert "–ⁿ" in md and rows["linear_probe"]["tied_with_best"] == "True"
+        assert {r["ci_method"] for r in rows.values()} == {"bootstrap"}
+    else:
+        assert float(rows["full"]["p_holm"]) < 0.05 and float(rows["depth"]["p_holm"]) > 0.05
+        assert rows["linear_probe"]["tied_with_best"] == "False" and rows["depth"]["tied_with_best"] == "False"
+        assert float(rows["full"]["p_wilcoxon"]) < 0.05  # reported too, from 6 pairs on
+    assert "Holm–Bonferroni" in md and "α = 0.05" in md

@@ -163,8 +163,8 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     out = Path(args.out or Path("runs") / "reports" / args.name)
     table, files = run_report(args.name, args.storage or "sqlite:///runs/studies.db", out, args.metric, args.rows,
-                              args.cols, args.baseline)
-    print(to_markdown(table))
+                              args.cols, args.baseline, args.ci, args.target_width)
+    print(to_markdown(table, args.target_width))
     for f in files:
         print(f"wrote {f}")
 
@@ -237,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rows", help="parameter for the table rows (default: freeze.strategy, if swept)")
     r.add_argument("--cols", help="parameter for the columns (default: data.shots or freeze.depth, if swept)")
     r.add_argument("--baseline", help="row the paired tests compare against (default: linear_probe)")
+    r.add_argument("--ci", choices=["bootstrap", "t"], default="bootstrap",
+                   help="cell intervals: bootstrap over seeds and test examples (default), or Student-t (n >= 3)")
+    r.add_argument("--target-width", type=float, default=0.02,
+                   help="note cells whose interval is wider, with the seeds estimated for this width")
     r.set_defaults(func=cmd_report)
 
     q = sub.add_parser("quickstart", help="the embedded-default main job, offline")

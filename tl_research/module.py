@@ -210,12 +210,22 @@ class TransferModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.plateau.update(checkpoint.get("tl_plateau", {}))
 
+    def on_test_epoch_start(self) -> None:
+        self.test_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (labels, probabilities) per batch
+
     def test_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> None:
         loss, logits, y = self._loss(batch)
+        self.test_outputs.append((y.detach().cpu(), logits.detach().float().softmax(-1).cpu()))
         for name, metric in (("acc", self.test_acc), ("acc_top5", self.test_top5), ("f1_macro", self.test_f1)):
             metric(logits, y)
             self.log(f"test/{name}", metric, on_epoch=True, batch_size=len(y))
         self.log("test/loss", loss, on_epoch=True, batch_size=len(y))
+
+    def test_predictions(self) -> dict[str, Any]:
+        """The last test pass, example by example in loader order: labels, predicted class, probabilities."""
+        labels = torch.cat([y for y, _ in self.test_outputs]).numpy()
+        probs = torch.cat([p for _, p in self.test_outputs]).numpy()
+        return {"label": labels, "pred": probs.argmax(1), "prob": probs.astype("float32")}
 
     # ------------------------------------------------------------ optimisation
 

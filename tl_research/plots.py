@@ -22,14 +22,12 @@ def curve_plot(table: Table, out: Path) -> Path | None:
     name, xlabel = NAMES.get(table.cols_key, (f"curve_{table.cols_key.replace('.', '_')}.png", table.cols_key))
     fig = Figure(figsize=(6, 4))  # no pyplot: no global backend, no display needed
     ax = fig.subplots()
-    # accuracies live in [0, 1]: a t-interval from two seeds is wide and must not draw outside it
-    low, high = (0.0, 1.0) if ("acc" in table.metric or "f1" in table.metric) else (-float("inf"), float("inf"))
     for r in table.rows:
         xs = [c for c in table.cols if (r, c) in table.cells]
         cells = [table.cells[(r, c)] for c in xs]
         ax.plot(xs, [c.mean for c in cells], marker="o", label=str(r))
-        ax.fill_between(xs, [max(low, c.ci95()[0]) for c in cells], [min(high, c.ci95()[1]) for c in cells],
-                        alpha=0.15)
+        if all(c.interval is not None for c in cells):  # the table's own intervals (stats.py): inside [0, 1]
+            ax.fill_between(xs, [c.interval.low for c in cells], [c.interval.high for c in cells], alpha=0.15)
     if table.cols_key == "data.shots":
         ax.set_xscale("log", base=2)
         ax.set_xticks(table.cols, [str(c) for c in table.cols])

@@ -198,6 +198,9 @@ def run(exp: Experiment, out: str | Path | None = None, callbacks: Sequence[L.Ca
     preflight(exp)
     L.seed_everything(exp.seed, workers=True, verbose=False)
     backbone = build_backbone_from(exp)
+    # again: loading pretrained weights may or may not draw random numbers (a reused template draws none), and the
+    # head's initialisation must not depend on that
+    L.seed_everything(exp.seed, workers=True, verbose=False)
     strategy = build_strategy_from(exp, backbone)
     with tempfile.TemporaryDirectory(prefix="tlr-features-") as scratch:
         run_data = build_data_from(exp, backbone, strategy, Path(scratch))
@@ -251,6 +254,7 @@ def _fit_and_test(exp: Experiment, out: str | Path | None, callbacks: Sequence[L
             metrics["val/acc"] = float(best.best_model_score)  # the restored model's validation accuracy
         metrics.update(throughput.metrics)
         metrics.update(module.freeze_stats())
+        metrics.update(save_predictions(run_dir / "predictions.npz", data.split.test, module.test_predictions()))
         metrics.update({
             "weights_source": backbone.weights_source, "run_dir": str(run_dir.resolve()),
             "backbone": backbone.name, "dataset": exp.data.name, "strategy": exp.freeze.strategy,
@@ -268,6 +272,21 @@ def _fit_and_test(exp: Experiment, out: str | Path | None, callbacks: Sequence[L
         export_merged(module, run_dir / "export")
     write_json(run_dir / "metrics.json", metrics)
     return RunResult(run_dir, metrics)
+
+
+def save_predictions(path: Path, test_indices: Any, predictions: dict[str, Any]) -> dict[str, float]:
+    """Per-example test predictions (`index` into the dataset's pool, `label`, `pred`, `prob`) and the Wilson
+    interval of the test accuracy they give."""
+    import numpy as np
+
+    from tl_research.stats import wilson
+
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, index=np.asarray(test_indices), **predictions)
+    os.replace(tmp, path)
+    correct, total = int((predictions["pred"] == predictions["label"]).sum()), len(predictions["label"])
+    low, high = wilson(correct, total)
+    return {"test/acc_ci_low": low, "test/acc_ci_high": high}
 
 
 def export_merged(module: TransferModule, folder: Path) -> None:

@@ -63,6 +63,9 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         raise UserError(f"{path}: expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         allowed = typing.get_args(tp)
+        if isinstance(value, bool):  # YAML 1.1 reads off/on/no/yes as booleans: map back to a word allowed here
+            value = next((w for w in (("on", "yes", "true") if value else ("off", "no", "false")) if w in allowed),
+                         value)
         if value not in allowed:
             raise UserError(f"{path}: {value!r} is not allowed (allowed: {', '.join(map(str, allowed))})")
         return value

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+import torch
 
 from tl_research.backbones.base import (
     Backbone,
@@ -34,15 +38,43 @@ def _hf(ident: str, weights: str, pooling: str = "mean", max_length: int = 128) 
     return build_hf(ident, weights, pooling, max_length)
 
 
+# the last backbones loaded in this process, as pristine templates: a study's cells (and a notebook's reruns) get a
+# fresh copy in milliseconds instead of loading and converting the weight files again
+_TEMPLATES: dict[tuple, tuple[Any, Backbone]] = {}
+
+
+def _stamp(name: str, weights: str) -> Any:
+    """What must not have changed for a template to be reused: local weight files and model folders."""
+    paths = [Path(p).expanduser() for p in (weights, name.partition("/")[2]) if p not in ("none", "hub", "offline")]
+    return tuple((str(p), p.stat().st_mtime_ns) for p in paths if p.exists())
+
+
 def build_backbone(name: str, weights: str = "offline", **options: Any) -> Backbone:
     """Backbone `family/ident` with the requested weights; `options` the family takes (timm: coarse; hf: pooling,
-    max_length), others ignored. Errors are UserErrors naming the config key."""
+    max_length), others ignored. Errors are UserErrors naming the config key. Random weights (`none`) are drawn
+    anew on every call, from the global torch seed."""
     family, sep, ident = name.partition("/")
     if not sep or not ident:
         raise UserError(f"backbone.name: {name!r} must look like timm/<model> or hf/<model id or folder>")
     builder = FAMILIES.get(family, "backbone.name")
     accepted = inspect.signature(builder).parameters
-    return builder(ident, weights, **{k: v for k, v in options.items() if k in accepted})
+    kwargs = {k: v for k, v in options.items() if k in accepted}
+    if weights == "none" or torch.empty(0).device.type != "cpu":
+        return builder(ident, weights, **kwargs)
+    key, stamp = (name, weights, tuple(sorted(kwargs.items()))), _stamp(name, weights)
+    hit = _TEMPLATES.get(key)
+    if hit is None or hit[0] != stamp:
+        if len(_TEMPLATES) >= 2:
+            _TEMPLATES.pop(next(iter(_TEMPLATES)))
+        _TEMPLATES[key] = hit = (stamp, builder(ident, weights, **kwargs))
+    return _copy(hit[1])
+
+
+def _copy(template: Backbone) -> Backbone:
+    """A deep copy that shares the (read-only) tokenizer."""
+    spec = template.preprocessing
+    shared = {id(spec.tokenizer): spec.tokenizer} if hasattr(spec, "tokenizer") else {}
+    return copy.deepcopy(template, shared)
 
 
 def inspect_backbone(name: str, coarse: bool = False) -> dict[str, Any]:

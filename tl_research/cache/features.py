@@ -191,5 +191,7 @@ def cached_datamodule(exp: Experiment, raw: RawDataset, split: Split, rows: Rows
     """The run's data module over cached rows: same split, sampler and batch sizes as the uncached one."""
     d = exp.data
     collate = FeatureCollate(kind)
-    return TransferDataModule(replace(raw, inputs=rows), split, collate, d.batch_size, d.eval_batch_size,
-                              d.num_workers, exp.seed, collate, info)
+    # evaluation batches of cached rows are cheap to stack, and their size changes no result
+    eval_batch = max(d.eval_batch_size or d.batch_size, 512)
+    return TransferDataModule(replace(raw, inputs=rows), split, collate, d.batch_size, eval_batch, 0, exp.seed,
+                              collate, info)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -80,11 +81,29 @@ def register_dataset(info: DatasetInfo) -> DatasetInfo:
     return DATASETS.register(info.name)(info)
 
 
+# the last pools loaded in this process (a study's cells read the same one); callers never modify a RawDataset
+_LOADED: dict[tuple, tuple[Any, RawDataset]] = {}
+
+
+def _stamp(root: str | None) -> Any:
+    if root is None:
+        return None  # packaged data does not change under a running process
+    path = Path(root).expanduser()
+    return path.stat().st_mtime_ns if path.exists() else None
+
+
 def load_dataset(name: str, root: str | None = None, opts: LoadOptions = LoadOptions()) -> RawDataset:
     info = DATASETS.get(name, "data.name")
+    key, stamp = (name, root, opts), _stamp(root)
+    hit = _LOADED.get(key)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
     data = info.load(root, opts)
     if len(data.classes) < 2 or len(np.unique(data.labels)) < 2:
         raise UserError(f"data.name: {name} has a single class; classification needs at least two")
+    if len(_LOADED) >= 2:
+        _LOADED.pop(next(iter(_LOADED)))
+    _LOADED[key] = (stamp, data)
     return data
 
 
