@@ -95,5 +95,8 @@ def test_quickstart_study_is_the_documented_grid():
 
     spec = load_study(STUDY)
     assert spec.base["backbone"]["weights"] == "offline"
-    assert {c["freeze.strategy"] for c in spec.cells} == {"linear_probe", "depth", "full"}
-    assert len(spec.cells) == 3 * 3 * 2
+    assert {c["freeze.strategy"] for c in spec.cells} == {"linear_probe", "depth"}
+    assert len(spec.cells) == 2 * 4 * 8
+    # every seed draws its own support set, so the probe's seeds are not copies of one another
+    exp = spec.experiment_for({"freeze.strategy": "linear_probe", "data.shots": 4, "seed": 3})
+    assert exp.seed == 3 and exp.data.subset_seed == 3 and exp.data.eval_limit is None

@@ -180,3 +180,39 @@ def test_one_two_and_ten_seeds_give_sensible_tables(tmp_path, seeds):
         assert rows["linear_probe"]["tied_with_best"] == "False" and rows["depth"]["tied_with_best"] == "False"
         assert float(rows["full"]["p_wilcoxon"]) < 0.05  # reported too, from 6 pairs on
     assert "Holm–Bonferroni" in md and "α = 0.05" in md
+
+
+def test_report_wandb_run_holds_the_statistics_table(tmp_path, monkeypatch):
+    import json
+
+    from tl_research.report import run_report
+
+    from .wandb_records import decode, run_file
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    url = _seeded_study(tmp_path, 3)
+    run_report("n3", url, tmp_path / "out")
+    folders = list((tmp_path / "out" / "wandb").glob("offline-run-*"))
+    assert len(folders) == 1
+    run = decode(run_file(folders[0]))
+    assert run["run"].job_type == "report"
+    row = next(r for r in run["history"] if "report/table/_type" in r)
+    table = json.loads((folders[0] / "files" / row["report/table/path"]).read_text())
+    assert {"ci_low", "ci_high", "p_holm", "diff", "tied_with_best"} <= set(table["columns"])
+    assert len(table["data"]) == 3
+
+
+def test_few_shot_report_logs_a_native_line_plot(tmp_path, study_db, monkeypatch):
+    from tl_research.report import curve_series, run_report
+
+    from .wandb_records import decode, run_file
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    url, _ = study_db
+    table, _ = run_report("fs", url, tmp_path / "out")
+    series = curve_series(table)
+    assert {"linear_probe", "linear_probe (low)", "linear_probe (high)"} <= set(series)
+    assert all(lo <= m <= hi for lo, m, hi in zip(series["full (low)"][1], series["full"][1], series["full (high)"][1]))
+    folder = next((tmp_path / "out" / "wandb").glob("offline-run-*"))
+    history = decode(run_file(folder))["history"]
+    assert any(k.startswith("report/curve_data_shots") for row in history for k in row)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import lightning.pytorch as L
@@ -170,7 +171,9 @@ class TransferModule(L.LightningModule):
         x_val, y_val = self.trainer.datamodule.tensors("val")
         with torch.no_grad():
             feats, feats_val = self.suffix(x), self.suffix(x_val.to(self.device))
+        t0 = time.perf_counter()
         fit = fit_probe(feats.cpu(), y.cpu(), feats_val.cpu(), y_val, self.head[-1].out_features, self.probe_grid)
+        solve_seconds = time.perf_counter() - t0
         with torch.no_grad():
             self.head[-1].weight.copy_(fit.weight)
             self.head[-1].bias.copy_(fit.bias)
@@ -181,6 +184,7 @@ class TransferModule(L.LightningModule):
         optimizer.step()
         loss, _, _ = self._loss(batch)
         self.log_dict({"probe/l2": fit.l2, "probe/iterations": float(fit.iterations),
+                       "probe/solve_seconds": solve_seconds,
                        **{f"probe/val_acc@l2={l2:g}": acc for l2, acc in fit.grid.items()}},
                       on_step=False, on_epoch=True, batch_size=len(y))
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import platform
 import subprocess
@@ -31,6 +32,7 @@ def git_state(where: Path | None = None) -> dict[str, Any]:
     return {"git_sha": sha, "git_dirty": None if status is None else bool(status)}
 
 
+@functools.lru_cache(maxsize=1)  # installed versions do not change under a running process
 def package_versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for name in TRACKED_PACKAGES:
@@ -66,7 +68,7 @@ def device_info(accelerator: str) -> dict[str, Any]:
 def run_record(exp: Experiment, weights_source: str, weights: str | None = None,
                extra: dict[str, Any] | None = None, argv: list[str] | None = None) -> dict[str, Any]:
     """What a run records about itself, besides its config: code and package versions, seeds, weights, command."""
-    return {**git_state(), "versions": package_versions(), "training_seed": exp.seed,
+    return {**git_state(), "versions": dict(package_versions()), "training_seed": exp.seed,
             "data_split_seed": exp.data.split_seed, "weights_source": weights_source, "weights_digest": weights,
             "command": list(argv) if argv is not None else None, **device_info(exp.trainer.accelerator),
             **(extra or {})}

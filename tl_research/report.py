@@ -103,13 +103,13 @@ def csv_rows(table: Table, target_width: float = 0.02) -> list[dict[str, Any]]:
                     "ci_low": iv.low if iv else nan, "ci_high": iv.high if iv else nan,
                     "ci_method": iv.method if iv else "none", "n": cell.n, "baseline": table.baseline,
                     "diff": comp.diff if comp else nan, "diff_low": comp.interval.low if comp else nan,
-                    "diff_high": comp.interval.high if comp else nan, "test": comp.test if comp else "",
+                    "diff_high": comp.interval.high if comp else nan, "test": comp.test if comp else None,
                     "p": comp.p if comp else nan, "p_holm": table.p_baseline_holm.get((r, c), nan),
                     "p_wilcoxon": comp.p_wilcoxon if comp else nan,
-                    "test_can_reach_alpha": table.reachable[(r, c)] if comp else "",
+                    "test_can_reach_alpha": table.reachable[(r, c)] if comp else None,
                     "best": table.best.get(c) == r, "tied_with_best": (r, c) in table.tied,
                     "p_vs_best_holm": table.p_best_holm.get((r, c), nan),
-                    "seeds_for_target_width": wide.get((r, c), "") if (r, c) in wide else "",
+                    "seeds_for_target_width": wide.get((r, c)),
                     "train_samples_per_sec": table.extras.get(r, {}).get(THROUGHPUT),
                     "trainable_params": table.extras.get(r, {}).get(TRAINABLE)})
     return out

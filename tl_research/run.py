@@ -232,7 +232,8 @@ def _fit_and_test(exp: Experiment, out: str | Path | None, callbacks: Sequence[L
     latest = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
                              save_on_train_epoch_end=True, enable_version_counter=False)
     throughput = Throughput()
-    callbacks = [best, latest, throughput, *callbacks]
+    # a one-step L-BFGS probe has no schedule to resume: its best checkpoint is all there is to keep
+    callbacks = [best, *([] if run_data.probe == "lbfgs" else [latest]), throughput, *callbacks]
     if t.patience is not None:
         callbacks.append(EarlyStopping(monitor="val/acc", mode="max", patience=t.patience))
     tracker = start_tracking(exp, run_dir, run_record(exp, backbone.weights_source, run_data.weights,

@@ -92,8 +92,10 @@ def start_tracking(exp: Experiment, run_dir: Path, record: dict[str, Any], group
 def _settings() -> Any:
     import wandb
 
-    # no console capture: Lightning's output stays in the terminal, and several runs in one process stay apart
-    return wandb.Settings(console="off", silent=True)
+    # no console capture: Lightning's output stays in the terminal, and several runs in one process stay apart;
+    # no pip list per run (parsing every installed package's metadata costs ~0.3 s a run): the config's
+    # `versions` holds the packages that decide a result
+    return wandb.Settings(console="off", silent=True, x_save_requirements=False)
 
 
 def log_summary_run(exp: Experiment, group: str, job_type: str, save_dir: Path,
@@ -110,10 +112,11 @@ def log_summary_run(exp: Experiment, group: str, job_type: str, save_dir: Path,
                         entity=os.environ.get("WANDB_ENTITY", exp.tracking.entity), group=group,
                         job_type=job_type, name=f"{group}-{job_type}", dir=str(save_dir), mode=mode,
                         settings=_settings())
-    wb_run.log(payload(wandb))
-    folder = str(Path(wb_run.dir).parent.resolve())
-    wb_run.finish()
-    return folder
+    try:
+        wb_run.log(payload(wandb))
+    finally:  # never leave a run open for the next one in this process to attach to
+        wb_run.finish()
+    return str(Path(wb_run.dir).parent.resolve())
 
 
 def log_study_table(exp: Experiment, study_name: str, columns: list[str], rows: list[list[Any]],

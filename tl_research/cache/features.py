@@ -64,8 +64,21 @@ def decide(exp: Experiment, backbone: Backbone, k: int, *, required: bool = Fals
     return CacheDecision(True, k, "frozen prefix of the first k groups", split)
 
 
+_DIGESTS: dict[int, tuple[RawDataset, str]] = {}  # the pools this process digested (loaded pools are reused)
+
+
 def dataset_digest(raw: RawDataset) -> str:
     """A digest of the pool's content: labels, class names and inputs (files: their paths, sizes and mtimes)."""
+    hit = _DIGESTS.get(id(raw))
+    if hit is not None and hit[0] is raw:
+        return hit[1]
+    if len(_DIGESTS) >= 2:
+        _DIGESTS.pop(next(iter(_DIGESTS)))
+    _DIGESTS[id(raw)] = (raw, _digest(raw))
+    return _DIGESTS[id(raw)][1]
+
+
+def _digest(raw: RawDataset) -> str:
     h = hashlib.blake2b(digest_size=16)
     h.update(raw.labels.tobytes())
     h.update("\0".join(raw.classes).encode())

@@ -163,14 +163,21 @@ class Rows:
 
     def __init__(self, chunks: list[Chunk]) -> None:
         self.chunks = chunks
-        self.where = {int(j): (c, i) for c, chunk in enumerate(chunks) for i, j in enumerate(chunk.indices)}
+        top = max((int(c.indices.max()) for c in chunks if len(c.indices)), default=-1) + 1
+        # pool index -> chunk and row, as two arrays (-1: not stored)
+        self.chunk_of = np.full(top, -1, dtype=np.int64)
+        self.row_of = np.full(top, -1, dtype=np.int64)
+        for c, chunk in enumerate(chunks):
+            self.chunk_of[chunk.indices] = c
+            self.row_of[chunk.indices] = np.arange(len(chunk.indices))
 
     def __len__(self) -> int:
-        return len(self.where)
+        return int((self.chunk_of >= 0).sum())
 
     def __contains__(self, index: int) -> bool:
-        return int(index) in self.where
+        return 0 <= int(index) < len(self.chunk_of) and self.chunk_of[int(index)] >= 0
 
     def __getitem__(self, index: int) -> np.ndarray:
-        c, i = self.where[int(index)]
-        return self.chunks[c].row(i)
+        if int(index) not in self:
+            raise KeyError(index)
+        return self.chunks[int(self.chunk_of[index])].row(int(self.row_of[index]))

@@ -85,16 +85,18 @@ def register_dataset(info: DatasetInfo) -> DatasetInfo:
 _LOADED: dict[tuple, tuple[Any, RawDataset]] = {}
 
 
-def _stamp(root: str | None) -> Any:
+def _stamp(info: DatasetInfo, root: str | None) -> Any:
+    """What must not have changed for a loaded pool to be reused: the user's folder or file, or where the package
+    that ships the data is installed."""
     if root is None:
-        return None  # packaged data does not change under a running process
+        return str(package_dir(info.module)) if info.module else None
     path = Path(root).expanduser()
     return path.stat().st_mtime_ns if path.exists() else None
 
 
 def load_dataset(name: str, root: str | None = None, opts: LoadOptions = LoadOptions()) -> RawDataset:
     info = DATASETS.get(name, "data.name")
-    key, stamp = (name, root, opts), _stamp(root)
+    key, stamp = (name, root, opts), _stamp(info, root)
     hit = _LOADED.get(key)
     if hit is not None and hit[0] == stamp:
         return hit[1]
