@@ -90,7 +90,10 @@ def test_unknown_and_missing_datasets(monkeypatch):
     with pytest.raises(UserError, match="data.name: unknown dataset 'cifar'"):
         load_dataset("cifar")
     import tl_research.data.datasets as datasets
+    import tl_research.data.registry as registry
 
+    # the package is gone: both the loader and the check of an already loaded pool must see it
     monkeypatch.setattr(datasets, "package_dir", lambda module: None)
+    monkeypatch.setattr(registry, "package_dir", lambda module: None)
     with pytest.raises(UserError, match="dataset package not installed: pip install --no-deps animal-mnist==0.4"):
         load_dataset("animal-mnist")
