@@ -92,6 +92,10 @@ def test_lbfgs_probe_without_the_cache_and_sgd_on_request(tmp_path):
     assert forced["test/acc"] == pytest.approx(cached["test/acc"], abs=1e-6)
     sgd = _probe_run(tmp_path, "s", freeze={"strategy": "linear_probe", "probe": "sgd"}).metrics
     assert sgd["probe/solver"] == "sgd" and sgd["cache/used"] is True and sgd["epochs"] == 2
+    with pytest.raises(UserError, match="freeze.probe: lbfgs fits the head on features computed once, but here "
+                                        "train-time augmentation"):
+        _probe_run(tmp_path, "a", data={"augment": {"hflip": True}}, freeze={"strategy": "linear_probe",
+                                                                            "probe": "lbfgs"})
     with pytest.raises(UserError, match="freeze.probe: lbfgs fits a linear head"):
         _probe_run(tmp_path, "m", head={"type": "mlp"}, freeze={"strategy": "linear_probe", "probe": "lbfgs"})
 

@@ -111,6 +111,9 @@ def build_data_from(exp: Experiment, backbone: Backbone, strategy: Strategy, scr
     wants_lbfgs = is_probe and getattr(strategy, "probe", "auto") == "lbfgs"
     decision = decide(exp, backbone, k, required=wants_lbfgs)
     probe = probe_solver(exp, decision.use) if is_probe else "none"
+    if probe == "lbfgs" and not decision.use:
+        raise UserError(f"freeze.probe: lbfgs fits the head on features computed once, but here {decision.reason}; "
+                        f"use freeze.probe=sgd")
     if not decision.use:
         collate, train_collate = input_collates(backbone.preprocessing, exp.data)
         d = exp.data
