@@ -87,6 +87,13 @@ def probe_solver(exp: Experiment, cached: bool) -> str:
     return choice
 
 
+def require_features(decision: Any) -> None:
+    """An L-BFGS probe asked for explicitly needs features it can compute once."""
+    if not decision.use:
+        raise UserError(f"freeze.probe: lbfgs fits the head on features computed once, but here {decision.reason}; "
+                        f"use freeze.probe=sgd")
+
+
 @dataclass
 class RunData:
     """The data step's result: the data module, the split the suffix runs on (None: raw inputs) and the cache's
@@ -111,9 +118,8 @@ def build_data_from(exp: Experiment, backbone: Backbone, strategy: Strategy, scr
     wants_lbfgs = is_probe and getattr(strategy, "probe", "auto") == "lbfgs"
     decision = decide(exp, backbone, k, required=wants_lbfgs)
     probe = probe_solver(exp, decision.use) if is_probe else "none"
-    if probe == "lbfgs" and not decision.use:
-        raise UserError(f"freeze.probe: lbfgs fits the head on features computed once, but here {decision.reason}; "
-                        f"use freeze.probe=sgd")
+    if probe == "lbfgs":
+        require_features(decision)
     if not decision.use:
         collate, train_collate = input_collates(backbone.preprocessing, exp.data)
         d = exp.data
@@ -147,7 +153,9 @@ def warm_start_probe(exp: Experiment, backbone: Backbone, module: TransferModule
     n = len(backbone.layer_groups())
     want = getattr(exp.freeze.options, "probe", "auto")
     decision = decide(exp, backbone, n, required=want == "lbfgs")
-    if probe_solver(exp, decision.use) != "lbfgs" or not decision.use:
+    if want == "lbfgs":
+        require_features(decision)
+    if probe_solver(exp, decision.use) != "lbfgs":
         return {"probe/solver": "sgd"}
     data = run_data.data
     split = data.split
@@ -224,8 +232,8 @@ def _fit_and_test(exp: Experiment, out: str | Path | None, callbacks: Sequence[L
     # the exact examples of each split, so a subset can be reproduced (or audited) later
     write_json(run_dir / "split.json", {k: getattr(data.split, k).tolist() for k in ("train", "val", "test")})
     cache = run_data.cache.metrics()
-    write_json(run_dir / "run.json", run_record(exp, backbone.weights_source, run_data.weights, {**cache, **extra},
-                                                sys.argv))
+    record = run_record(exp, backbone.weights_source, run_data.weights, {**cache, **extra}, sys.argv)
+    write_json(run_dir / "run.json", record)
 
     t = exp.trainer
     best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max",
@@ -239,8 +247,7 @@ def _fit_and_test(exp: Experiment, out: str | Path | None, callbacks: Sequence[L
     callbacks = [best, *([] if run_data.probe == "lbfgs" else [latest]), throughput, *callbacks]
     if t.patience is not None:
         callbacks.append(EarlyStopping(monitor="val/acc", mode="max", patience=t.patience))
-    tracker = start_tracking(exp, run_dir, run_record(exp, backbone.weights_source, run_data.weights,
-                                                      {**cache, **extra}), group)
+    tracker = start_tracking(exp, run_dir, record, group)
     # the L-BFGS probe is one full-batch solve: a single epoch
     epochs = 1 if run_data.probe == "lbfgs" else t.max_epochs
     trainer = L.Trainer(max_epochs=epochs, accelerator=t.accelerator, devices=t.devices,
