@@ -61,3 +61,34 @@ def tiny_experiment(tmp_path: Path, **sections: dict) -> dict:
         else:
             data[key] = value
     return data
+
+
+def grid_study(tmp_path: Path, name: str, strategies: list, shots: list, seeds: list,
+               accs: dict[tuple, float]) -> str:
+    """A strategy x shots grid study in a real SQLite storage whose trials carry known metrics: `accs` maps
+    (strategy, shots, seed) to test/acc (missing keys: missing cells); returns the storage URL."""
+    import optuna
+    import yaml
+    from optuna.distributions import CategoricalDistribution
+
+    from tl_research.study import create_or_load, open_storage
+    from tl_research.studyspec import load_study
+
+    cfg = tmp_path / f"{name}.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "experiment": {"name": name, "output_dir": str(tmp_path / "runs"), "tracking": {"mode": "disabled"},
+                       "freeze": {"depth": 12}},
+        "study": {"name": name, "kind": "grid", "seeds": seeds,
+                  "grid": {"freeze.strategy": strategies, "data.shots": shots}}}))
+    url = f"sqlite:///{tmp_path / 'st.db'}"
+    study = create_or_load(load_study(cfg), open_storage(url))
+    dists = {"freeze.strategy": CategoricalDistribution(strategies), "data.shots": CategoricalDistribution(shots),
+             "seed": CategoricalDistribution(seeds)}
+    for (strategy, shot, seed), acc in accs.items():
+        i = strategies.index(strategy)
+        study.add_trial(optuna.trial.create_trial(
+            params={"freeze.strategy": strategy, "data.shots": shot, "seed": seed}, distributions=dists,
+            values=[acc], user_attrs={"test/acc": acc, "val/acc": acc,
+                                      "throughput/train_samples_per_sec": 100.0 * (i + 1),
+                                      "params/trainable": 1000 * (i + 1)}))
+    return url

@@ -14,39 +14,19 @@ from tl_research.cli import main
 from tl_research.study import create_or_load, open_storage
 from tl_research.studyspec import load_study
 
+from .conftest import grid_study
+
 STRATEGIES, SHOTS, SEEDS = ["linear_probe", "depth", "full"], [4, 16, 64], [0, 1, 2]
 
 
 @pytest.fixture
 def study_db(tmp_path):
     """A few-shot grid study whose trials carry known metrics (added to a real SQLite storage)."""
-    import yaml
-
-    cfg = tmp_path / "fs.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "experiment": {"name": "fs", "output_dir": str(tmp_path / "runs"), "tracking": {"mode": "disabled"},
-                       "freeze": {"depth": 12}},
-        "study": {"name": "fs", "kind": "grid", "seeds": 3,
-                  "grid": {"freeze.strategy": STRATEGIES, "data.shots": SHOTS}}}))
-    spec = load_study(cfg)
-    url = f"sqlite:///{tmp_path / 'st.db'}"
-    study = create_or_load(spec, open_storage(url))
     rng = np.random.default_rng(0)
-    truth = {}
-    dists = {"freeze.strategy": CategoricalDistribution(STRATEGIES), "data.shots": CategoricalDistribution(SHOTS),
-             "seed": CategoricalDistribution(SEEDS)}
-    for s_i, strategy in enumerate(STRATEGIES):
-        for shots in SHOTS:
-            for seed in SEEDS:
-                if (strategy, shots, seed) == ("full", 64, 2):
-                    continue  # one missing cell
-                acc = 0.5 + 0.1 * s_i + 0.05 * math.log2(shots) / 6 + rng.normal(0, 0.02)
-                truth[(strategy, shots, seed)] = acc
-                study.add_trial(optuna.trial.create_trial(
-                    params={"freeze.strategy": strategy, "data.shots": shots, "seed": seed}, distributions=dists,
-                    values=[acc], user_attrs={"test/acc": acc, "val/acc": acc,
-                                              "throughput/train_samples_per_sec": 100.0 * (s_i + 1),
-                                              "params/trainable": 1000 * (s_i + 1)}))
+    truth = {(strategy, shots, seed): 0.5 + 0.1 * s_i + 0.05 * math.log2(shots) / 6 + rng.normal(0, 0.02)
+             for s_i, strategy in enumerate(STRATEGIES) for shots in SHOTS for seed in SEEDS}
+    del truth[("full", 64, 2)]  # one missing cell
+    url = grid_study(tmp_path, "fs", STRATEGIES, SHOTS, SEEDS, truth)
     return url, truth
 
 

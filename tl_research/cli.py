@@ -169,6 +169,40 @@ def cmd_report(args: argparse.Namespace) -> None:
         print(f"wrote {f}")
 
 
+def _verdicts(verdicts: list[Any]) -> int:
+    """Print the verdicts; exit code 1 when a claim failed."""
+    print_table([[v.id, v.relation, v.verdict, f"{v.effect:+.3f} [{v.low:+.3f}, {v.high:+.3f}]", v.n]
+                 for v in verdicts], ["claim", "relation", "verdict", "effect [95% CI]", "n"])
+    failed = [v.id for v in verdicts if v.verdict == "failed"]
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from tl_research.claims import check_claims, load_claims, to_markdown
+
+    source, claims = load_claims(args.claims)
+    verdicts = check_claims(claims, args.study, args.storage or "sqlite:///runs/studies.db")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(to_markdown(verdicts, source))
+        print(f"wrote {args.out}")
+    return _verdicts(verdicts)
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from tl_research.reproduce import load_finding, reproduce
+
+    finding = load_finding(args.finding)
+    verdicts, files = reproduce(finding, args.smoke, Path(args.out) if args.out else None,
+                                lambda spec, url: study_with_progress(spec, url))
+    print(f"\n{finding.title}\n")
+    for f in files:
+        print(f"wrote {f}")
+    return _verdicts(verdicts)
+
+
 def cmd_quickstart(args: argparse.Namespace) -> None:
     import time
 
@@ -243,6 +277,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="note cells whose interval is wider, with the seeds estimated for this width")
     r.set_defaults(func=cmd_report)
 
+    c = sub.add_parser("check", help="judge a claims file on a study: held / failed / inconclusive (exit 1: failed)")
+    c.add_argument("study", help="study name (claims may name their own with `study:`)")
+    c.add_argument("claims", help="claims YAML")
+    c.add_argument("--storage", help="storage URL (default: sqlite:///runs/studies.db)")
+    c.add_argument("--out", help="also write the verdicts as markdown to this file")
+    c.set_defaults(func=cmd_check)
+
+    rp = sub.add_parser("reproduce", help="run a published finding's studies, reports and claim checks")
+    rp.add_argument("finding", help="a folder under benchmarks/reproductions (or its path)")
+    rp.add_argument("--smoke", action="store_true", help="the reduced variant (CI), into a scratch folder")
+    rp.add_argument("--out", help="folder for the storage and runs (default: runs/reproductions/FINDING[-smoke])")
+    rp.set_defaults(func=cmd_reproduce)
+
     q = sub.add_parser("quickstart", help="the embedded-default main job, offline")
     q.add_argument("--out", default="runs/quickstart", help="folder for the runs")
     q.set_defaults(func=cmd_quickstart)
@@ -253,14 +300,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     try:
-        args.func(args)
+        code = args.func(args)
     except UserError as exc:
         print(f"tlr: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tlr: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

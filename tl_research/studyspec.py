@@ -188,9 +188,17 @@ def build_spec(name: str, base: dict, cfg: StudyConfig) -> StudySpec:
     return spec
 
 
-def load_study(path: str | Path, overrides: list[str] | None = None) -> StudySpec:
-    """Parse and validate a study YAML (`experiment:` path or mapping, optional `set:`, `study:`)."""
+def load_study(path: str | Path, overrides: list[str] | None = None,
+               study_changes: dict[str, Any] | None = None) -> StudySpec:
+    """Parse and validate a study YAML (`experiment:` path or mapping, optional `set:`, `study:`).
+    `study_changes` replace keys of the `study:` section (`grid`: only the listed keys' values), e.g. a reduced
+    smoke variant of a reproduction."""
     raw = read_yaml(path)
+    if study_changes:
+        section = dict(raw.get("study") or {})
+        for key, value in study_changes.items():
+            section[key] = {**section.get(key, {}), **value} if key == "grid" and isinstance(value, dict) else value
+        raw["study"] = section
     unknown = set(raw) - {"experiment", "set", "study"}
     if unknown:
         raise UserError(f"{sorted(unknown)[0]}: unknown key (allowed at the top of a study: experiment, set, study)")

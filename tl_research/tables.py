@@ -4,6 +4,7 @@ writers (report.py), plots (plots.py) and claim checks read a `Table`."""
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,8 @@ from tl_research import stats
 from tl_research.errors import UserError
 
 THROUGHPUT, TRAINABLE = "throughput/train_samples_per_sec", "params/trainable"
-# metrics that are a share of a split's examples: their intervals resample examples too (the split size is known)
+# metrics that are a share of a split's examples: their intervals resample examples too (the split size is known);
+# shifted test sets (test_<shift>/acc) have the test split's size
 PROPORTIONS = {"test/acc": "data/test_size", "test/acc_top5": "data/test_size", "val/acc": "data/val_size"}
 
 
@@ -119,7 +121,20 @@ def _tables(a: Cell, b: Cell, seeds: list[int], metric: str) -> list[np.ndarray]
     return out
 
 
-def _compare(a: Cell, b: Cell, metric: str, alpha: float) -> stats.Comparison | None:
+def make_cell(by_seed: dict[int, optuna.trial.FrozenTrial], metric: str, method: str = "bootstrap") -> Cell:
+    """One cell from its trials (seed -> trial), with its interval (examples resampled for proportions)."""
+    size_key = PROPORTIONS.get(metric) or ("data/test_size" if re.fullmatch(r"test_\w+/acc", metric) else None)
+    seeds = sorted(by_seed)
+    ts = [by_seed[s] for s in seeds]
+    sizes = [int(t.user_attrs[size_key]) for t in ts] if size_key and all(
+        size_key in t.user_attrs for t in ts) else None
+    cell = Cell([float(t.user_attrs[metric]) for t in ts], seeds, sizes, [t.user_attrs.get("run_dir") for t in ts])
+    cell.interval = stats.cell_interval(cell.values, sizes, method if cell.n >= 3 else "bootstrap")
+    return cell
+
+
+def compare_cells(a: Cell, b: Cell, metric: str, alpha: float = stats.ALPHA) -> stats.Comparison | None:
+    """a - b paired on their shared seeds (and, for test/acc, on their shared test examples); None: no shared seed."""
     seeds = sorted(set(a.seeds) & set(b.seeds))
     if not seeds:
         return None
@@ -152,16 +167,7 @@ def build_table(trials: list[optuna.trial.FrozenTrial], metric: str, rows_key: s
                 extra[cell[0]][name].append(float(t.user_attrs[name]))
     if not groups:
         raise UserError(f"report: no completed trial has {metric!r}")
-    size_key = PROPORTIONS.get(metric)
-    cells = {}
-    for k, by_seed in groups.items():
-        seeds = sorted(by_seed)
-        ts = [by_seed[s] for s in seeds]
-        sizes = [int(t.user_attrs[size_key]) for t in ts] if size_key and all(
-            size_key in t.user_attrs for t in ts) else None
-        cell = Cell([float(t.user_attrs[metric]) for t in ts], seeds, sizes, [t.user_attrs.get("run_dir") for t in ts])
-        cell.interval = stats.cell_interval(cell.values, sizes, method if cell.n >= 3 else "bootstrap")
-        cells[k] = cell
+    cells = {k: make_cell(by_seed, metric, method) for k, by_seed in groups.items()}
     rows = sorted({r for r, _ in cells}, key=sort_key)
     cols = sorted({c for _, c in cells}, key=sort_key)
     if baseline is None:
@@ -173,7 +179,7 @@ def build_table(trials: list[optuna.trial.FrozenTrial], metric: str, rows_key: s
     for (r, c), cell in cells.items():
         base = cells.get((baseline, c))
         if r != baseline and base is not None:
-            found = _compare(cell, base, metric, alpha)
+            found = compare_cells(cell, base, metric, alpha)
             if found is not None:
                 table.vs_baseline[(r, c)] = found
     table.p_baseline_holm = _holm(table.vs_baseline)
@@ -186,7 +192,7 @@ def build_table(trials: list[optuna.trial.FrozenTrial], metric: str, rows_key: s
         table.best[c] = max(present, key=lambda r: cells[(r, c)].mean)
         for r in present:
             if r != table.best[c]:
-                found = _compare(cells[(table.best[c], c)], cells[(r, c)], metric, alpha)
+                found = compare_cells(cells[(table.best[c], c)], cells[(r, c)], metric, alpha)
                 if found is not None:
                     table.vs_best[(r, c)] = found
     table.p_best_holm = _holm(table.vs_best)

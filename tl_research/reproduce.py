@@ -1,0 +1,92 @@
+"""Reproductions of published findings: `benchmarks/reproductions/<finding>/` holds `reproduce.yaml` (title, study
+YAMLs, claims file, the smoke variant), the studies, `claims.yaml` and a README; running a finding runs its studies
+on one storage (a rerun resumes), writes each study's report and the claim checks, and returns the verdicts.
+
+The full run writes into the finding's `results/` folder (committed); `smoke` runs the reduced variant into a
+scratch folder, so that CI exercises every finding end to end without touching the committed results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tl_research.claims import Verdict, check_claims, load_claims, to_markdown
+from tl_research.errors import UserError
+from tl_research.schema import read_yaml
+
+ROOT = Path("benchmarks") / "reproductions"
+
+
+@dataclass
+class Finding:
+    name: str
+    folder: Path
+    title: str
+    studies: list[Path]
+    claims: Path
+    smoke: dict[str, Any] = field(default_factory=dict)
+
+
+def list_findings(root: Path = ROOT) -> list[str]:
+    return sorted(p.parent.name for p in root.glob("*/reproduce.yaml"))
+
+
+def load_finding(name: str, root: Path = ROOT) -> Finding:
+    """A finding by name (a folder under benchmarks/reproductions) or by its folder's path."""
+    folder = Path(name) if Path(name, "reproduce.yaml").exists() else root / name
+    manifest = folder / "reproduce.yaml"
+    if not manifest.exists():
+        known = ", ".join(list_findings(root)) or f"none under {root}"
+        raise UserError(f"finding: {name!r} is not a reproduction folder (known: {known})")
+    raw = read_yaml(manifest)
+    unknown = set(raw) - {"title", "studies", "claims", "smoke"}
+    if unknown:
+        raise UserError(f"{manifest}: unknown key {sorted(unknown)[0]!r} (allowed: title, studies, claims, smoke)")
+    studies = [folder / s for s in raw.get("studies") or []]
+    missing = [str(s) for s in studies if not s.exists()]
+    if not studies or missing:
+        raise UserError(f"{manifest}: studies must list existing study YAMLs (missing: {', '.join(missing) or 'all'})")
+    smoke = raw.get("smoke") or {}
+    if not isinstance(smoke, dict) or set(smoke) - {"seeds", "grid", "set"}:
+        raise UserError(f"{manifest}: smoke takes seeds, grid and set")
+    return Finding(folder.name, folder, str(raw.get("title", folder.name)), studies,
+                   folder / raw.get("claims", "claims.yaml"), smoke)
+
+
+def specs(finding: Finding, smoke: bool, out: Path) -> list[Any]:
+    """The finding's studies, parsed (the smoke variant writes its runs under `out`)."""
+    from tl_research.studyspec import load_study
+
+    if not smoke:
+        return [load_study(path) for path in finding.studies]
+    changes = {k: v for k, v in finding.smoke.items() if k in ("seeds", "grid")}
+    sets = [*finding.smoke.get("set", []), f"output_dir={out / 'runs'}", "tracking.mode=disabled"]
+    return [load_study(path, sets, changes) for path in finding.studies]
+
+
+def default_out(finding: Finding, smoke: bool) -> Path:
+    return Path("runs") / "reproductions" / (finding.name + ("-smoke" if smoke else ""))
+
+
+def reproduce(finding: Finding, smoke: bool = False, out: Path | None = None, run_studies: Any = None,
+              ) -> tuple[list[Verdict], list[Path]]:
+    """Run (or resume) every study of the finding, write reports and the claim checks; returns the verdicts and
+    the files written. `run_studies(spec, url)` runs one study (default: without a progress display)."""
+    from tl_research.report import run_report
+    from tl_research.study import run_study
+
+    out = out or default_out(finding, smoke)
+    url = f"sqlite:///{out / 'studies.db'}"
+    results = out / "results" if smoke else finding.folder / "results"
+    source, claims = load_claims(finding.claims)  # a malformed claims file fails before hours of training
+    files: list[Path] = []
+    for spec in specs(finding, smoke, out):
+        (run_studies or run_study)(spec, url)
+        files += run_report(spec.name, url, results / spec.name)[1]
+    verdicts = check_claims(claims, None, url)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "claims.md").write_text(f"# {finding.title}: claims\n\n{to_markdown(verdicts, source)}")
+    files.append(results / "claims.md")
+    return verdicts, files
