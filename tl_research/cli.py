@@ -67,6 +67,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
 def print_result(m: dict[str, Any]) -> None:
     keys = ["test/acc", "test/acc_top5", "test/f1_macro", "val/acc", "params/trainable", "params/total",
             "freeze/depth", "throughput/train_samples_per_sec", "throughput/infer_samples_per_sec", "memory/peak_mb"]
+    keys += sorted(k for k in m if k.startswith("test_") and k.endswith("/acc"))  # shifted test sets
     print()
     print_table([[k, f"{m[k]:.4g}" if isinstance(m[k], float) else m[k]] for k in keys if k in m], ["metric", "value"])
     print(f"weights: {m['weights_source']}")

@@ -149,6 +149,11 @@ class DataConfig:
     # k examples per class from the training split (nested across k), or a stratified share of it
     shots: int | None = field(default=None, metadata=_range(ge=1))
     fraction: float | None = field(default=None, metadata=_range(gt=0.0, le=1.0))
+    # train and evaluate on these classes only (names as `tlr datasets` data shows them; None: every class)
+    classes: list[str] | None = None
+    # shifted copies of the test split evaluated after the test, each logged as test_<name>_<severity>/acc:
+    # "<name>[:<severity 1-5>]" with name gaussian_noise | blur | contrast | rotation | brightness (images only)
+    eval_shifts: list[str] | None = None
     # stratified caps on split sizes (None: everything the split holds)
     train_limit: int | None = field(default=None, metadata=_range(ge=1))
     eval_limit: int | None = field(default=None, metadata=_range(ge=1))

@@ -25,7 +25,8 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from tl_research.backbones import Backbone, build_backbone
 from tl_research.callbacks import Throughput
 from tl_research.config import Experiment, dump_yaml
-from tl_research.data.datamodule import TransferDataModule, input_collates, load_data, select
+from tl_research.data.datamodule import ImageCollate, TransferDataModule, input_collates, load_data, select
+from tl_research.data.shifts import evaluate_shifts, parse_shifts
 from tl_research.errors import UserError
 from tl_research.heads import build_head
 from tl_research.module import TransferModule
@@ -104,6 +105,8 @@ class RunData:
     cache: Any
     probe: str  # lbfgs | sgd | none
     weights: str  # digest of the backbone's weights as loaded
+    raw: Any = None  # the pool of raw inputs (shifted test sets are made from it)
+    prefix: Any = None  # the frozen prefix the cached rows came from (None: raw inputs)
 
 
 def build_data_from(exp: Experiment, backbone: Backbone, strategy: Strategy, scratch: Path) -> RunData:
@@ -111,6 +114,7 @@ def build_data_from(exp: Experiment, backbone: Backbone, strategy: Strategy, scr
     from tl_research.cache.features import CacheReport, cached_datamodule, cached_rows, decide
 
     raw = load_data(exp.data, backbone.modality)
+    parse_shifts(exp.data.eval_shifts)  # bad shifts fail before training
     split, info = select(raw, exp.data)
     n = len(backbone.layer_groups())
     k = frozen_prefix(strategy, n)
@@ -125,7 +129,8 @@ def build_data_from(exp: Experiment, backbone: Backbone, strategy: Strategy, scr
         d = exp.data
         module_data = TransferDataModule(raw, split, collate, d.batch_size, d.eval_batch_size, d.num_workers,
                                          exp.seed, train_collate, info)
-        return RunData(module_data, None, CacheReport(False, decision.reason, k), probe, weights_digest(backbone))
+        return RunData(module_data, None, CacheReport(False, decision.reason, k), probe, weights_digest(backbone),
+                       raw)
     # an L-BFGS probe with cache.mode=off computes features once into a store that ends with the run
     root = scratch if exp.cache.mode == "off" else None
     pool = _pool(split)
@@ -133,7 +138,7 @@ def build_data_from(exp: Experiment, backbone: Backbone, strategy: Strategy, scr
     module_data = cached_datamodule(exp, raw, split, rows, decision.split.kind, info)
     if probe == "lbfgs":
         module_data.batch_size = len(split.train)  # one full batch: the solver sees the whole training split
-    return RunData(module_data, decision.split.suffix, report, probe, report.weights)
+    return RunData(module_data, decision.split.suffix, report, probe, report.weights, raw, decision.split.prefix)
 
 
 def _pool(split: Any) -> Any:
@@ -266,6 +271,7 @@ def _fit_and_test(exp: Experiment, out: str | Path | None, callbacks: Sequence[L
         metrics.update(throughput.metrics)
         metrics.update(module.freeze_stats())
         metrics.update(save_predictions(run_dir / "predictions.npz", data.split.test, module.test_predictions()))
+        metrics.update(shifted_test_sets(exp, backbone, module, run_data))
         metrics.update({
             "weights_source": backbone.weights_source, "run_dir": str(run_dir.resolve()),
             "backbone": backbone.name, "dataset": exp.data.name, "strategy": exp.freeze.strategy,
@@ -283,6 +289,19 @@ def _fit_and_test(exp: Experiment, out: str | Path | None, callbacks: Sequence[L
         export_merged(module, run_dir / "export")
     write_json(run_dir / "metrics.json", metrics)
     return RunResult(run_dir, metrics)
+
+
+def shifted_test_sets(exp: Experiment, backbone: Backbone, module: TransferModule, run_data: RunData,
+                      ) -> dict[str, float]:
+    """test_<shift>/acc for every `data.eval_shifts` entry, on the test split's examples."""
+    shifts = parse_shifts(exp.data.eval_shifts)
+    if not shifts:
+        return {}
+    spec = backbone.preprocessing
+    size = exp.data.image_size or spec.input_size
+    return evaluate_shifts(module, shifts, run_data.raw, run_data.data.split.test,
+                           lambda shift: ImageCollate(spec, size, shift=shift), run_data.prefix,
+                           exp.data.eval_batch_size or max(64, exp.data.batch_size))
 
 
 def save_predictions(path: Path, test_indices: Any, predictions: dict[str, Any]) -> dict[str, float]:

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tl_research.config import DataConfig
 from tl_research.data.fewshot import fraction, k_shot
-from tl_research.data.registry import LoadOptions, RawDataset, load_dataset
+from tl_research.data.registry import LoadOptions, RawDataset, load_dataset, restrict_classes
 from tl_research.data.splits import Split, balanced_take, split_pool
 from tl_research.errors import UserError
 from tl_research.inputs import ImageSpec, TextSpec
@@ -57,13 +57,19 @@ class IndexedDataset(Dataset):
 class ImageCollate:
     """uint8 images (H, W[, C]) -> normalised float (B, 3, size, size); grey images are repeated to 3 channels.
 
-    `augment` (train loaders only) takes a float (3, H, W) image in [0, 1] to a (3, size, size) one."""
+    `augment` (train loaders only) takes a float (3, H, W) image in [0, 1] to a (3, size, size) one; `shift` (a
+    shifted test set, see shifts.py) corrupts the resized image, seeded by the image's bytes."""
 
     spec: ImageSpec
     size: int
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None
+    shift: Callable[[torch.Tensor, bytes], torch.Tensor] | None = None
 
     def _one(self, img: Any) -> torch.Tensor:
+        x = self._resized(img)
+        return x if self.shift is None else self.shift(x, np.asarray(img).tobytes())
+
+    def _resized(self, img: Any) -> torch.Tensor:
         x = torch.as_tensor(img).float().div_(255.0)
         x = x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)
         if x.shape[0] == 1:
@@ -156,11 +162,14 @@ class TransferDataModule(L.LightningDataModule):
 
 
 def load_data(cfg: DataConfig, modality: str) -> RawDataset:
-    """The whole labelled pool of `cfg.name`, checked against the backbone's modality."""
+    """The whole labelled pool of `cfg.name` (only `cfg.classes`, when set), checked against the backbone's
+    modality."""
     raw = load_dataset(cfg.name, cfg.root, LoadOptions(cfg.text_column, cfg.label_column, cfg.x_key, cfg.y_key))
     if raw.modality != modality:
         raise UserError(f"data.name: {cfg.name} holds {raw.modality} data but the backbone takes {modality}")
-    return raw
+    if cfg.eval_shifts and raw.modality != "image":
+        raise UserError(f"data.eval_shifts: shifted test sets are image corruptions; {cfg.name} holds text")
+    return restrict_classes(raw, cfg.classes) if cfg.classes else raw
 
 
 def select(raw: RawDataset, cfg: DataConfig) -> tuple[Split, dict[str, Any]]:

@@ -109,6 +109,52 @@ def load_dataset(name: str, root: str | None = None, opts: LoadOptions = LoadOpt
     return data
 
 
+class Take:
+    """A lazy view of `items` at `indices` (a class subset of an image folder keeps its files unread)."""
+
+    def __init__(self, items: Any, indices: np.ndarray) -> None:
+        self.items, self.indices = items, indices
+        if hasattr(items, "paths"):  # the cache digests image folders by their files
+            self.paths = [items.paths[int(i)] for i in indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.items[int(self.indices[i])]
+
+
+_SUBSETS: dict[tuple, tuple[RawDataset, RawDataset]] = {}  # (id(pool), classes) -> (pool, subset)
+
+
+def restrict_classes(raw: RawDataset, classes: list[str]) -> RawDataset:
+    """The pool's examples of `classes` only, relabelled 0..len(classes)-1 in the dataset's class order (so the
+    order the names are listed in changes nothing)."""
+    key = (id(raw), tuple(classes))
+    hit = _SUBSETS.get(key)
+    if hit is not None and hit[0] is raw:
+        return hit[1]
+    unknown = [c for c in classes if c not in raw.classes]
+    if unknown:
+        shown = ", ".join(raw.classes[:20]) + (", …" if len(raw.classes) > 20 else "")
+        raise UserError(f"data.classes: {unknown[0]!r} is not a class of {raw.name} (classes: {shown})")
+    if len(set(classes)) != len(classes):
+        raise UserError("data.classes: a class is listed twice")
+    if len(classes) < 2:
+        raise UserError("data.classes: classification needs at least two classes")
+    keep = sorted(raw.classes.index(c) for c in classes)
+    idx = np.flatnonzero(np.isin(raw.labels, keep))
+    labels = np.searchsorted(np.asarray(keep), raw.labels[idx]).astype(np.int64)
+    inputs = raw.inputs[idx] if isinstance(raw.inputs, np.ndarray) else (
+        [raw.inputs[int(i)] for i in idx] if isinstance(raw.inputs, list) else Take(raw.inputs, idx))
+    subset = RawDataset(raw.name, raw.modality, inputs, labels, [raw.classes[i] for i in keep],
+                        None if raw.predefined is None else raw.predefined[idx])
+    if len(_SUBSETS) >= 4:
+        _SUBSETS.pop(next(iter(_SUBSETS)))
+    _SUBSETS[key] = (raw, subset)
+    return subset
+
+
 def list_datasets() -> list[dict[str, Any]]:
     """Every registered dataset: name, modality, availability, description, and what to install when missing."""
     rows = []
