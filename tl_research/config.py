@@ -38,6 +38,9 @@ class BackboneConfig:
     # hf encoders: how token states become one vector
     pooling: Literal["mean", "cls", "pooler"] = "mean"
     max_length: int = field(default=128, metadata=_range(ge=8, le=4096))
+    # hf encoders: which layers' states are the features (BERT's Table 7): last, second_to_last, sum_last_four,
+    # concat_last_four, embeddings, or weighted (a learned softmax-weighted sum of all layers, trained with the head)
+    layers: Literal["last", "second_to_last", "sum_last_four", "concat_last_four", "embeddings", "weighted"] = "last"
 
 
 @dataclass

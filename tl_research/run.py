@@ -70,7 +70,8 @@ def make_run_dir(exp: Experiment, out: str | Path | None = None) -> tuple[Path, 
 
 def build_backbone_from(exp: Experiment) -> Backbone:
     b = exp.backbone
-    return build_backbone(b.name, b.weights, coarse=b.coarse, pooling=b.pooling, max_length=b.max_length)
+    return build_backbone(b.name, b.weights, coarse=b.coarse, pooling=b.pooling, max_length=b.max_length,
+                          layers=b.layers)
 
 
 def build_strategy_from(exp: Experiment, backbone: Backbone) -> Strategy:
@@ -81,10 +82,12 @@ def build_strategy_from(exp: Experiment, backbone: Backbone) -> Strategy:
 def probe_solver(exp: Experiment, cached: bool) -> str:
     """`lbfgs` or `sgd` for strategies with a linear-probe phase (auto: L-BFGS when features are cached)."""
     choice = getattr(exp.freeze.options, "probe", "sgd")
-    if choice == "lbfgs" and exp.head.type != "linear":
-        raise UserError("freeze.probe: lbfgs fits a linear head; with head.type=mlp use freeze.probe=sgd")
+    linear = exp.head.type == "linear" and exp.backbone.layers != "weighted"
+    if choice == "lbfgs" and not linear:
+        raise UserError("freeze.probe: lbfgs fits a linear head on fixed features; with head.type=mlp or "
+                        "backbone.layers=weighted (a learned mix) use freeze.probe=sgd")
     if choice == "auto":
-        return "lbfgs" if cached and exp.head.type == "linear" else "sgd"
+        return "lbfgs" if cached and linear else "sgd"
     return choice
 
 
@@ -187,7 +190,8 @@ def build_module_from(exp: Experiment, backbone: Backbone, num_classes: int, str
     """The module of `exp` (strategy: resolved from `exp` unless given; `suffix`: train on cached prefix outputs;
     `probe`: lbfgs fits the head by L-BFGS in one full-batch step)."""
     strategy = strategy or build_strategy_from(exp, backbone)
-    head = build_head(backbone.num_features, num_classes, exp.head.type, exp.head.hidden, exp.head.dropout)
+    head = build_head(backbone.num_features, num_classes, exp.head.type, exp.head.hidden, exp.head.dropout,
+                      getattr(backbone, "mixed_layers", None))
     grid = None
     if probe == "lbfgs":
         from tl_research.probe import DEFAULT_GRID

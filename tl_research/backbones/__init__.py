@@ -25,17 +25,21 @@ FAMILIES: Registry[Callable[..., Backbone]] = Registry("backbone family")
 
 
 @FAMILIES.register("timm")
-def _timm(ident: str, weights: str, coarse: bool = False) -> Backbone:
+def _timm(ident: str, weights: str, coarse: bool = False, layers: str = "last") -> Backbone:
     from tl_research.backbones.timm import build_timm
+
+    if layers != "last":
+        raise UserError(f"backbone.layers: {layers} selects hidden states of hf encoders; timm backbones give their "
+                        f"pooled last stage (use last)")
 
     return build_timm(ident, weights, coarse)
 
 
 @FAMILIES.register("hf")
-def _hf(ident: str, weights: str, pooling: str = "mean", max_length: int = 128) -> Backbone:
+def _hf(ident: str, weights: str, pooling: str = "mean", max_length: int = 128, layers: str = "last") -> Backbone:
     from tl_research.backbones.hf import build_hf
 
-    return build_hf(ident, weights, pooling, max_length)
+    return build_hf(ident, weights, pooling, max_length, layers)
 
 
 # the last backbones loaded in this process, as pristine templates: a study's cells (and a notebook's reruns) get a

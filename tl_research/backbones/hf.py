@@ -19,27 +19,55 @@ from tl_research.inputs import TextSpec
 _LAYER = re.compile(r"^(?:encoder\.layer|transformer\.layer|encoder\.layers|layers|layer)\.(\d+)\.")
 
 
+# which layers' states become the features (BERT, Devlin et al. 2019, Table 7: the feature-based options)
+LAYERS = ("last", "second_to_last", "sum_last_four", "concat_last_four", "embeddings", "weighted")
+
+
 class HFBackbone(nn.Module):
-    """A Hugging Face encoder; forward takes tokenizer output and returns one vector per text."""
+    """A Hugging Face encoder; forward takes tokenizer output and returns one vector per text (`layers`: which
+    layers' pooled states; `weighted` returns every layer's, (B, layers + 1, H), for a learned scalar mix in the
+    head)."""
 
     modality = "text"
 
     def __init__(self, name: str, model: nn.Module, tokenizer: Any, weights_source: str,
-                 pooling: str = "mean", max_length: int = 128) -> None:
+                 pooling: str = "mean", max_length: int = 128, layers: str = "last") -> None:
         super().__init__()
         if pooling == "pooler" and getattr(model, "pooler", None) is None:
             raise UserError(f"backbone.pooling: {name} has no pooler layer (use mean or cls)")
+        if pooling == "pooler" and layers != "last":
+            raise UserError(f"backbone.layers: {layers} pools each layer itself; the pooler reads the last layer only "
+                            f"(use pooling mean or cls)")
         if pooling != "pooler" and getattr(model, "pooler", None) is not None:
             model.pooler = None  # unused weights would only inflate the trainable count
         self.name = name
         self.model = model
         self.pooling = pooling
+        self.layers = layers
         self.weights_source = weights_source
-        self.num_features = int(model.config.hidden_size)
+        if layers in ("sum_last_four", "concat_last_four") and model.config.num_hidden_layers < 4:
+            raise UserError(f"backbone.layers: {layers} needs 4 transformer layers; {name} has "
+                            f"{model.config.num_hidden_layers}")
+        hidden = int(model.config.hidden_size)
+        self.num_features = 4 * hidden if layers == "concat_last_four" else hidden
+        # the head's scalar mix needs to know how many states it mixes
+        self.mixed_layers = int(model.config.num_hidden_layers) + 1 if layers == "weighted" else None
         self.preprocessing = TextSpec(tokenizer, max_length)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.pool(self.model(**batch).last_hidden_state, batch["attention_mask"])
+        mask = batch["attention_mask"]
+        if self.layers == "last":
+            return self.pool(self.model(**batch).last_hidden_state, mask)
+        states = self.model(**batch, output_hidden_states=True).hidden_states  # embeddings, layer 1, …, layer L
+        if self.layers == "embeddings":
+            return self.pool(states[0], mask)
+        if self.layers == "second_to_last":
+            return self.pool(states[-2], mask)
+        if self.layers == "sum_last_four":
+            return self.pool(torch.stack(states[-4:]).sum(0), mask)
+        if self.layers == "concat_last_four":
+            return torch.cat([self.pool(h, mask) for h in states[-4:]], -1)
+        return torch.stack([self.pool(h, mask) for h in states], 1)
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Token states -> one vector per text (pooler, CLS or mask-aware mean)."""
@@ -59,6 +87,8 @@ class HFBackbone(nn.Module):
         if k in (0, n):
             whole, identity = as_module(self.forward), nn.Identity()
             return BackboneSplit(k, identity, whole, "input") if k == 0 else BackboneSplit(k, whole, identity, "pooled")
+        if self.layers != "last":
+            raise SplitUnsupported(f"backbone.layers={self.layers} reads states from before group {k}")
         layers = getattr(getattr(self.model, "encoder", None), "layer", None)
         if getattr(self.model, "embeddings", None) is None or layers is None:
             raise SplitUnsupported(f"{self.name}: only BERT-style encoders (embeddings + encoder.layer) are split")
@@ -136,7 +166,8 @@ def _folder(ident: str, weights: str) -> tuple[Path | None, str]:
     raise UserError(f"backbone.weights: none needs the config of {ident!r} offline: pass a local model folder")
 
 
-def build_hf(ident: str, weights: str, pooling: str = "mean", max_length: int = 128) -> HFBackbone:
+def build_hf(ident: str, weights: str, pooling: str = "mean", max_length: int = 128,
+             layers: str = "last") -> HFBackbone:
     """HFBackbone for a hub id or local folder; weights none | hub | offline | a local folder."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
@@ -155,4 +186,4 @@ def build_hf(ident: str, weights: str, pooling: str = "mean", max_length: int = 
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"backbone.name: cannot load hf/{ident} from {where}: {first}") from None
-    return HFBackbone(f"hf/{ident}", model, tokenizer, source, pooling, max_length)
+    return HFBackbone(f"hf/{ident}", model, tokenizer, source, pooling, max_length, layers)

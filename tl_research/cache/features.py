@@ -102,7 +102,7 @@ def preprocessing_key(spec: ImageSpec | TextSpec, exp: Experiment) -> dict[str, 
     vocab = spec.tokenizer.get_vocab()
     return {"tokenizer": type(spec.tokenizer).__name__, "max_length": spec.max_length,
             "vocab": hashlib.blake2b(repr(sorted(vocab.items())).encode(), digest_size=8).hexdigest(),
-            "pooling": exp.backbone.pooling}
+            "pooling": exp.backbone.pooling, "layers": exp.backbone.layers}
 
 
 def cache_key(exp: Experiment, backbone: Backbone, raw: RawDataset, k: int, weights: str) -> dict[str, Any]:
