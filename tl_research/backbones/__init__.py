@@ -50,6 +50,7 @@ _TEMPLATES: dict[tuple, tuple[Any, Backbone]] = {}
 def _stamp(name: str, weights: str) -> Any:
     """What must not have changed for a template to be reused: local weight files and model folders."""
     paths = [Path(p).expanduser() for p in (weights, name.partition("/")[2]) if p not in ("none", "hub", "offline")]
+    paths += [p / "checkpoints" / "best.ckpt" for p in paths[:1]]  # a run folder: its (resumable) checkpoint
     return tuple((str(p), p.stat().st_mtime_ns) for p in paths if p.exists())
 
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from tl_research.backbones.base import BackboneSplit, LayerGroup, SplitUnsupported, as_module, build_groups
 from tl_research.backbones.offline import OFFLINE, locate
+from tl_research.backbones.runs import is_run_folder, run_backbone_state
 from tl_research.errors import UserError
 from tl_research.inputs import TextSpec
 
@@ -166,12 +167,27 @@ def _folder(ident: str, weights: str) -> tuple[Path | None, str]:
     raise UserError(f"backbone.weights: none needs the config of {ident!r} offline: pass a local model folder")
 
 
+def _load_run_state(model: nn.Module, state: dict[str, torch.Tensor], ident: str) -> None:
+    """A run's trained tensors into a freshly built model; only the pooler may be absent (runs that pool by mean
+    or CLS drop it)."""
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("pooler.")]
+    if missing or result.unexpected_keys:
+        bad = (missing or result.unexpected_keys)[0]
+        raise UserError(f"backbone.weights: the run's backbone does not fit hf/{ident} (e.g. tensor {bad})")
+
+
 def build_hf(ident: str, weights: str, pooling: str = "mean", max_length: int = 128,
              layers: str = "last") -> HFBackbone:
     """HFBackbone for a hub id or local folder; weights none | hub | offline | a local folder."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    run_state = None
+    if is_run_folder(weights):
+        # the architecture and tokenizer from the model itself, the tensors from the run
+        run_state, run_source = run_backbone_state(weights, f"hf/{ident}")
+        weights = "none"
     folder, source = _folder(ident, weights)
     where = str(folder) if folder is not None else ident
     local = folder is not None
@@ -186,4 +202,7 @@ def build_hf(ident: str, weights: str, pooling: str = "mean", max_length: int = 
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"backbone.name: cannot load hf/{ident} from {where}: {first}") from None
+    if run_state is not None:
+        _load_run_state(model, run_state, ident)
+        source = run_source
     return HFBackbone(f"hf/{ident}", model, tokenizer, source, pooling, max_length, layers)

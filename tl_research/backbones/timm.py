@@ -19,6 +19,7 @@ from tl_research.backbones.base import (
     cut,
 )
 from tl_research.backbones.offline import load_converted, locate
+from tl_research.backbones.runs import is_run_folder, run_backbone_state
 from tl_research.errors import UserError
 from tl_research.inputs import ImageSpec
 
@@ -134,9 +135,17 @@ def build_timm(arch: str, weights: str, coarse: bool = False) -> TimmBackbone:
         assert entry.convert is not None
         load_converted(model, entry.convert(torch.load(path, map_location="cpu", weights_only=True), model))
         return TimmBackbone(name, model, f"offline:{entry.requirement}", coarse)
+    if is_run_folder(weights):
+        state, source = run_backbone_state(weights, name)
+        try:
+            load_converted(model, state)
+        except ValueError as exc:
+            raise UserError(f"backbone.weights: the run's backbone does not fit {name}: {exc}") from None
+        return TimmBackbone(name, model, source, coarse)
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise UserError(f"backbone.weights: {weights!r} is not none, hub, offline or an existing weight file")
+        raise UserError(f"backbone.weights: {weights!r} is not none, hub, offline, an existing weight file or a "
+                        f"run folder")
     try:
         _load_file(model, path)
     except Exception as exc:  # unpickling, safetensors and shape errors: all mean the file does not fit
