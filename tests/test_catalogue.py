@@ -277,3 +277,17 @@ def test_bad_strategy_options_exit_2(tmp_path, capsys, overrides, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "runs").exists()
+
+
+def test_lp_ft_keeps_ft_depth_groups_frozen_while_fine_tuning():
+    from tl_research.errors import UserError
+    from tl_research.strategies.catalogue import LinearProbeThenFinetune
+
+    s = LinearProbeThenFinetune(probe_epochs=2, ft_lr=1e-4, ft_depth=3).resolve(5, 1e-3)
+    assert s.plan(5, 1).trainable == (False,) * 5  # the probe
+    plan = s.plan(5, 2)
+    assert plan.trainable == (False, False, False, True, True)
+    assert plan.group_lr_scales() == pytest.approx([0, 0, 0, 0.1, 0.1, 0.1])  # the head too moves at ft_lr
+    assert s.frozen_prefix(5) == 3
+    with pytest.raises(UserError, match="freeze.ft_depth: 6 is more than"):
+        LinearProbeThenFinetune(ft_depth=6).resolve(5, 1e-3)

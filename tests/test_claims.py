@@ -106,3 +106,13 @@ def test_load_claims_keeps_the_source(tmp_path):
     path.write_text(yaml.safe_dump({"source": "Kumar et al. 2022", "claims": [claim("a", ">", a={}, b={})]}))
     source, claims = load_claims(path)
     assert source == "Kumar et al. 2022" and claims[0]["id"] == "a"
+
+
+def test_a_side_may_come_from_another_study(tmp_path, url):
+    accs = {(s, shots, seed): 0.95 for s in STRATEGIES for shots in SHOTS for seed in SEEDS}
+    grid_study(tmp_path, "better", STRATEGIES, SHOTS, SEEDS, accs)
+    claims = [claim("x", ">", a={**cell("linear_probe", 16), "study": "better"}, b=cell("full", 16)),
+              claim("y", ">", a=cell("full", 16), b={**cell("full", 16), "study": "better"})]
+    got = check_claims(claims, "cl", url)
+    assert [v.verdict for v in got] == ["held", "failed"]
+    assert got[0].effect == pytest.approx(0.95 - (0.90 + 0.003 * 1.5))

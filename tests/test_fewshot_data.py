@@ -203,3 +203,14 @@ def test_augmentation_only_in_training():
     assert torch.equal(dm.collate([(img, 0)])[0], dm.collate([(img, 0)])[0])
     assert dm.val_dataloader().collate_fn is dm.collate and dm.test_dataloader().collate_fn is dm.collate
     assert build_augment(32) is None  # off by default
+
+
+def test_translate_shifts_the_image():
+    aug = build_augment(16, translate=0.25)
+    img = torch.zeros(3, 16, 16)
+    img[:, 6:10, 6:10] = 1.0
+    torch.manual_seed(0)
+    moved = [aug(img) for _ in range(8)]
+    centres = {tuple(torch.nonzero(m[0] > 0.5).float().mean(0).round().tolist()) for m in moved}
+    assert len(centres) > 1  # shifted by different amounts
+    assert all(abs(c[0] - 7.5) <= 4.5 and abs(c[1] - 7.5) <= 4.5 for c in centres)  # by at most 25% of the side

@@ -3,7 +3,8 @@ and judged held / failed / inconclusive by the 95% interval of its effect (repor
 
 A claims file holds `source` (where the findings come from) and `claims`, each one of:
 
-- `a: {key: value, …}`, `relation: ">" | ">=" | "≈"`, `b: {…}` (`within: d` for `≈`, a tolerance for `>=`);
+- `a: {key: value, …}`, `relation: ">" | ">=" | "≈"`, `b: {…}` (`within: d` for `≈`, a tolerance for `>=`; a side
+  may name another study of the storage with `study:`, paired on the seeds both share);
 - `cells: {…}`, `relation: increasing | decreasing`, `over: <swept key>` (a curve, its values in sorted order);
 - `cells: {…}`, `relation: argmax`, `over: <swept key>`, `expect: <value>` (which value is best).
 
@@ -89,11 +90,15 @@ def _describe(where: dict[str, Any], cell: Cell) -> str:
     return f"{', '.join(f'{k}={v}' for k, v in where.items())}: {cell.mean:.3f} (n={cell.n})"
 
 
-def _pair(c: dict[str, Any], cells: Cells, label: str) -> tuple[str, stats.Comparison, str]:
+def _pair(c: dict[str, Any], cells: Cells, label: str, other: Any) -> tuple[str, stats.Comparison, str]:
+    sides = []
     for side in ("a", "b"):
         if not isinstance(c.get(side), dict):
             raise UserError(f"{label}.{side}: relation {c['relation']} needs `{side}: {{key: value, …}}`")
-    a, b = cells.get(c["a"], f"{label}.a"), cells.get(c["b"], f"{label}.b")
+        where = dict(c[side])
+        # a side may name another study (same seeds): e.g. a recipe against the catalogue's best strategy
+        sides.append((other(where.pop("study")) if "study" in where else cells).get(where, f"{label}.{side}"))
+    a, b = sides
     comp = _comparison(a, b, cells.metric, label)
     rel = "≈" if c["relation"] == "~=" else c["relation"]
     within = float(c.get("within", 0.0))
@@ -110,7 +115,7 @@ def _comparison(a: Cell, b: Cell, metric: str, label: str) -> stats.Comparison:
     return comp
 
 
-def _curve(c: dict[str, Any], cells: Cells, label: str) -> tuple[str, stats.Comparison, str]:
+def _curve(c: dict[str, Any], cells: Cells, label: str, other: Any) -> tuple[str, stats.Comparison, str]:
     over, base = _over(c, cells, label)
     points = [(v, cells.get({**base, over: v}, f"{label} at {over}={v}")) for v in cells.values(over)]
     if len(points) < 2:
@@ -129,7 +134,7 @@ def _curve(c: dict[str, Any], cells: Cells, label: str) -> tuple[str, stats.Comp
     return verdict, whole, f"{over} curve ({detail})"
 
 
-def _argmax(c: dict[str, Any], cells: Cells, label: str) -> tuple[str, stats.Comparison, str]:
+def _argmax(c: dict[str, Any], cells: Cells, label: str, other: Any) -> tuple[str, stats.Comparison, str]:
     over, base = _over(c, cells, label)
     values = cells.values(over)
     if "expect" not in c or c["expect"] not in values:
@@ -184,22 +189,22 @@ def check_claims(claims: list[dict[str, Any]], default_study: str | None, url: s
     from tl_research.study import load_existing, open_storage
 
     storage = open_storage(url)
-    studies: dict[str, optuna.Study] = {}
     tables: dict[tuple[str, str], Cells] = {}
+
+    def cells_of(name: str, metric: str) -> Cells:
+        if (name, metric) not in tables:
+            tables[(name, metric)] = Cells(load_existing(name, storage)[0], metric)
+        return tables[(name, metric)]
+
     out = []
     for i, c in enumerate(claims):
         label = f"claims[{i}] ({c.get('id', i)})"
         name = c.get("study", default_study)
         if not name:
             raise UserError(f"{label}.study: name the study (or pass one to tlr check)")
-        if name not in studies:
-            studies[name] = load_existing(name, storage)[0]
         metric = c.get("metric", "test/acc")
-        if (name, metric) not in tables:
-            tables[(name, metric)] = Cells(studies[name], metric)
-        cells = tables[(name, metric)]
         judge = _pair if c["relation"] in PAIR else _curve if c["relation"] in CURVE else _argmax
-        verdict, comp, detail = judge(c, cells, label)
+        verdict, comp, detail = judge(c, cells_of(name, metric), label, lambda s, m=metric: cells_of(s, m))
         out.append(Verdict(str(c.get("id", i)), name, c["relation"], verdict, comp.diff, comp.interval.low,
                            comp.interval.high, comp.p, comp.n, detail, str(c.get("says", "")),
                            str(c.get("published", ""))))

@@ -134,6 +134,7 @@ class AugmentConfig:
     rotation: float = field(default=0.0, metadata=_range(ge=0.0, le=180.0))  # degrees
     shear: float = field(default=0.0, metadata=_range(ge=0.0, le=45.0))  # degrees
     zoom: float = field(default=0.0, metadata=_range(ge=0.0, lt=1.0))  # scale in [1 - zoom, 1 + zoom]
+    translate: float = field(default=0.0, metadata=_range(ge=0.0, lt=1.0))  # shift by up to this share of the side
 
 
 @dataclass

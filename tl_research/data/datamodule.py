@@ -91,13 +91,15 @@ class ImageCollate:
 
 
 def build_augment(size: int, random_resized_crop: bool = False, crop_scale: float = 0.5, hflip: bool = False,
-                  rotation: float = 0.0, shear: float = 0.0, zoom: float = 0.0) -> Callable | None:
+                  rotation: float = 0.0, shear: float = 0.0, zoom: float = 0.0,
+                  translate: float = 0.0) -> Callable | None:
     """torchvision v2 train transforms on float tensors (None when everything is off)."""
     from torchvision.transforms import v2
 
     steps: list[Any] = []
-    if rotation or shear or zoom:
+    if rotation or shear or zoom or translate:
         steps.append(v2.RandomAffine(degrees=rotation, shear=shear or None,
+                                     translate=(translate, translate) if translate else None,
                                      scale=(1 - zoom, 1 + zoom) if zoom else None))
     if hflip:
         steps.append(v2.RandomHorizontalFlip())

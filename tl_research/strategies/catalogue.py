@@ -94,22 +94,31 @@ class GradualUnfreeze:
 class LinearProbeThenFinetune:
     """LP-FT (Kumar et al. 2022): a linear probe, then everything at `ft_lr` (None: lr / 10). With the L-BFGS probe
     (`probe`, as for linear_probe) the head starts converged and fine-tuning starts at epoch 0; with SGD the probe
-    takes the first `probe_epochs` epochs."""
+    takes the first `probe_epochs` epochs. `ft_depth` keeps the first groups frozen while fine-tuning (the classic
+    "train the new head, then unfreeze the top block at a lower lr" recipe)."""
 
     probe_epochs: int = field(default=1, metadata=bounds(ge=1))
     ft_lr: float | None = field(default=None, metadata=bounds(gt=0.0))
+    ft_depth: int = field(default=0, metadata=bounds(ge=0))
     probe: ProbeSolver = "auto"
     probe_l2: list[float] | None = None
     # filled by resolve: ft_lr / lr, and 0 probe epochs once the head was fitted by L-BFGS before training
     ft_scale: float = field(default=0.1, metadata={"derived": True})
 
     def resolve(self, num_groups: int, lr: float) -> LinearProbeThenFinetune:
+        if self.ft_depth > num_groups:
+            raise UserError(f"freeze.ft_depth: {self.ft_depth} is more than the backbone's {num_groups} layer groups "
+                            f"(allowed: 0..{num_groups}; see tlr inspect)")
         return replace(self, ft_scale=(self.ft_lr / lr) if self.ft_lr else 0.1)
 
     def plan(self, num_groups: int, epoch: int) -> FreezePlan:
         if epoch < self.probe_epochs:
             return prefix_plan(num_groups, num_groups)
-        return FreezePlan((True,) * num_groups, (self.ft_scale,) * num_groups, self.ft_scale)
+        k = self.ft_depth
+        return FreezePlan((False,) * k + (True,) * (num_groups - k), (self.ft_scale,) * num_groups, self.ft_scale)
+
+    def frozen_prefix(self, num_groups: int) -> int:
+        return self.ft_depth
 
 
 @register("llrd")
