@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install quickstart test lint clean
+.PHONY: install quickstart test lint clean reproduce
 
 # pip (not uv/poetry): on this project's machines pip is capped to the torch build that lies on local disk
 $(STAMP): pyproject.toml requirements-assets.txt
@@ -18,6 +18,10 @@ install: $(STAMP)
 
 quickstart: install
 	$(VENV)/bin/tlr quickstart
+
+# a published finding in full: make reproduce NAME=few_shot_crossing (see benchmarks/reproductions/)
+reproduce: install
+	$(VENV)/bin/tlr reproduce $(NAME)
 
 lint: install
 	$(VENV)/bin/ruff check tl_research tests benchmarks
