@@ -58,7 +58,8 @@ def test_invariances():
     for score in (logme, h_score, knn_accuracy):
         assert score(f[:, perm], y) == pytest.approx(score(f, y), rel=1e-9), score.__name__
     mixing = np.random.default_rng(1).normal(size=(16, 16))  # invertible linear map: H-score does not change
-    assert h_score(f @ mixing, y) == pytest.approx(h_score(f, y), rel=1e-6)
+    assert h_score(f @ mixing, y, shrinkage=False) == pytest.approx(h_score(f, y, shrinkage=False), rel=1e-6)
+    assert h_score(3.0 * f, y) == pytest.approx(h_score(f, y), rel=1e-6)  # shrinkage keeps scale invariance
     assert knn_accuracy(7.0 * f, y) == knn_accuracy(f, y)  # cosine kNN ignores a global scale
 
 
@@ -89,3 +90,13 @@ def test_probe_accuracy_is_the_converged_probe():
     assert probe_accuracy(f[idx % 2 == 0], y[idx % 2 == 0], f[idx % 2 == 1], y[idx % 2 == 1]) == 1.0
     noise = np.random.default_rng(2).normal(size=f.shape)
     assert probe_accuracy(noise[idx % 2 == 0], y[idx % 2 == 0], noise[idx % 2 == 1], y[idx % 2 == 1]) < 0.6
+
+
+def test_shrunk_h_score_does_not_saturate_with_more_features_than_examples():
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 3
+    noise = rng.normal(size=(60, 200))
+    assert h_score(noise, y, shrinkage=False) == pytest.approx(2.0, abs=1e-6)  # classes - 1, whatever the features
+    assert abs(h_score(noise, y) - 2.0) > 0.1
+    f, y2 = clusters(n_per=200, classes=3, dim=8, spread=1.0)  # many examples per dimension: little shrinkage
+    assert h_score(f, y2) == pytest.approx(h_score(f, y2, shrinkage=False), rel=0.05)

@@ -204,6 +204,45 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return _verdicts(verdicts)
 
 
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{flag}: expected comma-separated integers, got {text!r}") from None
+
+
+def cmd_rank(args: argparse.Namespace) -> None:
+    import csv
+
+    from tl_research.config import load_experiment
+    from tl_research.rank import ordered, rank, to_markdown
+    from tl_research.tracking import log_summary_run
+
+    exp = load_experiment(args.config, args.set)
+    names = [b.strip() for b in args.backbones.split(",") if b.strip()]
+    if not names:
+        raise UserError("--backbones: name at least one backbone")
+    depths = _int_list(args.depths, "--depths") if args.depths else None
+    found = ordered(rank(exp, names, depths, args.per_class), args.by)
+    rows = [c.row() for c in found]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        print(f"{exp.data.name}: {found[0].examples} training examples scored per candidate, best {args.by} first\n")
+        print(to_markdown(found))
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "rank.md").write_text(to_markdown(found))
+        with (out / "rank.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    log_summary_run(exp, f"rank-{exp.data.name}", "rank", out or Path(exp.output_dir) / "rank",
+                    lambda wandb: {"rank/candidates": wandb.Table(columns=list(rows[0]),
+                                                                  data=[list(r.values()) for r in rows])})
+
+
 def cmd_quickstart(args: argparse.Namespace) -> None:
     import time
 
@@ -290,6 +329,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--smoke", action="store_true", help="the reduced variant (CI), into a scratch folder")
     rp.add_argument("--out", help="folder for the storage and runs (default: runs/reproductions/FINDING[-smoke])")
     rp.set_defaults(func=cmd_reproduce)
+
+    rk = sub.add_parser("rank", help="score backbones x freeze depths from frozen features, before training")
+    rk.add_argument("config", help="experiment YAML (dataset, preprocessing, weights)")
+    rk.add_argument("--backbones", required=True, help="comma-separated, e.g. timm/mobilenetv2_100,hf/…")
+    rk.add_argument("--depths", help="comma-separated freeze depths k (default: each backbone's full depth)")
+    rk.add_argument("--per-class", type=int, default=50, help="training examples per class to score on")
+    rk.add_argument("--by", default="logme", help="score to sort by: logme, leep, nce, h_score, knn, probe")
+    rk.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    rk.add_argument("--out", help="folder for rank.md / rank.csv")
+    rk.add_argument("--json", action="store_true")
+    rk.set_defaults(func=cmd_rank)
 
     q = sub.add_parser("quickstart", help="the embedded-default main job, offline")
     q.add_argument("--out", default="runs/quickstart", help="folder for the runs")

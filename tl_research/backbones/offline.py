@@ -127,3 +127,18 @@ def load_converted(model: nn.Module, state: StateDict) -> None:
     if missing:
         raise ValueError(f"weight file lacks {len(missing)} model tensors, e.g. {missing[0]}")
     model.load_state_dict(state, strict=False)
+
+
+# the ImageNet classifier inside each offline weight file (what LEEP and NCE need from the source model)
+_CLASSIFIERS = {"timm/mobilenetv2_100": "classifier.1.", **{f"timm/tf_efficientnet_lite{i}": "_fc." for i in range(3)}}
+
+
+def source_classifier(backbone: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(weight (classes, features), bias) of the pretrained classifier shipped with `backbone`'s offline weights,
+    applied to its pooled features; None when there is none (text encoders, other weights)."""
+    prefix = _CLASSIFIERS.get(backbone)
+    if prefix is None:
+        return None
+    entry, path = locate(backbone)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state[f"{prefix}weight"].float(), state[f"{prefix}bias"].float()
