@@ -8,10 +8,10 @@ from tl_research.cli import main
 
 from .conftest import grid_study
 
-STRATEGIES, SHOTS, SEEDS = ["linear_probe", "full"], [1, 4, 16], [0, 1, 2, 3]
+STRATEGIES, SHOTS, SEEDS = ["linear_probe", "full"], [1, 4, 16], [0, 1, 2, 3, 4]
 PROBE = {1: 0.60, 4: 0.70, 16: 0.80}
 FULL = {1: 0.50, 4: 0.70, 16: 0.90}
-TIE = [0.02, -0.02, 0.01, -0.01]  # full - probe at 4 shots, per seed: a mean of zero
+TIE = [0.02, -0.02, 0.01, -0.01, 0.0]  # full - probe at 4 shots, per seed: a mean of zero
 
 
 @pytest.fixture
@@ -53,11 +53,11 @@ def test_verdicts_follow_the_numbers(url):
         "full~probe@16": "failed", "full>=probe@4": "held", "probe rises": "held", "probe falls": "failed",
         "full best@16": "held", "probe best@16": "failed", "full best@4": "inconclusive"}
     d = [0.10 - 0.001 * s for s in SEEDS]  # probe - full at 1 shot, per seed
-    assert got["probe>full@1"].effect == pytest.approx(sum(d) / 4) and got["probe>full@1"].n == 4
+    assert got["probe>full@1"].effect == pytest.approx(sum(d) / len(SEEDS)) and got["probe>full@1"].n == 5
     assert got["probe>full@1"].low <= got["probe>full@1"].effect <= got["probe>full@1"].high
-    assert got["full>probe@4"].effect == pytest.approx(-0.003)  # the TIE mean (0) minus the probe's jitter
+    assert got["full>probe@4"].effect == pytest.approx(-0.004)  # the TIE mean (0) minus the probe jitter mean
     assert got["probe rises"].effect == pytest.approx(0.20)  # last - first
-    assert "1: 0.603" in got["probe rises"].detail and "16: 0.803" in got["probe rises"].detail
+    assert "1: 0.604" in got["probe rises"].detail and "16: 0.804" in got["probe rises"].detail
 
 
 def test_tlr_check_exit_codes(tmp_path, url, capsys):
@@ -115,4 +115,12 @@ def test_a_side_may_come_from_another_study(tmp_path, url):
               claim("y", ">", a=cell("full", 16), b={**cell("full", 16), "study": "better"})]
     got = check_claims(claims, "cl", url)
     assert [v.verdict for v in got] == ["held", "failed"]
-    assert got[0].effect == pytest.approx(0.95 - (0.90 + 0.003 * 1.5))
+    assert got[0].effect == pytest.approx(0.95 - (0.90 + 0.003 * 2))
+
+
+def test_few_seeds_without_predictions_are_inconclusive(tmp_path):
+    """Two identical seed differences give a zero-width seeds-only interval: no verdict may rest on that."""
+    accs = {(s, shots, seed): (0.9 if s == "full" else 0.5) for s in STRATEGIES for shots in SHOTS for seed in (0, 1)}
+    url = grid_study(tmp_path, "two", STRATEGIES, SHOTS, [0, 1], accs)
+    (v,) = check_claims([claim("x", ">", a=cell("full", 1), b=cell("linear_probe", 1))], "two", url)
+    assert v.verdict == "inconclusive" and v.effect == pytest.approx(0.4) and "only 2 seeds" in v.detail

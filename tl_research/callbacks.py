@@ -7,23 +7,44 @@ with device synchronisation around the timed region. That is these few lines.
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
 def _batch_size(batch: Any) -> int:
     return len(batch[1])
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak: CUDA's counters, or on Linux the process' peak RSS (writing 5 to clear_refs resets
+    VmHWM), so that later runs in one process (a study worker) do not inherit earlier runs' peaks."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # not Linux, or not allowed: the figure is then the process peak
+
+
 def peak_memory_mb(device: torch.device) -> float:
-    """CUDA max allocated on GPU; the process' peak RSS on CPU."""
+    """CUDA max allocated on GPU; on CPU the peak RSS since `reset_peak_memory` (Linux), else the process peak."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**10  # kB
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
 
@@ -46,8 +67,7 @@ class Throughput(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._fit_t0 = time.perf_counter()
-        if module.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(module.device)
+        reset_peak_memory(module.device)
 
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, idx: int) -> None:
         self._sync(module)
@@ -82,3 +102,17 @@ class Throughput(L.Callback):
         if self._test[1] > 0:
             self.metrics["throughput/infer_samples_per_sec"] = self._test[0] / self._test[1]
         self.metrics["memory/peak_mb"] = max(self.metrics.get("memory/peak_mb", 0.0), peak_memory_mb(module.device))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file and renamed: a kill or a full disk mid-write leaves the previous
+    checkpoint intact, never a truncated one."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)

@@ -30,6 +30,7 @@ from tl_research.tables import Cell, compare_cells, completed_trials, make_cell,
 PAIR = {">", ">=", "≈", "~="}
 CURVE = {"increasing", "decreasing"}
 RELATIONS = PAIR | CURVE | {"argmax"}
+MIN_SEEDS_ONLY = 5  # seeds a verdict needs when the interval resamples seeds only (no per-example predictions)
 KEYS = {"id", "study", "says", "published", "metric", "a", "b", "relation", "within", "cells", "over", "expect"}
 
 
@@ -188,12 +189,12 @@ def check_claims(claims: list[dict[str, Any]], default_study: str | None, url: s
     """Every claim judged on the studies of storage `url`."""
     from tl_research.study import load_existing, open_storage
 
-    storage = open_storage(url)
+    storage = open_storage(url, must_exist=True)
     tables: dict[tuple[str, str], Cells] = {}
 
     def cells_of(name: str, metric: str) -> Cells:
         if (name, metric) not in tables:
-            tables[(name, metric)] = Cells(load_existing(name, storage)[0], metric)
+            tables[(name, metric)] = Cells(load_existing(name, storage, "study")[0], metric)
         return tables[(name, metric)]
 
     out = []
@@ -205,6 +206,9 @@ def check_claims(claims: list[dict[str, Any]], default_study: str | None, url: s
         metric = c.get("metric", "test/acc")
         judge = _pair if c["relation"] in PAIR else _curve if c["relation"] in CURVE else _argmax
         verdict, comp, detail = judge(c, cells_of(name, metric), label, lambda s, m=metric: cells_of(s, m))
+        if comp.interval.method == "seeds-bootstrap" and comp.n < MIN_SEEDS_ONLY:
+            # resampling a handful of seeds alone gives intervals far too narrow to rest a verdict on
+            verdict, detail = "inconclusive", f"{detail}; only {comp.n} seeds and no per-example predictions"
         out.append(Verdict(str(c.get("id", i)), name, c["relation"], verdict, comp.diff, comp.interval.low,
                            comp.interval.high, comp.p, comp.n, detail, str(c.get("says", "")),
                            str(c.get("published", ""))))

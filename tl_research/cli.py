@@ -60,7 +60,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
     from tl_research.run import run
 
     exp = load_experiment(args.config, args.set)
-    result = run(exp, args.out)
+    result = run(exp, args.out, restart=args.restart)
     print_result(result.metrics)
 
 
@@ -116,11 +116,11 @@ def study_with_progress(spec: Any, url: str, workers: int = 1) -> Any:
     """Run a study with one rich progress bar (trials done / total, best so far, ETA); prints where it runs."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from tl_research.study import DONE, execute_study, prepare_study, progress_line, total_trials
+    from tl_research.study import DONE, execute_study, mask_url, prepare_study, progress_line, total_trials
 
     quiet_lightning()
     study, queued = prepare_study(spec, url)
-    print(f"study {spec.name} ({spec.config.kind}, {total_trials(spec)} trials) on {url}: "
+    print(f"study {spec.name} ({spec.config.kind}, {total_trials(spec)} trials) on {mask_url(url)}: "
           f"{queued} queued; {progress_line(study, spec)}", flush=True)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[info]}"), TimeRemainingColumn()) as bar:
@@ -136,10 +136,12 @@ def study_with_progress(spec: Any, url: str, workers: int = 1) -> Any:
     return study
 
 
-def cmd_study(args: argparse.Namespace) -> None:
-    from tl_research.study import default_storage, trial_rows
+def cmd_study(args: argparse.Namespace) -> int:
+    from tl_research.study import default_storage, mask_url, trial_rows
     from tl_research.studyspec import load_study
 
+    if args.workers < 1:
+        raise UserError(f"--workers: {args.workers} (at least 1)")
     spec = load_study(args.config, args.set)  # everything is validated before the storage is touched
     url = args.storage or spec.config.storage or default_storage(spec)
     study = study_with_progress(spec, url, args.workers)
@@ -147,14 +149,35 @@ def cmd_study(args: argparse.Namespace) -> None:
     print()
     print_table([[("" if c is None else f"{c:.4g}" if isinstance(c, float) else c) for c in r] for r in rows],
                 columns)
-    print(f"\nReport: tlr report {spec.name} --storage {url}\nBrowse: optuna-dashboard {url}")
+    shown = mask_url(url)
+    print(f"\nReport: tlr report {spec.name} --storage {shown}\nBrowse: optuna-dashboard {shown}")
+    return failure_summary(study)
+
+
+def failure_summary(study: Any) -> int:
+    """Print why trials failed (grouped by message); exit code 1 when no trial completed."""
+    from collections import Counter
+
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    failed = Counter(t.user_attrs.get("error", "no message") for t in trials if t.state == TrialState.FAIL)
+    if not failed:
+        return 0
+    print(f"\n{sum(failed.values())} trial(s) failed:")
+    for message, count in failed.most_common():
+        print(f"  {count} x {message}")
+    if not any(t.state == TrialState.COMPLETE for t in trials):
+        print("no trial completed", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
     from tl_research.study import load_existing, open_storage, work
 
     quiet_lightning()
-    study, spec = load_existing(args.study, open_storage(args.storage))
+    study, spec = load_existing(args.study, open_storage(args.storage, must_exist=True))
     n = work(study, spec)
     print(f"worker done: {n} trials")
 
@@ -274,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("config", help="experiment YAML")
     f.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     f.add_argument("--out", help="run folder (default: output_dir/name/<time>)")
+    f.add_argument("--restart", action="store_true",
+                   help="start the run in --out over when its last checkpoint is damaged (kept aside)")
     f.set_defaults(func=cmd_fit)
 
     i = sub.add_parser("inspect", help="layer groups of a backbone: index, name, #params")

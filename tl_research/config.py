@@ -27,6 +27,8 @@ from tl_research.schema import (  # noqa: F401  (from_dict, read_yaml, apply_ove
 from tl_research.strategies.plan import STRATEGIES
 
 _range = bounds
+# seeds feed numpy and torch generators: unsigned 32-bit
+SEED = bounds(ge=0, lt=2**32)
 
 @dataclass
 class BackboneConfig:
@@ -144,10 +146,10 @@ class DataConfig:
     root: str | None = None
     # seeds the train/val/test split (and, unless subset_seed is set, the k-shot subsets); independent of the
     # training seed
-    split_seed: int = 0
+    split_seed: int = field(default=0, metadata=SEED)
     # seeds the k-shot / fraction draw from the training split (None: split_seed); a few-shot study varies it with
     # the seed (study.seed_keys) to average over support sets on one fixed split
-    subset_seed: int | None = None
+    subset_seed: int | None = field(default=None, metadata=SEED)
     val_fraction: float = field(default=0.1, metadata=_range(gt=0.0, lt=1.0))
     test_fraction: float = field(default=0.2, metadata=_range(gt=0.0, lt=1.0))
     # k examples per class from the training split (nested across k), or a stratified share of it
@@ -227,7 +229,7 @@ class CacheConfig:
 @dataclass
 class Experiment:
     name: str = "experiment"
-    seed: int = 0
+    seed: int = field(default=0, metadata=SEED)
     output_dir: str = "runs"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     head: HeadConfig = field(default_factory=HeadConfig)

@@ -154,6 +154,9 @@ class TransferModule(L.LightningModule):
         if self.probe_grid is not None:
             return self._probe_step(batch)
         loss, _, y = self._loss(batch)
+        if not torch.isfinite(loss):  # stop at once: a diverged run must not end with a finite-looking val/acc
+            raise FloatingPointError(f"the training loss became {float(loss)} at epoch {self.current_epoch}, "
+                                     f"step {self.global_step}")
         if self.l2sp.alpha > 0 or self.l2sp.beta > 0:
             penalty = self.l2sp_penalty()
             self.log("train/l2sp", penalty, on_step=False, on_epoch=True, batch_size=len(y))

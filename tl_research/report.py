@@ -160,7 +160,7 @@ def run_report(name: str, url: str, out: Path, metric: str = "test/acc", rows: s
     from tl_research.plots import curve_plot, pareto_plot, search_plots
     from tl_research.study import load_existing, open_storage
 
-    study, spec = load_existing(name, open_storage(url))
+    study, spec = load_existing(name, open_storage(url, must_exist=True), "name")
     trials = completed_trials(study)
     if not trials:
         raise UserError(f"report: study {name!r} has no completed trial yet")

@@ -8,6 +8,7 @@ prefix outputs and the module trains `head(suffix(x))`; otherwise it serves raw 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import secrets
@@ -23,7 +24,7 @@ import lightning.pytorch as L
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from tl_research.backbones import Backbone, build_backbone
-from tl_research.callbacks import Throughput
+from tl_research.callbacks import AtomicCheckpointIO, Throughput
 from tl_research.config import Experiment, dump_yaml
 from tl_research.data.datamodule import ImageCollate, TransferDataModule, input_collates, load_data, select
 from tl_research.data.shifts import evaluate_shifts, parse_shifts
@@ -41,11 +42,12 @@ class RunResult:
     metrics: dict[str, Any]
 
 
-def make_run_dir(exp: Experiment, out: str | Path | None = None) -> tuple[Path, Path | None]:
+def make_run_dir(exp: Experiment, out: str | Path | None = None, restart: bool = False) -> tuple[Path, Path | None]:
     """The run folder and, when `out` holds an unfinished run of this same experiment, the checkpoint to resume.
 
-    Default folder: `output_dir/name/<time>-<random>`. A finished run is never overwritten, and an unfinished
-    one is only resumed by the identical experiment.
+    Default folder: `output_dir/name/<time>-<random>`. A finished run is never overwritten, an unfinished one is
+    only resumed by the identical experiment, and a folder holding anything else is refused. A damaged
+    `last.ckpt` is refused too; `restart` keeps it aside (last.ckpt.damaged-<time>) and starts over.
     """
     if out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -54,18 +56,53 @@ def make_run_dir(exp: Experiment, out: str | Path | None = None) -> tuple[Path, 
         run_dir = Path(out)
     if (run_dir / "metrics.json").exists():
         raise UserError(f"--out: {run_dir} already holds a finished run; choose another folder")
+    saved = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else None
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.exists():
-        saved = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else None
         if saved != dump_yaml(exp):
             raise UserError(f"--out: {run_dir} holds an unfinished run of a different config; "
                             f"resume it with its own config.yaml or choose another folder")
-        return run_dir, last
+        if checkpoint_readable(last):
+            return run_dir, last
+        if not restart:
+            raise UserError(f"--out: {last} is damaged (unreadable); rerun with --restart to keep it aside and "
+                            f"start this run over")
+        last.rename(last.with_name(f"last.ckpt.damaged-{time.strftime('%Y%m%d-%H%M%S')}"))
+        return run_dir, None
+    if run_dir.is_dir() and any(run_dir.iterdir()) and saved != dump_yaml(exp):
+        raise UserError(f"--out: {run_dir} is not empty and holds no run of this experiment; choose an empty or "
+                        f"new folder (nothing was written)")
+    return run_dir, None
+
+
+def create_run_dir(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"--out: cannot create {run_dir} ({exc.strerror or exc})") from None
-    return run_dir, None
+
+
+def checkpoint_readable(path: Path) -> bool:
+    import torch
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # truncated zip, bad pickle, wrong file: all mean it cannot be resumed from
+        return False
+    return True
+
+
+def check_accelerator(exp: Experiment) -> None:
+    """The requested device exists (Lightning would fail deep inside with a traceback otherwise)."""
+    import torch
+
+    acc = exp.trainer.accelerator
+    if acc in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(f"trainer.accelerator: {acc} requested but no CUDA device is visible (use auto or cpu)")
+    if acc == "mps" and not torch.backends.mps.is_available():
+        raise UserError("trainer.accelerator: mps requested but this machine has no Apple GPU (use auto or cpu)")
+    if acc in ("gpu", "cuda") and exp.trainer.devices > torch.cuda.device_count():
+        raise UserError(f"trainer.devices: {exp.trainer.devices} requested, {torch.cuda.device_count()} visible")
 
 
 def build_backbone_from(exp: Experiment) -> Backbone:
@@ -209,13 +246,29 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def run(exp: Experiment, out: str | Path | None = None, callbacks: Sequence[L.Callback] = (),
-        group: str | None = None) -> RunResult:
+        group: str | None = None, restart: bool = False) -> RunResult:
     """Build everything from `exp`, fit, restore the best checkpoint, test, and write metrics.json.
 
     `callbacks` are added to the trainer's (e.g. a pruning callback of a study, or a probe in a test);
-    `group` is the W&B group (a study's name; default: the experiment's name).
+    `group` is the W&B group (a study's name; default: the experiment's name); `restart`: start over when the
+    folder's last checkpoint is damaged (kept aside).
     """
     preflight(exp)
+    check_accelerator(exp)
+    run_dir, resume = make_run_dir(exp, out, restart)  # refused before anything is built or written
+    try:
+        return _build_and_run(exp, run_dir, resume, callbacks, group)
+    except FloatingPointError as exc:
+        raise UserError(f"training diverged: {exc}; lower optim.lr (nothing was kept as a result)") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise UserError(f"no space left on the device while writing the run in {run_dir} (the run folder "
+                            f"has no metrics.json: it is not a finished run)") from None
+        raise
+
+
+def _build_and_run(exp: Experiment, run_dir: Path, resume: Path | None, callbacks: Sequence[L.Callback],
+                   group: str | None) -> RunResult:
     L.seed_everything(exp.seed, workers=True, verbose=False)
     backbone = build_backbone_from(exp)
     # again: loading pretrained weights may or may not draw random numbers (a reused template draws none), and the
@@ -229,14 +282,14 @@ def run(exp: Experiment, out: str | Path | None = None, callbacks: Sequence[L.Ca
         extra: dict[str, Any] = {"probe/solver": run_data.probe} if run_data.probe != "none" else {}
         if exp.freeze.strategy == "lp_ft":
             extra = warm_start_probe(exp, backbone, module, run_data, Path(scratch))
-        return _fit_and_test(exp, out, callbacks, group, backbone, run_data, module, extra)
+        return _fit_and_test(exp, run_dir, resume, callbacks, group, backbone, run_data, module, extra)
 
 
-def _fit_and_test(exp: Experiment, out: str | Path | None, callbacks: Sequence[L.Callback], group: str | None,
-                  backbone: Backbone, run_data: RunData, module: TransferModule,
+def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks: Sequence[L.Callback],
+                  group: str | None, backbone: Backbone, run_data: RunData, module: TransferModule,
                   extra: dict[str, Any]) -> RunResult:
     data = run_data.data
-    run_dir, resume = make_run_dir(exp, out)
+    create_run_dir(run_dir)
     (run_dir / "config.yaml").write_text(dump_yaml(exp))
     # the exact examples of each split, so a subset can be reproduced (or audited) later
     write_json(run_dir / "split.json", {k: getattr(data.split, k).tolist() for k in ("train", "val", "test")})
@@ -263,7 +316,7 @@ def _fit_and_test(exp: Experiment, out: str | Path | None, callbacks: Sequence[L
                         precision=t.precision, deterministic=t.deterministic, default_root_dir=run_dir,
                         logger=tracker.logger if tracker.logger is not None else False, callbacks=callbacks,
                         enable_progress_bar=t.progress_bar, enable_model_summary=False,
-                        log_every_n_steps=t.log_every_n_steps)
+                        log_every_n_steps=t.log_every_n_steps, plugins=[AtomicCheckpointIO()])
     try:
         trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
         fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

@@ -35,10 +35,35 @@ SPEC_ATTR = "tlr_spec"
 
 # ------------------------------------------------------------------ storage
 
-def open_storage(url: str, cfg: StudyConfig | None = None) -> optuna.storages.BaseStorage:
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by *** (for anything printed, logged or stored)."""
+    if "://" not in url or "@" not in url:
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a database URL: hide whatever sits between the scheme and the @
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***@{rest.rpartition('@')[2]}"
+
+
+def _local_file(url: str) -> Path | None:
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///"))
+    if url.startswith("journal:") or url.endswith((".log", ".journal")):
+        return Path(url.removeprefix("journal:"))
+    return None
+
+
+def open_storage(url: str, cfg: StudyConfig | None = None, must_exist: bool = False) -> optuna.storages.BaseStorage:
     """An Optuna storage from a URL: `sqlite:///…`, `postgresql+psycopg://…`, or a journal file (`*.log`,
-    `journal:PATH`). Unusable URLs are a UserError."""
+    `journal:PATH`). Unusable URLs are a UserError; `must_exist` (readers: report, check, worker) refuses to
+    create a local storage that is not there."""
     cfg = cfg or StudyConfig()
+    local = _local_file(url)
+    if must_exist and local is not None and not local.is_file():
+        raise UserError(f"--storage: no study storage at {local} (nothing was created)")
     try:
         if url.startswith("journal:") or url.endswith((".log", ".journal")):
             from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -60,7 +85,9 @@ def open_storage(url: str, cfg: StudyConfig | None = None) -> optuna.storages.Ba
         return storage
     except Exception as exc:  # driver missing, bad URL, server down: all mean this storage cannot be used
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].lstrip("(")
-        raise UserError(f"--storage: cannot open {url} ({first[:200]})") from None
+        if "malformed" in first or "not a database" in first:
+            raise UserError(f"--storage: the storage at {mask_url(url)} is damaged ({first[:200]})") from None
+        raise UserError(f"--storage: cannot open {mask_url(url)} ({first[:200]})") from None
 
 
 def _fast_sqlite(engine: Any) -> None:
@@ -106,14 +133,17 @@ def create_or_load(spec: StudySpec, storage: optuna.storages.BaseStorage) -> opt
     return study
 
 
-def load_existing(name: str, storage: optuna.storages.BaseStorage) -> tuple[optuna.Study, StudySpec]:
-    """A study and its definition, as a worker on another machine sees them."""
+def load_existing(name: str, storage: optuna.storages.BaseStorage, flag: str = "--study",
+                  ) -> tuple[optuna.Study, StudySpec]:
+    """A study and its definition, as a worker on another machine sees them (`flag`: the argument that named
+    the study, for the error)."""
     from tl_research.studyspec import load_study_json
 
     try:
         summary = next(s for s in optuna.get_all_study_summaries(storage) if s.study_name == name)
     except StopIteration:
-        raise UserError(f"--study: no study {name!r} in this storage") from None
+        names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage)) or "none"
+        raise UserError(f"{flag}: no study {name!r} in this storage (studies: {names})") from None
     spec = load_study_json(summary.user_attrs[SPEC_ATTR])
     study = optuna.load_study(study_name=name, storage=storage, sampler=_sampler(spec.config),
                               pruner=_pruner(spec.config))
@@ -242,6 +272,13 @@ def _claim(study: optuna.Study) -> optuna.Trial | None:
     return None
 
 
+def _running_elsewhere(study: optuna.Study) -> bool:
+    """RUNNING trials on a storage with heartbeats (without them a killed worker's trial never turns stale, so
+    journal storages do not wait: rerun after `tlr` prints the cells that are missing)."""
+    beats = hasattr(study._storage, "get_heartbeat_interval") and study._storage.get_heartbeat_interval()
+    return bool(beats) and bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
 def work(study: optuna.Study, spec: StudySpec, on_trial: Any = None) -> int:
     """A worker: grid cells until the queue is empty, or search trials until n_trials are done."""
     done = 0
@@ -250,7 +287,12 @@ def work(study: optuna.Study, spec: StudySpec, on_trial: Any = None) -> int:
             fail_stale(study)  # a killed worker's cell goes back into the queue (RDB storages)
             trial = _claim(study)
             if trial is None:
-                return done
+                if not _running_elsewhere(study):
+                    return done
+                # another worker holds a cell (or held it and was killed): wait for it to finish, or for its
+                # heartbeat to go stale so that fail_stale hands the cell back to this queue
+                time.sleep(min(5.0, float(spec.config.heartbeat_interval)))
+                continue
             run_claimed(study, trial, spec)
             done += 1
             if on_trial:

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tl_research.config import Experiment, from_dict, load_experiment
+from tl_research.config import SEED, Experiment, from_dict, load_experiment
 from tl_research.errors import ConfigWarning, UserError
-from tl_research.schema import apply_overrides, read_yaml, set_dotted
+from tl_research.schema import apply_overrides, bounds, read_yaml, set_dotted
 
 
 @dataclass
@@ -35,16 +35,16 @@ class StudyConfig:
     seed_keys: list[str] = field(default_factory=lambda: ["seed"])
     # search: config key -> {type: float|int|categorical, low, high, log, choices}
     params: Any = None
-    n_trials: int = 20
-    timeout: float | None = None
+    n_trials: int = field(default=20, metadata=bounds(ge=1))
+    timeout: float | None = field(default=None, metadata=bounds(gt=0.0))
     sampler: Literal["tpe", "random"] = "tpe"
-    sampler_seed: int = 0
+    sampler_seed: int = field(default=0, metadata=SEED)
     pruner: Literal["median", "hyperband", "none"] = "median"
     objectives: list[ObjectiveConfig] | None = None
     storage: str | None = None
     # Optuna heartbeat (RDB storages): a worker silent for `grace_period` s has its trial failed and retried
-    heartbeat_interval: int = 10
-    grace_period: int = 60
+    heartbeat_interval: int = field(default=10, metadata=bounds(ge=1))
+    grace_period: int = field(default=60, metadata=bounds(ge=1))
 
 
 # metrics a study may select on; test metrics are recorded, never optimised
@@ -71,7 +71,12 @@ class StudySpec:
         return [o.direction for o in self.objectives]
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "base": self.base, "study": dataclasses.asdict(self.config)}
+        from tl_research.study import mask_url
+
+        study = dataclasses.asdict(self.config)
+        if study.get("storage"):
+            study["storage"] = mask_url(study["storage"])  # stored in the study itself: never a password
+        return {"name": self.name, "base": self.base, "study": study}
 
     def experiment_for(self, params: dict[str, Any]) -> Experiment:
         """The experiment of one trial: a grid cell's (parsed when the spec was), or the base with search params."""
@@ -107,7 +112,8 @@ def _check_params(base: dict, params: dict[str, Any], where: str, seed_keys: lis
 def seed_list(value: Any) -> list[int]:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return list(range(value))
-    if isinstance(value, list) and value and all(isinstance(s, int) for s in value):
+    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32
+                                                  for s in value):
         return value
     raise UserError(f"study.seeds: expected a count >= 1 or a non-empty list of integers, got {value!r}")
 
@@ -120,9 +126,14 @@ def _grid_cells(cfg: StudyConfig, base: dict) -> list[dict[str, Any]]:
             raise UserError(f"study.grid.{key}: expected a non-empty list of values, got {values!r}")
         for v in values:
             _check_params(base, {key: v}, f"study.grid.{key}", cfg.seed_keys)
-    keys = list(cfg.grid)
+    keys = [k for k in cfg.grid if k != "seed"]
     cells = [dict(zip(keys, combo)) for combo in itertools.product(*(cfg.grid[k] for k in keys))]
-    return [{**cell, "seed": s} for cell in cells for s in seed_list(cfg.seeds)]
+    seeds = seed_list(cfg.seeds)
+    if "seed" in cfg.grid:  # a seed axis in the grid is the list of seeds (each goes to every seed key)
+        if cfg.seeds != 1:
+            raise UserError("study.grid.seed: give the seeds either in study.seeds or as a grid key, not both")
+        seeds = seed_list(cfg.grid["seed"])
+    return [{**cell, "seed": s} for cell in cells for s in seeds]
 
 
 def _check_search(cfg: StudyConfig, base: dict, num_groups: int) -> None:
@@ -132,6 +143,10 @@ def _check_search(cfg: StudyConfig, base: dict, num_groups: int) -> None:
         where = f"study.params.{key}"
         if not isinstance(dist, dict) or dist.get("type") not in ("float", "int", "categorical"):
             raise UserError(f"{where}: expected {{type: float|int|categorical, ...}}, got {dist!r}")
+        allowed = ("type", "choices") if dist["type"] == "categorical" else ("type", "low", "high", "log")
+        unknown = [k for k in dist if k not in allowed]
+        if unknown:
+            raise UserError(f"{where}.{unknown[0]}: unknown key (allowed: {', '.join(allowed)})")
         if dist["type"] == "categorical":
             if not isinstance(dist.get("choices"), list) or not dist["choices"]:
                 raise UserError(f"{where}: categorical needs a non-empty list `choices`")
@@ -144,7 +159,18 @@ def _check_search(cfg: StudyConfig, base: dict, num_groups: int) -> None:
             if not 0 <= dist["low"] <= dist["high"] <= num_groups:
                 raise UserError(f"{where}: bounds {dist['low']}..{dist['high']} are outside the backbone's "
                                 f"0..{num_groups} layer groups")
-        if "low" not in dist or "high" not in dist or not dist["low"] <= dist["high"]:
+        for bound in ("low", "high"):
+            if bound not in dist:
+                raise UserError(f"{where}.{bound}: missing (a {dist['type']} range needs low and high)")
+            value = dist[bound]
+            if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+                try:
+                    dist[bound] = value = float(value)
+                except ValueError:
+                    pass
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                raise UserError(f"{where}.{bound}: expected a number, got {value!r}")
+        if not dist["low"] <= dist["high"]:
             raise UserError(f"{where}: needs low <= high")
         if dist.get("log") and dist["low"] <= 0:
             raise UserError(f"{where}: a log-scale range needs low > 0")
@@ -166,8 +192,6 @@ def build_spec(name: str, base: dict, cfg: StudyConfig) -> StudySpec:
 
     swept = {k for section in (cfg.grid, cfg.params) if isinstance(section, dict) for k in section}
     first = experiment_for(base, {}, quiet="freeze.strategy" in swept)  # the base itself must be valid
-    if cfg.n_trials < 1:
-        raise UserError("study.n_trials: must be >= 1")
     objectives = cfg.objectives or [ObjectiveConfig()]
     for o in objectives:
         if o.metric not in SELECTABLE:

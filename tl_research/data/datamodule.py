@@ -192,9 +192,15 @@ def select(raw: RawDataset, cfg: DataConfig) -> tuple[Split, dict[str, Any]]:
                 "data/short_classes": sub.short_classes, "data/min_class_count": min(sub.per_class.values())}
         info = {k: v for k, v in info.items() if v is not None}
     # distinct derived seeds keep the caps independent of each other but fixed by the split seed
-    return Split(balanced_take(train, raw.labels, cfg.train_limit, split_seed + 1),
-                 balanced_take(split.val, raw.labels, cfg.eval_limit, split_seed + 2),
-                 balanced_take(split.test, raw.labels, cfg.eval_limit, split_seed + 3)), info
+    out = Split(balanced_take(train, raw.labels, cfg.train_limit, split_seed + 1),
+                balanced_take(split.val, raw.labels, cfg.eval_limit, split_seed + 2),
+                balanced_take(split.test, raw.labels, cfg.eval_limit, split_seed + 3))
+    sizes = {k: len(getattr(out, k)) for k in ("train", "val", "test")}
+    if min(sizes.values()) == 0:
+        raise UserError(f"data: {raw.name} splits into {sizes['train']} train / {sizes['val']} val / "
+                        f"{sizes['test']} test examples; every split needs some (more data, or other "
+                        f"data.val_fraction / data.test_fraction)")
+    return out, info
 
 
 def input_collates(preprocessing: ImageSpec | TextSpec, cfg: DataConfig) -> tuple[Callable, Callable]:

@@ -35,10 +35,24 @@ def _package_file(module: str, requirement: str, relpath: str, root: str | None)
     return path
 
 
+class ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and nothing else: a pickle names the callables it runs, and a crafted file in a
+    user's `data.root` could name any (os.system, …). Only numpy's array reconstruction is admitted."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) in (("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")):
+            from numpy._core.multiarray import _reconstruct
+
+            return _reconstruct
+        if (module, name) in (("numpy", "ndarray"), ("numpy", "dtype")):
+            return getattr(np, name)
+        raise pickle.UnpicklingError(f"refused to load {module}.{name} (only numpy arrays are read)")
+
+
 def _load_pickle_gz(path: Path) -> np.ndarray:
     try:
         with gzip.open(path, "rb") as f:
-            return np.asarray(pickle.load(f))
+            return np.asarray(ArrayUnpickler(f).load())
     except (OSError, pickle.UnpicklingError, EOFError) as exc:
         raise UserError(f"{path}: unreadable data file ({exc})") from None
 
@@ -115,6 +129,8 @@ def load_fashion_mnist(root: str | None = None, opts: LoadOptions = LoadOptions(
 
 
 def load_digits(root: str | None = None, opts: LoadOptions = LoadOptions()) -> RawDataset:
+    if root is not None:
+        raise UserError("data.root: digits ships inside scikit-learn and reads no folder (leave data.root unset)")
     from sklearn.datasets import load_digits as sk_digits
 
     d = sk_digits()

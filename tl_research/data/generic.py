@@ -121,6 +121,8 @@ def load_npz(root: str | None, opts: LoadOptions = LoadOptions()) -> RawDataset:
         return RawDataset(path.stem, "text", [str(t) for t in x], labels, classes)
     if x.ndim not in (3, 4):
         raise UserError(f"data.x_key: {path}:{opts.x_key} has shape {x.shape}; images need (N, H, W[, C])")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise UserError(f"data.x_key: {path}:{opts.x_key} holds {int((~np.isfinite(x)).sum())} NaN/inf values")
     if x.dtype != np.uint8:
         x = np.clip(x * (255.0 if x.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
     return RawDataset(path.stem, "image", x, labels, classes)
