@@ -103,7 +103,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         if number is None:
             raise UserError(f"{path}: expected a number, got {value!r}")
         if not math.isfinite(number):
-            raise UserError(f"{path}: {value!r} is not a finite number")
+            raise UserError(f"{path}: {number} is not a finite number")
         return number
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):

@@ -27,7 +27,7 @@ import optuna
 from optuna.trial import TrialState
 
 from tl_research.errors import UserError
-from tl_research.studyspec import StudyConfig, StudySpec, seed_list
+from tl_research.studyspec import StudyConfig, StudySpec, grid_seeds
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 SPEC_ATTR = "tlr_spec"
@@ -184,7 +184,7 @@ class OptunaPruning(L.Callback):
 def _suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
     if spec.config.kind == "grid":
         # a claimed cell carries its values as Optuna fixed params: suggest returns exactly those
-        space = {**spec.config.grid, "seed": seed_list(spec.config.seeds)}
+        space = {**spec.config.grid, "seed": grid_seeds(spec.config)}
         return {k: trial.suggest_categorical(k, v) for k, v in space.items()}
     params = {}
     for key, d in spec.config.params.items():

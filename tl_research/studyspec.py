@@ -128,12 +128,16 @@ def _grid_cells(cfg: StudyConfig, base: dict) -> list[dict[str, Any]]:
             _check_params(base, {key: v}, f"study.grid.{key}", cfg.seed_keys)
     keys = [k for k in cfg.grid if k != "seed"]
     cells = [dict(zip(keys, combo)) for combo in itertools.product(*(cfg.grid[k] for k in keys))]
-    seeds = seed_list(cfg.seeds)
-    if "seed" in cfg.grid:  # a seed axis in the grid is the list of seeds (each goes to every seed key)
-        if cfg.seeds != 1:
-            raise UserError("study.grid.seed: give the seeds either in study.seeds or as a grid key, not both")
-        seeds = seed_list(cfg.grid["seed"])
-    return [{**cell, "seed": s} for cell in cells for s in seeds]
+    return [{**cell, "seed": s} for cell in cells for s in grid_seeds(cfg)]
+
+
+def grid_seeds(cfg: StudyConfig) -> list[int]:
+    """The seeds of every grid cell: `study.seeds`, or a `seed` axis of the grid (each goes to every seed key)."""
+    if "seed" not in cfg.grid:
+        return seed_list(cfg.seeds)
+    if cfg.seeds != 1:
+        raise UserError("study.grid.seed: give the seeds either in study.seeds or as a grid key, not both")
+    return seed_list(cfg.grid["seed"])
 
 
 def _check_search(cfg: StudyConfig, base: dict, num_groups: int) -> None:
