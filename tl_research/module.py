@@ -143,9 +143,11 @@ class TransferModule(L.LightningModule):
         """alpha * ||theta - theta_0||^2 over trainable backbone weights + beta * ||theta||^2 over the head."""
         total = torch.zeros((), device=self.device)
         if self.l2sp.alpha > 0:
-            for n, p in self.backbone.named_parameters():
-                if p.requires_grad and n in self.theta0:
-                    total = total + self.l2sp.alpha * (p - self.theta0[n]).pow(2).sum()
+            pairs = [(p, self.theta0[n]) for n, p in self.backbone.named_parameters()
+                     if p.requires_grad and n in self.theta0]
+            if pairs:  # one foreach kernel per op over all tensors instead of three small kernels per tensor
+                diffs = torch._foreach_sub([p for p, _ in pairs], [t for _, t in pairs])
+                total = total + self.l2sp.alpha * torch.stack(torch._foreach_norm(diffs)).pow(2).sum()
         if self.l2sp.beta > 0:
             total = total + self.l2sp.beta * sum(p.pow(2).sum() for p in self.head.parameters())
         return total
