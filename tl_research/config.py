@@ -197,6 +197,8 @@ class TrainerConfig:
     max_epochs: int = field(default=5, metadata=_range(ge=1))
     # early stopping on val/acc; None turns it off
     patience: int | None = field(default=3, metadata=_range(ge=1))
+    # test the epoch with the best val/acc (true) or the last epoch's weights (false, as Keras' fit does)
+    restore_best: bool = True
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: int = field(default=1, metadata=_range(ge=1))
     precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"] = "32-true"

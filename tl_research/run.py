@@ -320,10 +320,12 @@ def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks
     try:
         trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
         fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        trainer.test(module, datamodule=data, ckpt_path=best.best_model_path or None,
+        # the best validation epoch is restored for the test, unless the last epoch is asked for (Keras-style)
+        restored = best.best_model_path if t.restore_best else None
+        trainer.test(module, datamodule=data, ckpt_path=restored or None,
                      weights_only=True, verbose=False)
         metrics = {**fit_metrics, **{k: float(v) for k, v in trainer.callback_metrics.items()}}
-        if best.best_model_score is not None:
+        if restored and best.best_model_score is not None:
             metrics["val/acc"] = float(best.best_model_score)  # the restored model's validation accuracy
         metrics.update(throughput.metrics)
         metrics.update(module.freeze_stats())
