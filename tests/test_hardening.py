@@ -332,3 +332,18 @@ def test_a_crafted_pickle_executes_nothing(tmp_path, capsys):
     assert main(["fit", str(cfg)]) == 2
     _one_line(capsys, "refused to load posix.system")
     assert not marker.exists()
+
+
+def test_peak_memory_is_per_run():
+    """A study worker's later runs must not inherit an earlier run's peak (Linux resets VmHWM)."""
+    from tl_research.callbacks import peak_memory_mb, reset_peak_memory
+
+    cpu = __import__("torch").device("cpu")
+    big = np.ones(300 * 2**20 // 8)  # 300 MB
+    del big
+    before = peak_memory_mb(cpu)
+    reset_peak_memory(cpu)
+    after = peak_memory_mb(cpu)
+    if not os.path.exists("/proc/self/clear_refs"):
+        pytest.skip("not Linux: the figure is the process peak there")
+    assert after < before - 200
