@@ -291,3 +291,52 @@ def test_lp_ft_keeps_ft_depth_groups_frozen_while_fine_tuning():
     assert s.frozen_prefix(5) == 3
     with pytest.raises(UserError, match="freeze.ft_depth: 6 is more than"):
         LinearProbeThenFinetune(ft_depth=6).resolve(5, 1e-3)
+
+
+def test_auto_rgn_multipliers_from_relative_gradient_norms():
+    from types import SimpleNamespace
+
+    from tl_research.strategies.catalogue import AutoRGN
+
+    def group(weight, grad):
+        p = torch.nn.Parameter(torch.full((4,), weight))
+        p.grad = torch.full((4,), grad)
+        return SimpleNamespace(params={"w": p})
+
+    frozen = SimpleNamespace(params={"w": torch.nn.Parameter(torch.ones(2), requires_grad=False)})
+    scales = AutoRGN().lr_multipliers([group(1.0, 0.1), group(2.0, 0.8), frozen, group(4.0, 0.2)])
+    assert scales == pytest.approx([0.25, 1.0, 0.0, 0.125])  # RGN 0.1, 0.4, -, 0.05 over the largest
+
+
+def test_auto_rgn_scales_each_groups_step(tmp_path):
+    """With plain SGD the applied step of a group is lr_eff * grad: lr_eff must be lr * schedule * RGN / max RGN."""
+
+    class Spy(L.Callback):
+        def __init__(self):
+            self.seen = None
+
+        def on_before_optimizer_step(self, trainer, module, optimizer):
+            if self.seen is None:
+                self.seen = ([g.params[next(iter(g.params))].detach().clone() for g in module.groups],
+                             [g.params[next(iter(g.params))].grad.clone() for g in module.groups],
+                             [pg["lr"] for pg in optimizer.param_groups],
+                             module.strategy.lr_multipliers(module.groups))
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if self.seen is not None and len(self.seen) == 4:
+                before, grads, lrs, scales = self.seen
+                after = [g.params[next(iter(g.params))].detach() for g in module.groups]
+                applied = [float(((b - a) * g).sum() / g.pow(2).sum()) for b, a, g in zip(before, after, grads)]
+                self.seen = (applied, [lr * s for lr, s in zip(lrs, scales)], scales)
+
+    spy = Spy()
+    exp = load_experiment(data=tiny_experiment(tmp_path, freeze={"strategy": "auto_rgn"},
+                                               optim={"name": "sgd", "momentum": 0.0, "weight_decay": 0.0,
+                                                      "lr": 0.05, "schedule": "constant"},
+                                               trainer={"max_epochs": 1}))
+    result = run(exp, tmp_path / "rgn", callbacks=[spy])
+    applied, expected, scales = spy.seen
+    assert applied == pytest.approx(expected, rel=1e-3, abs=1e-9)
+    assert max(scales) == pytest.approx(1.0) and min(scales) < 0.5  # the groups did get different lrs
+    rgn = {k: v for k, v in result.metrics.items() if k.startswith("rgn/")}
+    assert len(rgn) == len(scales) and all(0 <= v <= 1 for v in rgn.values())

@@ -59,6 +59,8 @@ class TransferModule(L.LightningModule):
         self.bn = bn
         self.suffix = suffix
         self.groups = backbone.layer_groups()
+        self.lr_scale_sums: dict[int, float] = {}
+        self.lr_scale_steps = 0
         self.optim = optim or OptimConfig()
         self.seed = seed
         self.channels_last = channels_last and backbone.modality == "image" and suffix is None
@@ -118,6 +120,22 @@ class TransferModule(L.LightningModule):
         # RNG, at a different moment)
         if batch_idx == 0:
             torch.manual_seed(self.seed * 100_003 + self.current_epoch)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # strategies that set lrs from the current gradients (Auto-RGN): the scheduler rewrites every group's lr
+        # from its base at each step, so this scaling applies to this step only
+        scales = getattr(self.strategy, "lr_multipliers", None)
+        if scales is None or self.probe_grid is not None:
+            return
+        for i, s in enumerate(scales(self.groups)):
+            optimizer.param_groups[i]["lr"] *= s
+            self.lr_scale_sums[i] = self.lr_scale_sums.get(i, 0.0) + s
+        self.lr_scale_steps += 1
+
+    def lr_scale_stats(self) -> dict[str, float]:
+        """Mean per-step lr multiplier of each layer group (strategies with `lr_multipliers` only)."""
+        n = max(1, self.lr_scale_steps)
+        return {f"rgn/{self.groups[i].name}": v / n for i, v in self.lr_scale_sums.items()}
 
     def on_train_epoch_start(self) -> None:
         # Lightning 2.x does not call train() per epoch: it restores each submodule's captured mode after

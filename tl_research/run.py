@@ -329,6 +329,7 @@ def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks
             metrics["val/acc"] = float(best.best_model_score)  # the restored model's validation accuracy
         metrics.update(throughput.metrics)
         metrics.update(module.freeze_stats())
+        metrics.update(module.lr_scale_stats())
         metrics.update(save_predictions(run_dir / "predictions.npz", data.split.test, module.test_predictions()))
         metrics.update(shifted_test_sets(exp, backbone, module, run_data))
         metrics.update({

@@ -1,10 +1,12 @@
-"""The nine freezing strategies. Each is one dataclass: its fields are its `freeze.*` options (with bounds), and
+"""The freezing strategies. Each is one dataclass: its fields are its `freeze.*` options (with bounds), and
 adding a strategy means adding one such class here (or in any imported file) under `@register(name)`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
+
+import torch
 
 from tl_research.errors import UserError
 from tl_research.schema import bounds
@@ -148,6 +150,36 @@ class BitFit:
     def plan(self, num_groups: int, epoch: int) -> FreezePlan:
         return FreezePlan((True,) * num_groups, (1.0,) * num_groups,
                           params="bias_norm" if self.bitfit_norms else "bias")
+
+
+@register("auto_rgn")
+@dataclass(frozen=True)
+class AutoRGN:
+    """Auto-RGN (Lee et al. 2023, "Surgical Fine-Tuning Improves Adaptation to Distribution Shifts", Sec. 5):
+    everything trains, and at every step each layer group's lr is scaled by its relative gradient norm
+    ||grad|| / ||weights||, divided by the largest over the groups (so the group that most wants to move moves at
+    the full lr and the others proportionally less); the head keeps the full lr. The mean scale of each group over
+    the run is reported as `rgn/<group>`: which depth the data asked to tune."""
+
+    def resolve(self, num_groups: int, lr: float) -> AutoRGN:
+        return self
+
+    def plan(self, num_groups: int, epoch: int) -> FreezePlan:
+        return FreezePlan((True,) * num_groups, (1.0,) * num_groups)
+
+    def lr_multipliers(self, groups: list[Any]) -> list[float]:
+        """Per layer group: RGN / max RGN, from the gradients of the current step (groups without any: 0)."""
+        rgn = []
+        for g in groups:
+            params = [p for p in g.params.values() if p.requires_grad and p.grad is not None]
+            if not params:
+                rgn.append(0.0)
+                continue
+            grad = torch.stack(torch._foreach_norm([p.grad for p in params])).norm()
+            weight = torch.stack(torch._foreach_norm(params)).norm()
+            rgn.append(float(grad / weight.clamp_min(1e-12)))
+        top = max(rgn, default=0.0)
+        return [r / top if top > 0 else 0.0 for r in rgn]
 
 
 @register("surgical")

@@ -37,7 +37,8 @@ class FreezePlan:
 class Strategy(Protocol):
     """A freezing strategy. Optional hooks: `prepare(backbone)` changes the backbone before groups and optimizer
     exist (LoRA adds adapters); `frozen_prefix(num_groups)` is how many leading groups stay frozen, untouched, for
-    the whole run (what a feature cache may precompute; 0 when absent)."""
+    the whole run (what a feature cache may precompute; 0 when absent); `lr_multipliers(groups)` scales each
+    layer group's lr at every step from that step's gradients (Auto-RGN)."""
 
     name: ClassVar[str]
 
