@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from tl_research import prefilter
 from tl_research.errors import UserError
 from tl_research.tables import (  # noqa: F401  (Table, build_table: used by callers of this module)
     THROUGHPUT,
@@ -164,12 +165,16 @@ def run_report(name: str, url: str, out: Path, metric: str = "test/acc", rows: s
     trials = completed_trials(study)
     if not trials:
         raise UserError(f"report: study {name!r} has no completed trial yet")
+    record = prefilter.apply(spec, study)  # expected cells: only the kept candidates'
     d_rows, d_cols = default_axes(trials)
     rows = rows or d_rows
     cols = cols if cols is not None else (d_cols if d_cols != rows else None)
     expected = len(spec.cells) if spec.config.kind == "grid" else None
     table = build_table(trials, metric, rows, cols or None, baseline, expected, method)
     files = write_tables(table, out, target_width)
+    if record is not None:
+        (out / "prefilter.md").write_text(prefilter.to_markdown(record))
+        files.append(out / "prefilter.md")
     files += [p for p in (curve_plot(table, out), pareto_plot(trials, metric, rows, out)) if p]
     if spec.config.kind == "search" and len(spec.objectives) == 1:
         files += search_plots(study, out)

@@ -26,6 +26,7 @@ import lightning.pytorch as L
 import optuna
 from optuna.trial import TrialState
 
+from tl_research import prefilter
 from tl_research.errors import UserError
 from tl_research.studyspec import StudyConfig, StudySpec, grid_seeds
 
@@ -355,6 +356,9 @@ def prepare_study(spec: StudySpec, url: str) -> tuple[optuna.Study, int]:
     """Create or resume the study and queue its missing grid cells; returns the study and how many were queued."""
     study = create_or_load(spec, open_storage(url, spec.config))
     fail_stale(study)  # trials of killed workers: failed, their cells re-queued (RDB storages)
+    record = prefilter.apply(spec, study, create=True)  # only the kept candidates' cells (ranked once)
+    if record is not None and spec.config.kind == "search":
+        prefilter.warm_start(study, record)
     return study, (enqueue_missing(study, spec) if spec.config.kind == "grid" else 0)
 
 

@@ -42,6 +42,9 @@ class StudyConfig:
     pruner: Literal["median", "hyperband", "none"] = "median"
     objectives: list[ObjectiveConfig] | None = None
     storage: str | None = None
+    # {score: logme, keep: N, per_class: 50}: rank the swept backbone.name / freeze.depth values by a
+    # transferability score before training and run only the best N (prefilter.py)
+    prefilter: Any = None
     # Optuna heartbeat (RDB storages): a worker silent for `grace_period` s has its trial failed and retried
     heartbeat_interval: int = field(default=10, metadata=bounds(ge=1))
     grace_period: int = field(default=60, metadata=bounds(ge=1))
@@ -205,6 +208,10 @@ def build_spec(name: str, base: dict, cfg: StudyConfig) -> StudySpec:
         _check_params(base, {key: 0}, "study.seed_keys")
     num_groups = len(inspect_backbone(first.backbone.name, first.backbone.coarse)["groups"])
     spec = StudySpec(name or first.name, base, cfg, first, objectives, num_groups=num_groups)
+    if cfg.prefilter is not None:
+        from tl_research import prefilter
+
+        prefilter.parse(cfg.prefilter)
     if cfg.kind == "grid":
         spec.cells = _grid_cells(cfg, base)
         for cell in spec.cells:
@@ -213,6 +220,8 @@ def build_spec(name: str, base: dict, cfg: StudyConfig) -> StudySpec:
             spec._cell_experiments[_cell_key(cell)] = exp
     else:
         _check_search(cfg, base, num_groups)
+    if cfg.prefilter is not None:
+        prefilter.candidates(spec)  # something to rank
     return spec
 
 
