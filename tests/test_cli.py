@@ -101,3 +101,49 @@ def test_inspect_json_and_console_script(capsys):
     tlr = str(Path(sys.executable).parent / "tlr")
     bad = subprocess.run([tlr, "inspect", "timm/resnet_nope"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "unknown timm model" in bad.stderr
+
+
+def test_config_commands_and_bare_overrides(tmp_path, capsys):
+    import yaml as _yaml
+
+    from tl_research.cli import main as tlr
+
+    from .conftest import tiny_experiment
+
+    cfg = tmp_path / "e.yaml"
+    cfg.write_text(_yaml.safe_dump(tiny_experiment(tmp_path)))
+    assert tlr(["config", str(cfg), "optim.lr=0.5", "--set", "seed=7"]) == 0
+    shown = _yaml.safe_load(capsys.readouterr().out)
+    assert shown["optim"]["lr"] == 0.5 and shown["seed"] == 7 and shown["freeze"]["bn"] == "frozen"  # defaults too
+    assert tlr(["fit", str(cfg), "data.batch_size=8", "--print-config"]) == 0
+    assert _yaml.safe_load(capsys.readouterr().out)["data"]["batch_size"] == 8
+    assert not (tmp_path / "runs").exists()  # printing runs nothing
+    assert tlr(["config", str(cfg), "optim.lr=-1"]) == 2
+    assert "optim.lr: -1.0 is out of range" in capsys.readouterr().err
+
+
+def test_study_dry_run_touches_no_storage(tmp_path, capsys):
+    import yaml as _yaml
+
+    from tl_research.cli import main as tlr
+
+    from .conftest import tiny_experiment
+
+    study = tmp_path / "s.yaml"
+    study.write_text(_yaml.safe_dump({"experiment": tiny_experiment(tmp_path), "study": {
+        "name": "dry", "kind": "grid", "grid": {"freeze.strategy": ["linear_probe", "full"]}, "seeds": 2}}))
+    db = tmp_path / "st.db"
+    assert tlr(["study", str(study), "--storage", f"sqlite:///{db}", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "study dry (grid): 4 trials" in out and out.count("freeze.strategy=") == 4 and not db.exists()
+
+
+def test_version_and_a_closed_pipe():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "tl_research.cli", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("tlr 0.")
+    piped = subprocess.run(f"{sys.executable} -m tl_research.cli backbones 'timm/*' | head -1", shell=True,
+                           capture_output=True, text=True)
+    assert piped.stdout.startswith("backbone") and "Traceback" not in piped.stderr and "Broken" not in piped.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -55,11 +56,19 @@ def print_table(rows: list[list[Any]], header: list[str]) -> None:
 
 # ------------------------------------------------------------------ commands
 
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """`--set key=value` and bare `key=value` arguments (as a W&B sweep agent or any launcher passes them)."""
+    return [*args.set, *getattr(args, "overrides", [])]
+
+
 def cmd_fit(args: argparse.Namespace) -> None:
-    from tl_research.config import load_experiment
+    from tl_research.config import dump_yaml, load_experiment
     from tl_research.run import run
 
-    exp = load_experiment(args.config, args.set)
+    exp = load_experiment(args.config, _overrides(args))
+    if args.print_config:
+        print(dump_yaml(exp), end="")
+        return
     result = run(exp, args.out, restart=args.restart)
     print_result(result.metrics)
 
@@ -74,6 +83,12 @@ def print_result(m: dict[str, Any]) -> None:
     print(f"run folder: {m['run_dir']}  (metrics.json, config.yaml, checkpoints/)")
     if "wandb_dir" in m:
         print(f"W&B run: {m['wandb_dir']}\n  upload it with: wandb sync {m['wandb_dir']}")
+
+
+def cmd_config(args: argparse.Namespace) -> None:
+    from tl_research.config import dump_yaml, load_experiment
+
+    print(dump_yaml(load_experiment(args.config, _overrides(args))), end="")
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
@@ -143,6 +158,11 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise UserError(f"--workers: {args.workers} (at least 1)")
     spec = load_study(args.config, args.set)  # everything is validated before the storage is touched
+    if args.dry_run:
+        print(f"study {spec.name} ({spec.config.kind}): {len(spec.cells) or spec.config.n_trials} trials")
+        for cell in spec.cells:
+            print("  " + ", ".join(f"{k}={v}" for k, v in cell.items()))
+        return 0
     url = args.storage or spec.config.storage or default_storage(spec)
     study = study_with_progress(spec, url, args.workers)
     columns, rows = trial_rows(study, spec)
@@ -289,17 +309,35 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
 
 # ------------------------------------------------------------------ parser
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tl_research")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tlr", description="Transfer-learning research: fit, inspect, list.")
+    p.add_argument("--version", action="version", version=f"tlr {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     f = sub.add_parser("fit", help="one run -> DIR/metrics.json, DIR/config.yaml")
     f.add_argument("config", help="experiment YAML")
+    f.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override a config key (like --set)")
     f.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    f.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     f.add_argument("--out", help="run folder (default: output_dir/name/<time>)")
     f.add_argument("--restart", action="store_true",
                    help="start the run in --out over when its last checkpoint is damaged (kept aside)")
     f.set_defaults(func=cmd_fit)
+
+    cf = sub.add_parser("config", help="print the resolved experiment YAML (defaults and overrides applied)")
+    cf.add_argument("config", help="experiment YAML")
+    cf.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override a config key (like --set)")
+    cf.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    cf.set_defaults(func=cmd_config)
 
     i = sub.add_parser("inspect", help="layer groups of a backbone: index, name, #params")
     i.add_argument("backbone", help="timm/<name> or hf/<id or folder>")
@@ -321,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--storage", help="sqlite:///…, postgresql+psycopg://…, or a journal file (*.log)")
     s.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override in the base experiment")
+    s.add_argument("--dry-run", action="store_true", help="print the cells it would run; touch no storage")
     s.set_defaults(func=cmd_study)
 
     w = sub.add_parser("worker", help="join a study from another process or machine")
@@ -383,6 +422,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tlr: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `tlr backbones | head`: the reader left; end quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     return code or 0
 
 
