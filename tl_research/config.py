@@ -199,6 +199,9 @@ class TrainerConfig:
     patience: int | None = field(default=3, metadata=_range(ge=1))
     # test the epoch with the best val/acc (true) or the last epoch's weights (false, as Keras' fit does)
     restore_best: bool = True
+    # optimizer step every n batches (an effective batch of n x data.batch_size); clip the gradient norm (None: off)
+    accumulate_grad_batches: int = field(default=1, metadata=_range(ge=1))
+    gradient_clip_val: float | None = field(default=None, metadata=_range(gt=0.0))
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: int = field(default=1, metadata=_range(ge=1))
     precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"] = "32-true"

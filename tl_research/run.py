@@ -316,7 +316,8 @@ def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks
                         precision=t.precision, deterministic=t.deterministic, default_root_dir=run_dir,
                         logger=tracker.logger if tracker.logger is not None else False, callbacks=callbacks,
                         enable_progress_bar=t.progress_bar, enable_model_summary=False,
-                        log_every_n_steps=t.log_every_n_steps, plugins=[AtomicCheckpointIO()])
+                        log_every_n_steps=t.log_every_n_steps, plugins=[AtomicCheckpointIO()],
+                        accumulate_grad_batches=t.accumulate_grad_batches, gradient_clip_val=t.gradient_clip_val)
     try:
         trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
         fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -330,7 +331,8 @@ def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks
         metrics.update(throughput.metrics)
         metrics.update(module.freeze_stats())
         metrics.update(module.lr_scale_stats())
-        metrics.update(save_predictions(run_dir / "predictions.npz", data.split.test, module.test_predictions()))
+        metrics.update(save_predictions(run_dir / "predictions.npz", data.split.test, module.test_predictions(),
+                                        run_data.raw.classes))
         metrics.update(shifted_test_sets(exp, backbone, module, run_data))
         metrics.update({
             "weights_source": backbone.weights_source, "run_dir": str(run_dir.resolve()),
@@ -364,9 +366,11 @@ def shifted_test_sets(exp: Experiment, backbone: Backbone, module: TransferModul
                            exp.data.eval_batch_size or max(64, exp.data.batch_size))
 
 
-def save_predictions(path: Path, test_indices: Any, predictions: dict[str, Any]) -> dict[str, float]:
-    """Per-example test predictions (`index` into the dataset's pool, `label`, `pred`, `prob`) and the Wilson
-    interval of the test accuracy they give."""
+def save_predictions(path: Path, test_indices: Any, predictions: dict[str, Any],
+                     classes: list[str] | None = None) -> dict[str, Any]:
+    """Per-example test predictions (`index` into the dataset's pool, `label`, `pred`, `prob`), the confusion
+    matrix beside them (confusion.csv: rows true class, columns predicted), and the Wilson interval of the test
+    accuracy, the balanced accuracy and each class's accuracy they give."""
     import numpy as np
 
     from tl_research.stats import wilson
@@ -374,9 +378,19 @@ def save_predictions(path: Path, test_indices: Any, predictions: dict[str, Any])
     tmp = path.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, index=np.asarray(test_indices), **predictions)
     os.replace(tmp, path)
-    correct, total = int((predictions["pred"] == predictions["label"]).sum()), len(predictions["label"])
+    label, pred = predictions["label"], predictions["pred"]
+    correct, total = int((pred == label).sum()), len(label)
     low, high = wilson(correct, total)
-    return {"test/acc_ci_low": low, "test/acc_ci_high": high}
+    k = len(classes) if classes else int(max(label.max(), pred.max())) + 1
+    names = classes or [str(i) for i in range(k)]
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (label, pred), 1)
+    rows = ["true\\pred," + ",".join(names)] + [f"{n}," + ",".join(map(str, r)) for n, r in zip(names, confusion)]
+    (path.parent / "confusion.csv").write_text("\n".join(rows) + "\n")
+    present = confusion.sum(1) > 0
+    per_class = {n: float(confusion[i, i] / confusion[i].sum()) for i, n in enumerate(names) if present[i]}
+    return {"test/acc_ci_low": low, "test/acc_ci_high": high,
+            "test/balanced_acc": float(np.mean(list(per_class.values()))), "test/acc_per_class": per_class}
 
 
 def export_merged(module: TransferModule, folder: Path) -> None:

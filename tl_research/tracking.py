@@ -68,7 +68,11 @@ class Tracker:
             return {}
         wb_run = self.logger.experiment
         if metrics is not None:
-            wb_run.summary.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+            flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+            # per-class accuracies and other mappings: one summary key per entry
+            flat.update({f"{k}/{name}": v for k, d in metrics.items() if isinstance(d, dict) for name, v in d.items()
+                         if isinstance(v, (int, float))})
+            wb_run.summary.update(flat)
         info = {"wandb_dir": str(Path(wb_run.dir).parent.resolve()), "wandb_run_id": wb_run.id}
         wb_run.finish(exit_code=0 if metrics is not None else 1)
         return info

@@ -1,0 +1,90 @@
+"""What a run leaves and how it trains: the tested epoch (`trainer.restore_best`), per-class metrics and the
+confusion matrix, gradient accumulation and clipping."""
+
+import json
+
+import lightning.pytorch as L
+import numpy as np
+import pytest
+import torch
+
+from tl_research.config import load_experiment
+from tl_research.run import build_backbone_from, build_module_from, run
+
+from .conftest import tiny_experiment
+
+
+def _predict(exp, ckpt, run_dir):
+    module = build_module_from(exp, build_backbone_from(exp), 10)
+    module.load_state_dict(torch.load(ckpt, weights_only=True)["state_dict"])
+    module.eval()
+    from tl_research.data.datamodule import build_datamodule
+
+    data = build_datamodule(exp.data, module.backbone.preprocessing, "image", exp.seed)
+    with torch.no_grad():
+        return np.concatenate([module(x).argmax(-1).numpy() for x, _ in data.test_dataloader()])
+
+
+def test_last_epoch_or_best_epoch_is_tested(tmp_path):
+    for restore, ckpt in ((False, "last.ckpt"), (True, "best.ckpt")):
+        # a large constant lr: validation accuracy peaks before the last epoch, so best and last differ
+        exp = load_experiment(data=tiny_experiment(tmp_path, trainer={"max_epochs": 5, "restore_best": restore},
+                                                   optim={"lr": 0.3, "schedule": "constant"}))
+        folder = tmp_path / str(restore)
+        run(exp, folder)
+        epochs = {name: torch.load(folder / "checkpoints" / name, weights_only=True)["epoch"]
+                  for name in ("best.ckpt", "last.ckpt")}
+        assert epochs["best.ckpt"] < epochs["last.ckpt"]  # else this test could not tell them apart
+        with np.load(folder / "predictions.npz") as z:
+            assert np.array_equal(z["pred"], _predict(exp, folder / "checkpoints" / ckpt, folder)), restore
+
+
+def test_per_class_metrics_and_confusion_matrix(tmp_path):
+    exp = load_experiment(data=tiny_experiment(tmp_path, data={"classes": ["1", "4", "7"]}))
+    m = run(exp, tmp_path / "r").metrics
+    with np.load(tmp_path / "r" / "predictions.npz") as z:
+        label, pred = z["label"], z["pred"]
+    rows = (tmp_path / "r" / "confusion.csv").read_text().splitlines()
+    assert rows[0] == "true\\pred,1,4,7"
+    confusion = np.array([[int(v) for v in r.split(",")[1:]] for r in rows[1:]])
+    assert confusion.sum() == len(label) and np.trace(confusion) == int((label == pred).sum())
+    per_class = {c: float(np.mean(pred[label == i] == i)) for i, c in enumerate(["1", "4", "7"])}
+    assert m["test/acc_per_class"] == pytest.approx(per_class)
+    assert m["test/balanced_acc"] == pytest.approx(np.mean(list(per_class.values())))
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["test/acc_per_class"] == m["test/acc_per_class"]
+
+
+class _Steps(L.Callback):
+    """Counts optimizer steps; records the first step's gradient norm and how far it moved the weights."""
+
+    def on_train_end(self, trainer, module):
+        self.steps = trainer.global_step
+
+    def on_before_optimizer_step(self, trainer, module, optimizer):
+        if not hasattr(self, "before"):
+            grads = [p.grad for p in module.parameters() if p.grad is not None]
+            self.grad_norm = float(torch.stack(torch._foreach_norm(grads)).norm())
+            self.before = [p.detach().clone() for p in module.parameters()]
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if hasattr(self, "before") and not hasattr(self, "moved"):
+            self.moved = float(torch.stack([(p.detach() - b).norm() for p, b in
+                                            zip(module.parameters(), self.before)]).norm())
+
+
+def test_accumulation_and_clipping(tmp_path):
+    counts = {}
+    for accumulate in (1, 2):
+        spy = _Steps()
+        exp = load_experiment(data=tiny_experiment(tmp_path, trainer={"accumulate_grad_batches": accumulate,
+                                                                      "max_epochs": 1}))
+        run(exp, tmp_path / f"a{accumulate}", callbacks=[spy])
+        counts[accumulate] = spy.steps
+    assert counts[1] == 4 and counts[2] == 2  # 64 training images in batches of 16
+    # plain SGD at lr 1: the first step moves the weights by exactly the (clipped) gradient norm
+    spy = _Steps()
+    sgd = {"name": "sgd", "lr": 1.0, "momentum": 0.0, "weight_decay": 0.0, "schedule": "constant"}
+    exp = load_experiment(data=tiny_experiment(tmp_path, trainer={"gradient_clip_val": 1e-3, "max_epochs": 1},
+                                               optim=sgd))
+    run(exp, tmp_path / "clip", callbacks=[spy])
+    assert spy.grad_norm > 1e-2 and spy.moved == pytest.approx(1e-3, rel=1e-3)
