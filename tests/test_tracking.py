@@ -38,8 +38,8 @@ def test_offline_fit_lands_config_history_and_summary(tmp_path, offline, capsys)
     assert re.fullmatch(r"[0-9a-f]{40}", cfg["git_sha"]) and isinstance(cfg["git_dirty"], bool)
     assert cfg["training_seed"] == 5 and cfg["data_split_seed"] == 7 and cfg["weights_source"] == "none"
     assert cfg["freeze"]["strategy"] == "full" and cfg["versions"]["torch"] and cfg["versions"]["lightning"]
-    assert rec["run"].run_group == "tiny" and rec["run"].job_type == "full"
-    assert set(rec["run"].tags) == {"timm/test_efficientnet", "animal-mnist"}
+    assert rec["run"].run_group == "tiny" and rec["run"].job_type == "train"
+    assert set(rec["run"].tags) == {"timm/test_efficientnet", "animal-mnist", "full"}
 
     val = [row["val/acc"] for row in rec["history"] if "val/acc" in row]
     assert len(val) == 3 and all(0.0 <= v <= 1.0 for v in val)
@@ -86,3 +86,38 @@ def test_online_without_credentials_or_network_fails_fast(tmp_path, monkeypatch,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "127.0.0.1:9 cannot be reached" in err[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_resumed_run_continues_its_wandb_run(tmp_path, offline):
+    """Killed after its first epoch, then resumed with the same command: one W&B run id across both."""
+    import lightning.pytorch as L
+
+    class Kill(L.Callback):
+        def on_train_epoch_start(self, trainer, module):
+            if trainer.current_epoch == 1:
+                raise RuntimeError("killed")
+
+    exp = load_experiment(data=tiny_experiment(tmp_path, trainer={"max_epochs": 3}, tracking={"mode": "offline"}))
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="killed"):
+        run(exp, out, callbacks=[Kill()])
+    assert (out / "checkpoints" / "last.ckpt").exists() and not (out / "metrics.json").exists()
+    metrics = run(exp, out).metrics
+    files = sorted((out / "wandb").glob("offline-run-*/*.wandb"))
+    assert len(files) == 2  # one file per attempt …
+    ids = {decode(f)["run"].run_id for f in files}
+    assert ids == {metrics["wandb_run_id"]}  # … of one W&B run
+    resumed = decode(files[-1])
+    assert resumed["summary"]["test/acc"] == pytest.approx(metrics["test/acc"])
+    epochs = [row["epoch"] for row in resumed["history"] if "epoch" in row]
+    assert epochs and min(epochs) >= 1  # it went on from epoch 1: epoch 0 was not trained again
+
+
+def test_study_run_names_carry_the_cell(tmp_path, offline):
+    study = tmp_path / "s.yaml"
+    exp = tiny_experiment(tmp_path, trainer={"max_epochs": 1}, tracking={"mode": "offline"})
+    study.write_text(yaml.safe_dump({"experiment": exp, "study": {"name": "names", "kind": "grid",
+                                                                  "grid": {"freeze.strategy": ["linear_probe"]}}}))
+    assert main(["study", str(study), "--storage", f"sqlite:///{tmp_path / 'st.db'}"]) == 0
+    (wandb_file,) = (tmp_path / "runs" / "studies" / "names").glob("trial-*/wandb/offline-run-*/*.wandb")
+    assert decode(wandb_file)["run"].display_name.endswith("[strategy=linear_probe,seed=0]")

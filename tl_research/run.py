@@ -246,18 +246,18 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def run(exp: Experiment, out: str | Path | None = None, callbacks: Sequence[L.Callback] = (),
-        group: str | None = None, restart: bool = False) -> RunResult:
+        group: str | None = None, restart: bool = False, label: str | None = None) -> RunResult:
     """Build everything from `exp`, fit, restore the best checkpoint, test, and write metrics.json.
 
     `callbacks` are added to the trainer's (e.g. a pruning callback of a study, or a probe in a test);
     `group` is the W&B group (a study's name; default: the experiment's name); `restart`: start over when the
-    folder's last checkpoint is damaged (kept aside).
+    folder's last checkpoint is damaged (kept aside); `label`: a study cell's swept settings, in the W&B run name.
     """
     preflight(exp)
     check_accelerator(exp)
     run_dir, resume = make_run_dir(exp, out, restart)  # refused before anything is built or written
     try:
-        return _build_and_run(exp, run_dir, resume, callbacks, group)
+        return _build_and_run(exp, run_dir, resume, callbacks, group, label)
     except FloatingPointError as exc:
         raise UserError(f"training diverged: {exc}; lower optim.lr (nothing was kept as a result)") from None
     except OSError as exc:
@@ -268,7 +268,7 @@ def run(exp: Experiment, out: str | Path | None = None, callbacks: Sequence[L.Ca
 
 
 def _build_and_run(exp: Experiment, run_dir: Path, resume: Path | None, callbacks: Sequence[L.Callback],
-                   group: str | None) -> RunResult:
+                   group: str | None, label: str | None) -> RunResult:
     L.seed_everything(exp.seed, workers=True, verbose=False)
     backbone = build_backbone_from(exp)
     # again: loading pretrained weights may or may not draw random numbers (a reused template draws none), and the
@@ -282,12 +282,12 @@ def _build_and_run(exp: Experiment, run_dir: Path, resume: Path | None, callback
         extra: dict[str, Any] = {"probe/solver": run_data.probe} if run_data.probe != "none" else {}
         if exp.freeze.strategy == "lp_ft":
             extra = warm_start_probe(exp, backbone, module, run_data, Path(scratch))
-        return _fit_and_test(exp, run_dir, resume, callbacks, group, backbone, run_data, module, extra)
+        return _fit_and_test(exp, run_dir, resume, callbacks, group, label, backbone, run_data, module, extra)
 
 
 def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks: Sequence[L.Callback],
-                  group: str | None, backbone: Backbone, run_data: RunData, module: TransferModule,
-                  extra: dict[str, Any]) -> RunResult:
+                  group: str | None, label: str | None, backbone: Backbone, run_data: RunData,
+                  module: TransferModule, extra: dict[str, Any]) -> RunResult:
     data = run_data.data
     create_run_dir(run_dir)
     (run_dir / "config.yaml").write_text(dump_yaml(exp))
@@ -309,7 +309,7 @@ def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks
     callbacks = [best, *([] if run_data.probe == "lbfgs" else [latest]), throughput, *callbacks]
     if t.patience is not None:
         callbacks.append(EarlyStopping(monitor="val/acc", mode="max", patience=t.patience))
-    tracker = start_tracking(exp, run_dir, record, group)
+    tracker = start_tracking(exp, run_dir, record, group, label)
     # the L-BFGS probe is one full-batch solve: a single epoch
     epochs = 1 if run_data.probe == "lbfgs" else t.max_epochs
     trainer = L.Trainer(max_epochs=epochs, accelerator=t.accelerator, devices=t.devices,

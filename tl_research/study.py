@@ -210,7 +210,8 @@ def objective(trial: optuna.Trial, spec: StudySpec) -> list[float]:
     # an ablation cell always runs to the end; searches prune (single objective: Optuna cannot prune multi)
     prune = spec.config.kind == "search" and len(spec.objectives) == 1 and spec.config.pruner != "none"
     callbacks = [OptunaPruning(trial, spec.objectives[0].metric)] if prune else []
-    result = run(exp, out, callbacks=callbacks, group=spec.name)
+    label = ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in params.items())
+    result = run(exp, out, callbacks=callbacks, group=spec.name, label=label)
     for key, value in result.metrics.items():
         if isinstance(value, (int, float, str)):
             trial.set_user_attr(key, value)

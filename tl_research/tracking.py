@@ -78,18 +78,31 @@ class Tracker:
         return info
 
 
-def start_tracking(exp: Experiment, run_dir: Path, record: dict[str, Any], group: str | None = None) -> Tracker:
-    """One W&B run (files under `run_dir/wandb`): group = study (or experiment) name, job_type = strategy."""
+RUN_ID = "wandb_run_id"  # the W&B run id of a run folder, so that a resumed run continues the same W&B run
+
+
+def start_tracking(exp: Experiment, run_dir: Path, record: dict[str, Any], group: str | None = None,
+                   label: str | None = None) -> Tracker:
+    """One W&B run (files under `run_dir/wandb`): group = study (or experiment) name, job_type = train, tags =
+    backbone, dataset, strategy; `label`: the swept settings of a study cell, in the run's name. A run folder
+    that already had a W&B run (a killed run, resumed) continues it."""
     mode = tracking_mode(exp)
     if mode == "disabled":
         return Tracker(None)
     from lightning.pytorch.loggers import WandbLogger
 
-    logger = WandbLogger(name=run_name(exp), project=os.environ.get("WANDB_PROJECT", exp.tracking.project),
+    id_file = run_dir / RUN_ID
+    run_id = id_file.read_text().strip() if id_file.exists() else None
+    name = run_name(exp) + (f"[{label}]" if label else "")
+    logger = WandbLogger(name=name, project=os.environ.get("WANDB_PROJECT", exp.tracking.project),
                          entity=os.environ.get("WANDB_ENTITY", exp.tracking.entity), save_dir=str(run_dir),
-                         group=group or exp.name, job_type=exp.freeze.strategy, mode=mode,
-                         tags=[exp.backbone.name, exp.data.name], config=run_config(exp, record),
-                         settings=_settings())
+                         group=group or exp.name, job_type="train", mode=mode,
+                         tags=[exp.backbone.name, exp.data.name, exp.freeze.strategy], config=run_config(exp, record),
+                         settings=_settings(), id=run_id, resume="allow" if run_id else None)
+    wb_run = logger.experiment
+    id_file.write_text(wb_run.id)
+    wb_run.define_metric("val/acc", summary="max")
+    wb_run.define_metric("val/loss", summary="min")
     return Tracker(logger)
 
 
