@@ -286,6 +286,18 @@ def cmd_rank(args: argparse.Namespace) -> None:
                                                                   data=[list(r.values()) for r in rows])})
 
 
+def cmd_predict(args: argparse.Namespace) -> None:
+    from tl_research.inference import load_run, predict, read_inputs, write_predictions
+
+    loaded = load_run(args.run)
+    ids, inputs = read_inputs(args.input, loaded)
+    probs, rate = predict(loaded, inputs, args.batch_size)
+    out = Path(args.out) if args.out else Path(args.input).with_suffix("").with_name(
+        Path(args.input).stem + "-predictions.csv")
+    write_predictions(out, ids, probs, loaded.classes)
+    print(f"{len(ids)} inputs, {rate:.0f} samples/s -> {out}")
+
+
 def cmd_quickstart(args: argparse.Namespace) -> None:
     import time
 
@@ -404,6 +416,13 @@ def build_parser() -> argparse.ArgumentParser:
     rk.add_argument("--out", help="folder for rank.md / rank.csv")
     rk.add_argument("--json", action="store_true")
     rk.set_defaults(func=cmd_rank)
+
+    pr = sub.add_parser("predict", help="class probabilities of a trained run for new inputs -> CSV")
+    pr.add_argument("run", help="a run folder (its best checkpoint) or a checkpoint file")
+    pr.add_argument("input", help="an image folder, a .csv/.tsv of texts (the run's data.text_column), or an .npz")
+    pr.add_argument("--out", help="CSV file (default: INPUT-predictions.csv beside the input)")
+    pr.add_argument("--batch-size", type=int, default=64)
+    pr.set_defaults(func=cmd_predict)
 
     q = sub.add_parser("quickstart", help="the embedded-default main job, offline")
     q.add_argument("--out", default="runs/quickstart", help="folder for the runs")

@@ -233,6 +233,8 @@ class TransferModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tl_plateau"] = dict(self.plateau)
+        # the resolved experiment and class names (set by run()): a checkpoint alone reloads (inference.py)
+        checkpoint.update(getattr(self, "run_info", {}))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.plateau.update(checkpoint.get("tl_plateau", {}))

@@ -290,6 +290,7 @@ def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks
                   module: TransferModule, extra: dict[str, Any]) -> RunResult:
     data = run_data.data
     create_run_dir(run_dir)
+    module.run_info = {"tl_config": exp.to_dict(), "tl_classes": list(run_data.raw.classes)}
     (run_dir / "config.yaml").write_text(dump_yaml(exp))
     # the exact examples of each split, so a subset can be reproduced (or audited) later
     write_json(run_dir / "split.json", {k: getattr(data.split, k).tolist() for k in ("train", "val", "test")})
