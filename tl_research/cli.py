@@ -298,6 +298,16 @@ def cmd_predict(args: argparse.Namespace) -> None:
     print(f"{len(ids)} inputs, {rate:.0f} samples/s -> {out}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from tl_research.export import export
+    from tl_research.inference import load_run
+
+    loaded = load_run(args.run)
+    out = Path(args.out) if args.out else Path(args.run) / "export" / args.format
+    for f in export(loaded, args.format, out):
+        print(f"wrote {f}")
+
+
 def cmd_quickstart(args: argparse.Namespace) -> None:
     import time
 
@@ -423,6 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", help="CSV file (default: INPUT-predictions.csv beside the input)")
     pr.add_argument("--batch-size", type=int, default=64)
     pr.set_defaults(func=cmd_predict)
+
+    ex = sub.add_parser("export", help="a trained run as safetensors, a timm state dict, an HF folder, a PEFT adapter")
+    ex.add_argument("run", help="a run folder (its best checkpoint) or a checkpoint file")
+    ex.add_argument("--format", required=True, help="safetensors | timm | hf | peft")
+    ex.add_argument("--out", help="folder (default: RUN/export/FORMAT)")
+    ex.set_defaults(func=cmd_export)
 
     q = sub.add_parser("quickstart", help="the embedded-default main job, offline")
     q.add_argument("--out", default="runs/quickstart", help="folder for the runs")

@@ -49,6 +49,8 @@ def load_run(path: str | Path) -> LoadedRun:
     """The trained model of a run folder (its best checkpoint) or of a checkpoint file, in eval mode on the CPU."""
     from tl_research.run import build_backbone_from, build_module_from
 
+    if (Path(path) / "model.safetensors").is_file() and (Path(path) / "config.yaml").is_file():
+        return _load_export(Path(path))
     ckpt = _checkpoint(Path(path).expanduser())
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
@@ -70,6 +72,26 @@ def load_run(path: str | Path) -> LoadedRun:
         raise UserError(f"run: {ckpt} does not fit the model its config describes (e.g. {(missing or unexpected)[0]})")
     module.eval()
     return LoadedRun(module, exp, classes, ckpt)
+
+
+def _load_export(folder: Path) -> LoadedRun:
+    """A `tlr export --format safetensors` folder: config.yaml, classes.json, model.safetensors."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from tl_research.config import load_experiment
+    from tl_research.run import build_backbone_from, build_module_from
+
+    exp = load_experiment(folder / "config.yaml")
+    classes = json.loads((folder / "classes.json").read_text())
+    module = build_module_from(exp, build_backbone_from(replace(exp, backbone=replace(exp.backbone, weights="none"))),
+                               len(classes))
+    state = load_file(str(folder / "model.safetensors"))
+    for part, target in (("backbone.", module.backbone.model), ("head.", module.head)):
+        target.load_state_dict({k.removeprefix(part): v for k, v in state.items() if k.startswith(part)})
+    module.eval()
+    return LoadedRun(module, exp, classes, folder / "model.safetensors")
 
 
 def read_inputs(path: str | Path, loaded: LoadedRun) -> tuple[list[str], Sequence[Any]]:
