@@ -23,10 +23,9 @@ def _quiet_libraries() -> None:
     # BN layers in eval mode at fit start are the BN policy at work, not an accident
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     warnings.filterwarnings("ignore", ".*optimizer.step.*manual optimization.*")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    # through the environment: importing transformers here would cost every command (even listings) ~2 s
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     show = warnings.showwarning
 
     def one_line(message: Any, category: type, *args: Any, **kwargs: Any) -> None:

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from tl_research.data.registry import DatasetInfo, LoadOptions, RawDataset, encode_labels, register_dataset
 from tl_research.errors import UserError
@@ -26,7 +25,7 @@ def _need_root(root: str | None, what: str) -> Path:
 
 
 class LazyImages(Sequence):
-    """Image files decoded on access to uint8 (H, W, 3) tensors; a file that fails to decode is named."""
+    """Image files decoded on access to uint8 (H, W, 3) arrays; a file that fails to decode is named."""
 
     def __init__(self, paths: list[Path]) -> None:
         self.paths = paths
@@ -34,12 +33,12 @@ class LazyImages(Sequence):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> torch.Tensor:  # type: ignore[override]
+    def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
         from PIL import Image
 
         try:
             with Image.open(self.paths[i]) as img:
-                return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.uint8).copy())
+                return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
         except OSError as exc:
             raise UserError(f"{self.paths[i]}: unreadable image ({exc})") from None
 
