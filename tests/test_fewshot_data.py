@@ -106,7 +106,7 @@ def test_image_folder_tree_and_predefined_splits(tmp_path):
     data = load_dataset("image_folder", str(_image_tree(tmp_path / "flat")))
     assert data.classes == ["cat", "dog"] and len(data) == 12 and data.predefined is None
     img = data.inputs[0]
-    assert img.shape == (20, 16, 3) and img.dtype == torch.uint8
+    assert img.shape == (20, 16, 3) and img.dtype == np.uint8
     _image_tree(tmp_path / "split" / "train", per_class=5)
     _image_tree(tmp_path / "split" / "test", per_class=2)
     data = load_dataset("image_folder", str(tmp_path / "split"))
