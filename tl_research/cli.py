@@ -13,6 +13,16 @@ from typing import Any
 
 from tl_research.errors import ConfigWarning, UserError
 
+# commands that may load an HF model; listings skip importing transformers (~2 s) just to quiet it
+MODEL_COMMANDS = {"fit", "study", "worker", "rank", "predict", "export", "quickstart", "reproduce", "inspect"}
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
 
 def _quiet_libraries() -> None:
     """Process-wide noise control, set once at the CLI entry (the library itself sets no global state)."""
@@ -23,9 +33,6 @@ def _quiet_libraries() -> None:
     # BN layers in eval mode at fit start are the BN policy at work, not an accident
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     warnings.filterwarnings("ignore", ".*optimizer.step.*manual optimization.*")
-    # through the environment: importing transformers here would cost every command (even listings) ~2 s
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     show = warnings.showwarning
 
     def one_line(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
@@ -448,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
+    if args.command in MODEL_COMMANDS:
+        _quiet_transformers()
     try:
         code = args.func(args)
     except UserError as exc:
