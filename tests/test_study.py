@@ -191,3 +191,20 @@ def test_study_logs_trials_table_to_wandb(tmp_path, monkeypatch):
     assert row["study/trials/_type"] == "table-file" and row["study/trials/nrows"] == 1
     table = json.loads((summary_dirs[0] / "files" / row["study/trials/path"]).read_text())
     assert table["data"][0][:2] == [0, "COMPLETE"] and "freeze.strategy" in table["columns"]
+
+
+def test_a_study_stored_by_an_older_version_resumes(tmp_path):
+    """A later version adds study options: a stored definition without them (at their defaults) still matches."""
+    from tl_research.study import SPEC_ATTR, create_or_load
+    from tl_research.studyspec import load_study
+
+    url = f"sqlite:///{tmp_path / 'st.db'}"
+    spec = load_study(_write(tmp_path, _grid("old")))
+    study = create_or_load(spec, open_storage(url))
+    older = json.loads(json.dumps(spec.to_json()))
+    del older["study"]["prefilter"]  # what an older version stored
+    study.set_user_attr(SPEC_ATTR, older)
+    create_or_load(spec, open_storage(url))  # no "different definition" error
+    changed = load_study(_write(tmp_path, {**_grid("old"), "seeds": 3}))
+    with pytest.raises(Exception, match="different definition"):
+        create_or_load(changed, open_storage(url))

@@ -127,11 +127,20 @@ def create_or_load(spec: StudySpec, storage: optuna.storages.BaseStorage) -> opt
     study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions,
                                 sampler=_sampler(spec.config), pruner=_pruner(spec.config), load_if_exists=True)
     saved = study.user_attrs.get(SPEC_ATTR)
-    if saved is not None and saved != json.loads(json.dumps(spec.to_json())):
+    if saved is not None and _definition(saved) != _definition(json.loads(json.dumps(spec.to_json()))):
         raise UserError(f"study {spec.name!r} exists in this storage with a different definition; "
                         f"rename the study or use another storage")
-    study.set_user_attr(SPEC_ATTR, spec.to_json())
+    if saved is None:
+        study.set_user_attr(SPEC_ATTR, spec.to_json())
     return study
+
+
+def _definition(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored study definition without the study keys at their defaults: a study keeps resuming after a later
+    version adds a study option (stored definitions then lack it)."""
+    defaults = json.loads(json.dumps(dataclasses.asdict(StudyConfig())))
+    study = {k: v for k, v in stored.get("study", {}).items() if k not in defaults or v != defaults[k]}
+    return {**stored, "study": study}
 
 
 def load_existing(name: str, storage: optuna.storages.BaseStorage, flag: str = "--study",
