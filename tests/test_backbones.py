@@ -125,7 +125,7 @@ def test_local_weight_file_round_trip(tmp_path):
     ("resnet18", "none", "must look like timm/<model>"),
     ("foo/resnet18", "none", "backbone.name: unknown backbone family 'foo'"),
     ("timm/resnet18", "offline", "no offline weights for timm/resnet18"),
-    ("timm/resnet18", "/no/such/file.pth", "is not none, hub, offline or an existing weight file"),
+    ("timm/resnet18", "/no/such/file.pth", "is not none, hub, offline, an existing weight file or a run folder"),
     ("hf/some-org/unknown-model", "none", "pass a local model folder"),
 ])
 def test_bad_backbones_are_user_errors(name, weights, message):
