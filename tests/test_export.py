@@ -30,6 +30,14 @@ def _texts(loaded):
     return dict(tok(["a good film", "dull and long", "the plot"], padding=True, return_tensors="pt"))
 
 
+def _bert_run(tmp_path, tiny_bert, **sections):
+    """One epoch of the tiny BERT on a few Rotten Tomatoes reviews; returns the run folder."""
+    base = {"backbone": {"name": f"hf/{tiny_bert}", "weights": "offline", "max_length": 24},
+            "data": {"name": "rotten-tomatoes", "image_size": None, "train_limit": 32, "eval_limit": 16},
+            "trainer": {"max_epochs": 1}}
+    return run(load_experiment(data=tiny_experiment(tmp_path, **base, **sections)), tmp_path / "r").run_dir
+
+
 @pytest.fixture
 def timm_run(tmp_path):
     return run(load_experiment(data=tiny_experiment(tmp_path)), tmp_path / "r").run_dir
@@ -60,10 +68,7 @@ def test_timm_round_trip(tmp_path, timm_run):
 def test_hf_round_trip(tmp_path, tiny_bert):
     from transformers import AutoModel, AutoTokenizer
 
-    sections = {"backbone": {"name": f"hf/{tiny_bert}", "weights": "offline", "max_length": 24},
-                "data": {"name": "rotten-tomatoes", "image_size": None, "train_limit": 32, "eval_limit": 16},
-                "trainer": {"max_epochs": 1}}
-    run_dir = run(load_experiment(data=tiny_experiment(tmp_path, **sections)), tmp_path / "r").run_dir
+    run_dir = _bert_run(tmp_path, tiny_bert)
     out = tmp_path / "hf"
     assert main(["export", str(run_dir), "--format", "hf", "--out", str(out)]) == 0
     loaded = load_run(run_dir)
@@ -83,11 +88,7 @@ def test_hf_round_trip(tmp_path, tiny_bert):
 def test_peft_round_trip(tmp_path, tiny_bert):
     from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
 
-    sections = {"backbone": {"name": f"hf/{tiny_bert}", "weights": "offline", "max_length": 24},
-                "freeze": {"strategy": "lora", "lora": {"rank": 4}}, "optim": {"lr": 0.05},
-                "data": {"name": "rotten-tomatoes", "image_size": None, "train_limit": 32, "eval_limit": 16},
-                "trainer": {"max_epochs": 1}}
-    run_dir = run(load_experiment(data=tiny_experiment(tmp_path, **sections)), tmp_path / "r").run_dir
+    run_dir = _bert_run(tmp_path, tiny_bert, freeze={"strategy": "lora", "lora": {"rank": 4}}, optim={"lr": 0.05})
     out = tmp_path / "peft"
     assert main(["export", str(run_dir), "--format", "peft", "--out", str(out)]) == 0
     loaded = load_run(run_dir)
