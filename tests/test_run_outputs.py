@@ -88,3 +88,45 @@ def test_accumulation_and_clipping(tmp_path):
                                                optim=sgd))
     run(exp, tmp_path / "clip", callbacks=[spy])
     assert spy.grad_norm > 1e-2 and spy.moved == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_monitor_val_loss_picks_the_lowest_loss_epoch(tmp_path):
+    class Losses(L.Callback):
+        losses: list = []
+
+        def on_validation_epoch_end(self, trainer, module):
+            if not trainer.sanity_checking:
+                self.losses.append(float(trainer.callback_metrics["val/loss"]))
+
+    spy = Losses()
+    spy.losses = []
+    exp = load_experiment(data=tiny_experiment(tmp_path, trainer={"max_epochs": 4, "monitor": "val/loss"},
+                                               optim={"lr": 0.3, "schedule": "constant"}))
+    m = run(exp, tmp_path / "r", callbacks=[spy]).metrics
+    best = torch.load(tmp_path / "r" / "checkpoints" / "best.ckpt", weights_only=True)["epoch"]
+    assert best == int(np.argmin(spy.losses)) and m["val/loss"] == pytest.approx(min(spy.losses))
+    assert 0 <= m["val/acc"] <= 1
+
+
+def test_balanced_class_weights(tmp_path, capsys):
+    import torch.nn.functional as F
+
+    from tl_research.cli import main
+
+    exp = load_experiment(data=tiny_experiment(tmp_path, optim={"class_weights": "balanced"}))
+    labels = np.array([0] * 30 + [1] * 10 + [2] * 20)
+    module = build_module_from(exp, build_backbone_from(exp), 3, train_labels=labels)
+    expected = torch.tensor([60 / (3 * 30), 60 / (3 * 10), 60 / (3 * 20)])
+    assert torch.allclose(module.class_weights, expected)
+    x, y = torch.randn(5, 3, 32, 32), torch.tensor([0, 1, 1, 2, 0])
+    loss, logits, _ = module._loss((x, y))
+    per = F.cross_entropy(logits, y, reduction="none")
+    w = expected[y]
+    assert loss.item() == pytest.approx(float((w * per).sum() / w.sum()), rel=1e-5)
+    import yaml
+
+    cfg = tmp_path / "e.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_experiment(tmp_path, freeze={"strategy": "linear_probe", "probe": "lbfgs"},
+                                                  optim={"class_weights": "balanced"})))
+    assert main(["fit", str(cfg)]) == 2
+    assert "unweighted logistic regression" in capsys.readouterr().err

@@ -190,6 +190,8 @@ class OptimConfig:
     plateau_patience: int = field(default=1, metadata=_range(ge=0))
     plateau_factor: float = field(default=0.5, metadata=_range(gt=0.0, lt=1.0))
     label_smoothing: float = field(default=0.0, metadata=_range(ge=0.0, lt=1.0))
+    # balanced: weight each class's loss by N / (classes x its training count), for imbalanced data
+    class_weights: Literal["none", "balanced"] = "none"
 
 
 @dataclass
@@ -199,6 +201,8 @@ class TrainerConfig:
     patience: int | None = field(default=3, metadata=_range(ge=1))
     # test the epoch with the best val/acc (true) or the last epoch's weights (false, as Keras' fit does)
     restore_best: bool = True
+    # the validation metric that picks the best checkpoint and drives early stopping (val/acc: max, val/loss: min)
+    monitor: Literal["val/acc", "val/loss"] = "val/acc"
     # optimizer step every n batches (an effective batch of n x data.batch_size); clip the gradient norm (None: off)
     accumulate_grad_batches: int = field(default=1, metadata=_range(ge=1))
     gradient_clip_val: float | None = field(default=None, metadata=_range(gt=0.0))

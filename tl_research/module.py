@@ -50,7 +50,7 @@ class TransferModule(L.LightningModule):
     def __init__(self, backbone: Backbone, head: nn.Module, strategy: Strategy, num_classes: int, *,
                  optim: OptimConfig | None = None, bn: str = "frozen", l2sp: L2SPConfig | None = None, seed: int = 0,
                  channels_last: bool = False, suffix: nn.Module | None = None,
-                 probe_grid: list[float] | None = None) -> None:
+                 probe_grid: list[float] | None = None, class_weights: torch.Tensor | None = None) -> None:
         super().__init__()
         prepare_backbone(strategy, backbone)  # e.g. LoRA adapters, before groups and optimizer exist
         self.backbone = backbone
@@ -70,6 +70,8 @@ class TransferModule(L.LightningModule):
         # module's device once, at fit start)
         self.l2sp = l2sp or L2SPConfig()
         self.theta0 = {n: p.detach().clone() for n, p in backbone.named_parameters()} if self.l2sp.alpha > 0 else {}
+        # per-class loss weights (optim.class_weights); a buffer so it follows the module's device
+        self.register_buffer("class_weights", class_weights, persistent=False)
         # the converged linear probe: one full-batch step fits the head by L-BFGS over this L2 grid (probe.py)
         self.probe_grid = probe_grid
         self.automatic_optimization = probe_grid is None
@@ -155,7 +157,8 @@ class TransferModule(L.LightningModule):
     def _loss(self, batch: tuple[Any, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         inputs, y = batch
         logits = self(inputs)
-        return F.cross_entropy(logits, y, label_smoothing=self.optim.label_smoothing), logits, y
+        loss = F.cross_entropy(logits, y, weight=self.class_weights, label_smoothing=self.optim.label_smoothing)
+        return loss, logits, y
 
     def l2sp_penalty(self) -> torch.Tensor:
         """alpha * ||theta - theta_0||^2 over trainable backbone weights + beta * ||theta||^2 over the head."""

@@ -123,6 +123,11 @@ def probe_solver(exp: Experiment, cached: bool) -> str:
     if choice == "lbfgs" and not linear:
         raise UserError("freeze.probe: lbfgs fits a linear head on fixed features; with head.type=mlp or "
                         "backbone.layers=weighted (a learned mix) use freeze.probe=sgd")
+    if exp.optim.class_weights != "none":
+        if choice == "lbfgs":
+            raise UserError("freeze.probe: the lbfgs probe fits an unweighted logistic regression; with "
+                            "optim.class_weights=balanced use freeze.probe=sgd")
+        linear = False
     if choice == "auto":
         return "lbfgs" if cached and linear else "sgd"
     return choice
@@ -223,10 +228,16 @@ def warm_start_probe(exp: Experiment, backbone: Backbone, module: TransferModule
 
 
 def build_module_from(exp: Experiment, backbone: Backbone, num_classes: int, strategy: Strategy | None = None,
-                      suffix: Any = None, probe: str = "none") -> TransferModule:
+                      suffix: Any = None, probe: str = "none", train_labels: Any = None) -> TransferModule:
     """The module of `exp` (strategy: resolved from `exp` unless given; `suffix`: train on cached prefix outputs;
     `probe`: lbfgs fits the head by L-BFGS in one full-batch step)."""
     strategy = strategy or build_strategy_from(exp, backbone)
+    class_weights = None
+    if exp.optim.class_weights == "balanced" and train_labels is not None:
+        import torch
+
+        counts = torch.bincount(torch.as_tensor(train_labels), minlength=num_classes).float()
+        class_weights = counts.sum() / (num_classes * counts.clamp_min(1.0))
     head = build_head(backbone.num_features, num_classes, exp.head.type, exp.head.hidden, exp.head.dropout,
                       getattr(backbone, "mixed_layers", None))
     grid = None
@@ -235,6 +246,7 @@ def build_module_from(exp: Experiment, backbone: Backbone, num_classes: int, str
 
         grid = list(getattr(strategy, "probe_l2", None) or DEFAULT_GRID)
     return TransferModule(backbone, head, strategy, num_classes, optim=exp.optim, bn=exp.freeze.bn,
+                          class_weights=class_weights,
                           l2sp=exp.freeze.l2sp, seed=exp.seed, channels_last=exp.trainer.channels_last,
                           suffix=suffix, probe_grid=grid)
 
@@ -277,8 +289,9 @@ def _build_and_run(exp: Experiment, run_dir: Path, resume: Path | None, callback
     strategy = build_strategy_from(exp, backbone)
     with tempfile.TemporaryDirectory(prefix="tlr-features-") as scratch:
         run_data = build_data_from(exp, backbone, strategy, Path(scratch))
-        module = build_module_from(exp, backbone, run_data.data.num_classes, strategy, run_data.suffix,
-                                   run_data.probe)
+        data = run_data.data
+        module = build_module_from(exp, backbone, data.num_classes, strategy, run_data.suffix, run_data.probe,
+                                   data.raw.labels[data.split.train])
         extra: dict[str, Any] = {"probe/solver": run_data.probe} if run_data.probe != "none" else {}
         if exp.freeze.strategy == "lp_ft":
             extra = warm_start_probe(exp, backbone, module, run_data, Path(scratch))
@@ -299,7 +312,8 @@ def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks
     write_json(run_dir / "run.json", record)
 
     t = exp.trainer
-    best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max",
+    mode = "max" if t.monitor == "val/acc" else "min"
+    best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=t.monitor, mode=mode,
                            save_top_k=1, auto_insert_metric_name=False)
     # last.ckpt at every epoch end makes a killed run resumable with the same command (Lightning 2.6's
     # save_last only writes when the monitored metric improved, so it is a callback of its own)
@@ -309,7 +323,7 @@ def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks
     # a one-step L-BFGS probe has no schedule to resume: its best checkpoint is all there is to keep
     callbacks = [best, *([] if run_data.probe == "lbfgs" else [latest]), throughput, *callbacks]
     if t.patience is not None:
-        callbacks.append(EarlyStopping(monitor="val/acc", mode="max", patience=t.patience))
+        callbacks.append(EarlyStopping(monitor=t.monitor, mode=mode, patience=t.patience))
     tracker = start_tracking(exp, run_dir, record, group, label)
     # the L-BFGS probe is one full-batch solve: a single epoch
     epochs = 1 if run_data.probe == "lbfgs" else t.max_epochs
@@ -328,7 +342,10 @@ def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks
                      weights_only=True, verbose=False)
         metrics = {**fit_metrics, **{k: float(v) for k, v in trainer.callback_metrics.items()}}
         if restored and best.best_model_score is not None:
-            metrics["val/acc"] = float(best.best_model_score)  # the restored model's validation accuracy
+            metrics[t.monitor] = float(best.best_model_score)  # the restored model's score
+            if t.monitor != "val/acc":  # and its validation accuracy, which no epoch-end value is
+                trainer.validate(module, datamodule=data, ckpt_path=restored, weights_only=True, verbose=False)
+                metrics["val/acc"] = float(trainer.callback_metrics["val/acc"])
         metrics.update(throughput.metrics)
         metrics.update(module.freeze_stats())
         metrics.update(module.lr_scale_stats())
