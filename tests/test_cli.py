@@ -147,3 +147,25 @@ def test_version_and_a_closed_pipe():
     piped = subprocess.run(f"{sys.executable} -m tl_research.cli backbones 'timm/*' | head -1", shell=True,
                            capture_output=True, text=True)
     assert piped.stdout.startswith("backbone") and "Traceback" not in piped.stderr and "Broken" not in piped.stderr
+
+
+def test_json_schema_accepts_every_shipped_experiment_and_rejects_typos(capsys):
+    import json as _json
+    from pathlib import Path
+
+    import jsonschema
+    import yaml as _yaml
+
+    from tl_research.cli import main as tlr
+
+    assert tlr(["config", "--schema"]) == 0
+    schema = _json.loads(capsys.readouterr().out)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    files = sorted(Path("experiments").glob("*.yaml"))
+    assert len(files) >= 10
+    for f in files:
+        assert not list(validator.iter_errors(_yaml.safe_load(f.read_text()))), f
+    bad = {"optim": {"lr": -1}, "freeze": {"stratgy": "full"}, "trainer": {"precision": "8-bit"}}
+    messages = " ".join(e.message for e in validator.iter_errors(bad))
+    assert "-1" in messages and "stratgy" in messages and "8-bit" in messages

@@ -208,3 +208,20 @@ def test_a_study_stored_by_an_older_version_resumes(tmp_path):
     changed = load_study(_write(tmp_path, {**_grid("old"), "seeds": 3}))
     with pytest.raises(Exception, match="different definition"):
         create_or_load(changed, open_storage(url))
+
+
+def test_worker_prints_a_line_per_trial_and_dashboard_args(tmp_path, capsys):
+    from tl_research.study import dashboard_arg, prepare_study
+    from tl_research.studyspec import load_study
+
+    url = f"sqlite:///{tmp_path / 'st.db'}"
+    spec = load_study(_write(tmp_path, {"name": "w", "kind": "grid", "grid": {"freeze.strategy": ["linear_probe"]},
+                                        "seeds": 2}))
+    study, queued = prepare_study(spec, url)
+    assert queued == 2 and study.metric_names == ["val/acc"]
+    assert main(["worker", "--study", "w", "--storage", url]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(":")[0] for line in lines[:2]] == ["trial 0 complete", "trial 1 complete"]
+    assert "val/acc=" in lines[0] and lines[-1] == "worker done: 2 trials"
+    assert dashboard_arg(url) == url and dashboard_arg(str(tmp_path / "j.log")) == str(tmp_path / "j.log")
+    assert dashboard_arg(f"journal:{tmp_path / 'j.log'}") == str(tmp_path / "j.log")

@@ -92,8 +92,13 @@ def print_result(m: dict[str, Any]) -> None:
 
 
 def cmd_config(args: argparse.Namespace) -> None:
-    from tl_research.config import dump_yaml, load_experiment
+    from tl_research.config import dump_yaml, experiment_schema, load_experiment
 
+    if args.schema:
+        print(json.dumps(experiment_schema(), indent=2))
+        return
+    if not args.config:
+        raise UserError("config: name an experiment YAML (or pass --schema)")
     print(dump_yaml(load_experiment(args.config, _overrides(args))), end="")
 
 
@@ -158,7 +163,7 @@ def study_with_progress(spec: Any, url: str, workers: int = 1) -> Any:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from tl_research.study import default_storage, mask_url, trial_rows
+    from tl_research.study import dashboard_arg, default_storage, mask_url, trial_rows
     from tl_research.studyspec import load_study
 
     if args.workers < 1:
@@ -176,7 +181,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     print_table([[("" if c is None else f"{c:.4g}" if isinstance(c, float) else c) for c in r] for r in rows],
                 columns)
     shown = mask_url(url)
-    print(f"\nReport: tlr report {spec.name} --storage {shown}\nBrowse: optuna-dashboard {shown}")
+    print(f"\nReport: tlr report {spec.name} --storage {shown}\nBrowse: optuna-dashboard {dashboard_arg(shown)}")
     return failure_summary(study)
 
 
@@ -204,7 +209,19 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
     quiet_lightning()
     study, spec = load_existing(args.study, open_storage(args.storage, must_exist=True))
-    n = work(study, spec)
+    seen: set[int] = set()
+
+    def finished(s: Any) -> None:  # one line per trial this worker saw finish
+        for t in s.get_trials(deepcopy=False):
+            if t.state.is_finished() and t.number not in seen:
+                seen.add(t.number)
+                value = t.user_attrs.get("val/acc")
+                print(f"trial {t.number} {t.state.name.lower()}: {t.params}"
+                      + (f" val/acc={value:.4f}" if isinstance(value, float) else
+                         f" ({t.user_attrs.get('error', '')})" if t.state.name == "FAIL" else ""), flush=True)
+
+    seen.update(t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished())
+    n = work(study, spec, on_trial=finished)
     print(f"worker done: {n} trials")
 
 
@@ -362,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_fit)
 
     cf = sub.add_parser("config", help="print the resolved experiment YAML (defaults and overrides applied)")
-    cf.add_argument("config", help="experiment YAML")
+    cf.add_argument("config", nargs="?", help="experiment YAML")
+    cf.add_argument("--schema", action="store_true", help="print the JSON Schema of experiment YAMLs instead")
     cf.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override a config key (like --set)")
     cf.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     cf.set_defaults(func=cmd_config)

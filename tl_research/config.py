@@ -267,3 +267,18 @@ def load_experiment(path: str | Path | None = None, overrides: list[str] | None 
 
 def dump_yaml(exp: Experiment) -> str:
     return yaml.safe_dump(exp.to_dict(), sort_keys=False)
+
+
+def experiment_schema() -> dict[str, Any]:
+    """JSON Schema of an experiment YAML; the freeze section lists every strategy's options (each applies to the
+    strategies that own it)."""
+    from tl_research.schema import json_schema
+
+    options: dict[str, Any] = {}
+    for name, entry in STRATEGIES.items():
+        one = json_schema(entry)["properties"]
+        for key, node in one.items():
+            options.setdefault(key, {**node, "description": f"freeze.strategy {name}"})
+    schema = json_schema(Experiment, {"FreezeConfig": {"strategy": {"enum": list(dict(STRATEGIES.items()))},
+                                                       **options}})
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "tl_research experiment", **schema}

@@ -227,3 +227,37 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+
+
+def json_schema(cls: type, extra: dict[str, dict] | None = None) -> dict[str, Any]:
+    """A JSON Schema (draft 2020-12) of option dataclass `cls` for editor completion: types, allowed words, bounds
+    and defaults; `extra` adds properties to nested sections by key path (the freeze section's strategy options)."""
+    hints = typing.get_type_hints(cls)
+    props: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("derived") or f.name == "options":
+            continue
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            props[f.name] = json_schema(tp, extra)
+            continue
+        node = _type_schema(tp)
+        for key, bound in f.metadata.get("range", {}).items():
+            node[{"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum", "lt": "exclusiveMaximum"}[key]] = bound
+        if f.default is not dataclasses.MISSING:
+            node["default"] = f.default
+        props[f.name] = node
+    props.update((extra or {}).get(cls.__name__, {}))
+    return {"type": "object", "properties": props, "additionalProperties": False}
+
+
+def _type_schema(tp: Any) -> dict[str, Any]:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return {"enum": list(typing.get_args(tp))}
+    if origin in (typing.Union, types.UnionType):
+        return {"anyOf": [{"type": "null"} if a is type(None) else _type_schema(a) for a in typing.get_args(tp)]}
+    if origin is list:
+        return {"type": "array", "items": _type_schema(typing.get_args(tp)[0])}
+    return {int: {"type": "integer"}, float: {"type": "number"}, str: {"type": "string"},
+            bool: {"type": "boolean"}}.get(tp, {})

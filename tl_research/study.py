@@ -49,6 +49,12 @@ def mask_url(url: str) -> str:
         return f"{scheme}://***@{rest.rpartition('@')[2]}"
 
 
+def dashboard_arg(url: str) -> str:
+    """What optuna-dashboard takes for this storage: the URL for databases, the file path for a journal."""
+    local = _local_file(url)
+    return str(local) if local is not None and not url.startswith("sqlite") else url
+
+
 def _local_file(url: str) -> Path | None:
     if url.startswith("sqlite:///"):
         return Path(url.removeprefix("sqlite:///"))
@@ -132,6 +138,10 @@ def create_or_load(spec: StudySpec, storage: optuna.storages.BaseStorage) -> opt
                         f"rename the study or use another storage")
     if saved is None:
         study.set_user_attr(SPEC_ATTR, spec.to_json())
+        # the dashboard and Optuna's plots label the objectives with their metric names
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([o.metric for o in spec.objectives])
     return study
 
 
