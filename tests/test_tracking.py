@@ -121,3 +121,18 @@ def test_study_run_names_carry_the_cell(tmp_path, offline):
     assert main(["study", str(study), "--storage", f"sqlite:///{tmp_path / 'st.db'}"]) == 0
     (wandb_file,) = (tmp_path / "runs" / "studies" / "names").glob("trial-*/wandb/offline-run-*/*.wandb")
     assert decode(wandb_file)["run"].display_name.endswith("[strategy=linear_probe,seed=0]")
+
+
+def test_log_model_records_checkpoint_artifacts(tmp_path, offline):
+    from .wandb_records import read_records
+
+    exp = load_experiment(data=tiny_experiment(tmp_path, trainer={"max_epochs": 2},
+                                               tracking={"mode": "offline", "log_model": "all"}))
+    m = run(exp, tmp_path / "run").metrics
+    records = read_records(run_file(m["wandb_dir"]))
+    artifacts = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
+    assert artifacts and all(a.type == "model" for a in artifacts)
+    assert any(json.loads(a.metadata).get("score") is not None for a in artifacts)  # logged with its val/acc
+    exp = load_experiment(data=tiny_experiment(tmp_path, trainer={"max_epochs": 2}, tracking={"mode": "offline"}))
+    m = run(exp, tmp_path / "plain").metrics
+    assert not [r for r in read_records(run_file(m["wandb_dir"])) if r.WhichOneof("record_type") == "artifact"]

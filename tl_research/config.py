@@ -219,6 +219,8 @@ class TrainerConfig:
 @dataclass
 class TrackingConfig:
     mode: Literal["offline", "online", "disabled"] = "offline"
+    # checkpoints as W&B model artifacts (with their scores): none, the best and last at the end, or every save
+    log_model: Literal["false", "best", "all"] = "false"
     project: str = "tl_research"
     entity: str | None = None
 

@@ -98,7 +98,8 @@ def start_tracking(exp: Experiment, run_dir: Path, record: dict[str, Any], group
                          entity=os.environ.get("WANDB_ENTITY", exp.tracking.entity), save_dir=str(run_dir),
                          group=group or exp.name, job_type="train", mode=mode,
                          tags=[exp.backbone.name, exp.data.name, exp.freeze.strategy], config=run_config(exp, record),
-                         settings=_settings(), id=run_id, resume="allow" if run_id else None)
+                         settings=_settings(), id=run_id, resume="allow" if run_id else None,
+                         log_model={"false": False, "best": True, "all": "all"}[exp.tracking.log_model])
     wb_run = logger.experiment
     id_file.write_text(wb_run.id)
     wb_run.define_metric("val/acc", summary="max")
