@@ -278,10 +278,9 @@ def _int_list(text: str, flag: str) -> list[int]:
 
 
 def cmd_rank(args: argparse.Namespace) -> None:
-    import csv
-
     from tl_research.config import load_experiment
     from tl_research.rank import ordered, rank, to_markdown
+    from tl_research.report import write_csv
     from tl_research.tracking import log_summary_run
 
     exp = load_experiment(args.config, args.set)
@@ -300,10 +299,7 @@ def cmd_rank(args: argparse.Namespace) -> None:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "rank.md").write_text(to_markdown(found))
-        with (out / "rank.csv").open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(out / "rank.csv", rows)
     log_summary_run(exp, f"rank-{exp.data.name}", "rank", out or Path(exp.output_dir) / "rank",
                     lambda wandb: {"rank/candidates": wandb.Table(columns=list(rows[0]),
                                                                   data=[list(r.values()) for r in rows])})
@@ -315,8 +311,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     loaded = load_run(args.run)
     ids, inputs = read_inputs(args.input, loaded)
     probs, rate = predict(loaded, inputs, args.batch_size)
-    out = Path(args.out) if args.out else Path(args.input).with_suffix("").with_name(
-        Path(args.input).stem + "-predictions.csv")
+    source = Path(args.input)
+    out = Path(args.out) if args.out else source.with_name(f"{source.stem}-predictions.csv")
     write_predictions(out, ids, probs, loaded.classes)
     print(f"{len(ids)} inputs, {rate:.0f} samples/s -> {out}")
 

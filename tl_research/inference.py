@@ -47,8 +47,6 @@ def _checkpoint(path: Path) -> Path:
 
 def load_run(path: str | Path) -> LoadedRun:
     """The trained model of a run folder (its best checkpoint) or of a checkpoint file, in eval mode on the CPU."""
-    from tl_research.run import build_backbone_from, build_module_from
-
     if (Path(path) / "model.safetensors").is_file() and (Path(path) / "config.yaml").is_file():
         return _load_export(Path(path))
     ckpt = _checkpoint(Path(path).expanduser())
@@ -59,11 +57,8 @@ def load_run(path: str | Path) -> LoadedRun:
     if CONFIG not in state:
         raise UserError(f"run: {ckpt} carries no tl_research config (written by another tool or an older version)")
     exp = from_dict(Experiment, state[CONFIG])
-    # the architecture only: the checkpoint's tensors replace whatever weights the config names
-    bare = replace(exp, backbone=replace(exp.backbone, weights="none"))
-    backbone = build_backbone_from(bare)
     classes = list(state[CLASSES])
-    module = build_module_from(exp, backbone, len(classes))
+    module = _architecture(exp, len(classes))
     result = module.load_state_dict(state["state_dict"], strict=False)
     # cached runs also saved their suffix (the same tensors under a second name); nothing else may be missing
     missing = [k for k in result.missing_keys if not k.startswith("suffix.")]
@@ -74,6 +69,14 @@ def load_run(path: str | Path) -> LoadedRun:
     return LoadedRun(module, exp, classes, ckpt)
 
 
+def _architecture(exp: Experiment, num_classes: int) -> Any:
+    """The run's module without pretrained weights: the saved tensors replace whatever weights the config names."""
+    from tl_research.run import build_backbone_from, build_module_from
+
+    bare = replace(exp, backbone=replace(exp.backbone, weights="none"))
+    return build_module_from(exp, build_backbone_from(bare), num_classes)
+
+
 def _load_export(folder: Path) -> LoadedRun:
     """A `tlr export --format safetensors` folder: config.yaml, classes.json, model.safetensors."""
     import json
@@ -81,12 +84,10 @@ def _load_export(folder: Path) -> LoadedRun:
     from safetensors.torch import load_file
 
     from tl_research.config import load_experiment
-    from tl_research.run import build_backbone_from, build_module_from
 
     exp = load_experiment(folder / "config.yaml")
     classes = json.loads((folder / "classes.json").read_text())
-    module = build_module_from(exp, build_backbone_from(replace(exp, backbone=replace(exp.backbone, weights="none"))),
-                               len(classes))
+    module = _architecture(exp, len(classes))
     state = load_file(str(folder / "model.safetensors"))
     for part, target in (("backbone.", module.backbone.model), ("head.", module.head)):
         target.load_state_dict({k.removeprefix(part): v for k, v in state.items() if k.startswith(part)})

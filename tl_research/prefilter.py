@@ -8,7 +8,6 @@ kept candidates; search studies enqueue the kept candidates first (a warm start)
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,15 +57,17 @@ def compute(spec: Any) -> dict[str, Any]:
     from tl_research.rank import ordered, rank
 
     cfg = parse(spec.config.prefilter)
-    rows = []
+    by_backbone: dict[str, list[dict[str, Any]]] = {}
     for cand in candidates(spec):
-        exp = spec.experiment
-        if "backbone.name" in cand:
-            exp = dataclasses.replace(exp, backbone=dataclasses.replace(exp.backbone, name=cand["backbone.name"]))
-        depth = cand.get("freeze.depth")
-        # depth 0 trains everything from the raw input: scored on the whole network's features
-        scored = rank(exp, [exp.backbone.name], None if not depth else [depth], cfg.per_class)[0]
-        rows.append((cand, scored))
+        by_backbone.setdefault(cand.get("backbone.name", spec.experiment.backbone.name), []).append(cand)
+    rows = []
+    for name, cands in by_backbone.items():
+        # one rank call per backbone: its model, data and LEEP/NCE are prepared once for all its depths; depth 0
+        # trains everything from the raw input and is scored on the whole network's features
+        depths = [c["freeze.depth"] for c in cands if c.get("freeze.depth")]
+        scored = {c.depth: c for c in rank(spec.experiment, [name], depths, cfg.per_class)} if depths else {}
+        full = rank(spec.experiment, [name], None, cfg.per_class)[0] if len(depths) < len(cands) else None
+        rows += [(c, scored[c["freeze.depth"]] if c.get("freeze.depth") else full) for c in cands]
     best = ordered([c for _, c in rows], cfg.score)
     order = [next(cand for cand, c in rows if c is b) for b in best]
     return {"score": cfg.score, "keep": [dict(c) for c in order[: cfg.keep]],

@@ -36,7 +36,7 @@ class Candidate:
     num_groups: int
     scores: dict[str, float] = field(default_factory=dict)  # NaN: not defined for this candidate (LEEP without
     # a source classifier)
-    seconds: float = 0.0  # features (extracted or read) + every score
+    seconds: float = 0.0  # features (extracted or read) + its scores (LEEP/NCE: with a backbone's first depth)
     examples: int = 0
 
     def row(self) -> dict[str, Any]:
@@ -76,7 +76,11 @@ def rank(exp: Experiment, backbones: list[str], depths: list[int] | None = None,
         split, _ = select(raw, exp.data)
         train = _subset(raw.labels, split.train, per_class, exp.data.split_seed)
         val = _subset(raw.labels, split.val, per_class, exp.data.split_seed + 1)
+        # LEEP and NCE judge the whole source model: once per backbone, timed with its first depth
+        t0 = time.perf_counter()
         head = source_classifier(name) if b.weights == "offline" else None
+        source = _source_scores(exp, backbone, raw, n, train, head)
+        source_seconds = time.perf_counter() - t0
         for k in depths or [n]:
             if not 1 <= k <= n:
                 raise UserError(f"--depths: {k} is outside 1..{n} for {name} (the number of frozen groups whose "
@@ -89,8 +93,9 @@ def rank(exp: Experiment, backbones: list[str], depths: list[int] | None = None,
             cand.scores = {"logme": scores.logme(f_train, y_train), "h_score": scores.h_score(f_train, y_train),
                            "knn": scores.knn_accuracy(f_train, y_train),
                            "probe": scores.probe_accuracy(f_train, y_train, f_val, y_val)}
-            cand.scores.update(_source_scores(exp, backbone, raw, n, train, head))
-            cand.seconds = time.perf_counter() - t0
+            cand.scores.update(source)
+            cand.seconds = time.perf_counter() - t0 + source_seconds
+            source_seconds = 0.0
             out.append(cand)
     return out
 

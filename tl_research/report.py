@@ -146,12 +146,16 @@ def write_tables(table: Table, out: Path, target_width: float = 0.02) -> list[Pa
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(to_markdown(table, target_width))
     (out / "results.tex").write_text(to_latex(table))
-    rows = csv_rows(table, target_width)
-    with (out / "results.csv").open("w", newline="") as f:
+    write_csv(out / "results.csv", csv_rows(table, target_width))
+    return [out / "results.md", out / "results.csv", out / "results.tex"]
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rows of one shape as a CSV with a header (the first row's keys)."""
+    with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    return [out / "results.md", out / "results.csv", out / "results.tex"]
 
 
 def run_report(name: str, url: str, out: Path, metric: str = "test/acc", rows: str | None = None,
