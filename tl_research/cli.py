@@ -359,6 +359,12 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+def _override_args(parser: argparse.ArgumentParser) -> None:
+    """Config overrides as `--set key=value` and as bare `key=value` arguments (read by `_overrides`)."""
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override a config key (like --set)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tlr", description="Transfer-learning research: fit, inspect, list.")
     p.add_argument("--version", action="version", version=f"tlr {_version()}")
@@ -366,8 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fit", help="one run -> DIR/metrics.json, DIR/config.yaml")
     f.add_argument("config", help="experiment YAML")
-    f.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override a config key (like --set)")
-    f.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    _override_args(f)
     f.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     f.add_argument("--out", help="run folder (default: output_dir/name/<time>)")
     f.add_argument("--restart", action="store_true",
@@ -377,8 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     cf = sub.add_parser("config", help="print the resolved experiment YAML (defaults and overrides applied)")
     cf.add_argument("config", nargs="?", help="experiment YAML")
     cf.add_argument("--schema", action="store_true", help="print the JSON Schema of experiment YAMLs instead")
-    cf.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override a config key (like --set)")
-    cf.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    _override_args(cf)
     cf.set_defaults(func=cmd_config)
 
     i = sub.add_parser("inspect", help="layer groups of a backbone: index, name, #params")
