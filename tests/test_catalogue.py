@@ -258,11 +258,21 @@ def test_resume_refuses_a_different_config(tmp_path):
         run(load_experiment(data=data), tmp_path / "r")
 
 
+def test_surgical_span_trains_consecutive_groups():
+    from tl_research.strategies.catalogue import Surgical
+
+    first = Surgical(group=0, span=3).resolve(6, LR)
+    assert first.plan(6, 0).trainable == (True, True, True, False, False, False)
+    last = Surgical(group=-2, span=2).resolve(6, LR)
+    assert last.plan(6, 3).trainable == (False, False, False, False, True, True) and last.frozen_prefix(6) == 4
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["freeze.strategy=lorra"], "freeze.strategy: unknown strategy 'lorra'"),
     (["freeze.strategy=lora", "freeze.lora.rank=0"], "freeze.lora.rank: 0 is out of range (allowed: >= 1)"),
     (["freeze.strategy=surgical", "freeze.group=6"], "freeze.group: 6 is out of range for the backbone's 6"),
     (["freeze.strategy=surgical"], "freeze.group: strategy surgical needs"),
+    (["freeze.strategy=surgical", "freeze.group=4", "freeze.span=3"], "freeze.span: 3 groups from group 4 run past"),
     (["freeze.strategy=lora", "freeze.lora.targets=attn_q,attn_v"],
      "freeze.lora.targets: ['attn_q', 'attn_v'] match no"),
 ])

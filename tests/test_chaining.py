@@ -35,6 +35,32 @@ def test_timm_run_continues_from_a_class_half(tmp_path):
     assert record["weights_source"] == f"run:{a.run_dir.resolve()}" and b.metrics["data/num_classes"] == 5
 
 
+def test_head_from_run_keeps_the_trained_classifier(tmp_path, capsys):
+    """head.from_run: the next run's head starts as the previous run's head (same classes); a head that does not
+    fit, or no run folder, is a one-line error."""
+    from tl_research.backbones.runs import load_run_head
+    from tl_research.heads import build_head
+
+    a = run(load_experiment(data=tiny_experiment(tmp_path, trainer={"max_epochs": 1})), tmp_path / "A")
+    state = torch.load(a.run_dir / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
+    head = build_head(int(state["head.1.weight"].shape[1]), 10)
+    load_run_head(head, str(a.run_dir))
+    assert torch.equal(head[1].weight, state["head.1.weight"]) and torch.equal(head[1].bias, state["head.1.bias"])
+    cfg = tmp_path / "e.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_experiment(tmp_path, head={"from_run": True})))
+    for sets, message in ((["data.classes=[0,1,2]", f"backbone.weights={a.run_dir}"], "does not fit this run's head"),
+                          (["backbone.weights=none"], "backbone.weights must be a run folder")):
+        assert main(["fit", str(cfg), *[f"--set={x}" for x in sets]]) == 2
+        err = capsys.readouterr().err
+        assert "head.from_run: " in err and message in err and err.count("\n") == 1, err
+    b = run(load_experiment(data=tiny_experiment(tmp_path, head={"from_run": True}, trainer={"max_epochs": 1},
+                                                 backbone={"weights": str(a.run_dir)},
+                                                 freeze={"strategy": "surgical", "group": 0},
+                                                 optim={"lr": 1e-9})), tmp_path / "B")
+    after = torch.load(b.run_dir / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
+    assert torch.allclose(after["head.1.weight"], state["head.1.weight"], atol=1e-6)  # started from A's head
+
+
 def test_hf_run_continues_from_a_run(tmp_path, tiny_bert):
     sections = {"backbone": {"name": f"hf/{tiny_bert}", "weights": "offline", "max_length": 24},
                 "data": {"name": "rotten-tomatoes", "image_size": None, "train_limit": 32, "eval_limit": 16},

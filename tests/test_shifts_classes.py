@@ -1,4 +1,4 @@
-"""Class subsets (`data.classes`) and shifted test sets (`data.eval_shifts`)."""
+"""Class subsets (`data.classes`), shifted test sets (`data.eval_shifts`) and a shifted domain (`data.shift`)."""
 
 import json
 
@@ -10,7 +10,7 @@ import yaml
 from tl_research.cli import main
 from tl_research.config import load_experiment
 from tl_research.data.registry import load_dataset, restrict_classes
-from tl_research.data.shifts import SHIFTS, parse_shifts
+from tl_research.data.shifts import MEAN_METRIC, SHIFTS, parse_shifts
 from tl_research.run import run
 
 from .conftest import tiny_experiment
@@ -79,6 +79,40 @@ def test_shifted_test_sets_are_reported_and_agree_cached_and_uncached(tmp_path):
     for s in parse_shifts(shifts):
         assert 0 <= cached[s.metric] <= 1 and stored[s.metric] == cached[s.metric]
         assert cached[s.metric] == pytest.approx(plain[s.metric], abs=1e-4), s.metric
+    assert cached[MEAN_METRIC] == pytest.approx(np.mean([cached[s.metric] for s in parse_shifts(shifts)]))
+
+
+def test_a_shifted_domain_shifts_every_split_and_keys_the_cache(tmp_path):
+    """data.shift corrupts train, val and test alike (the cached rows differ from the clean ones), and the cached
+    and uncached runs agree on it."""
+    from tl_research.cache.features import preprocessing_key
+    from tl_research.data.datamodule import input_collates
+    from tl_research.inputs import ImageSpec
+
+    spec = ImageSpec(16, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    exp = load_experiment(data=tiny_experiment(tmp_path, data={"shift": "gaussian_noise:5"}))
+    clean = load_experiment(data=tiny_experiment(tmp_path))
+    img = np.random.default_rng(1).integers(0, 256, (16, 16), dtype=np.uint8)
+    shifted_eval, shifted_train = input_collates(spec, exp.data)
+    plain_eval, _ = input_collates(spec, clean.data)
+    for collate in (shifted_eval, shifted_train):
+        assert not torch.equal(collate([(img, 0)])[0], plain_eval([(img, 0)])[0])
+    assert torch.equal(shifted_eval([(img, 0)])[0], shifted_train([(img, 0)])[0])  # the same corrupted image
+    assert preprocessing_key(spec, exp) != preprocessing_key(spec, clean)
+    sections = {"freeze": {"strategy": "depth", "depth": 2}, "trainer": {"max_epochs": 2}}
+    cached = _fit(tmp_path, "c", **sections, data={"shift": "gaussian_noise:5"}).metrics
+    plain = _fit(tmp_path, "p", **sections, data={"shift": "gaussian_noise:5"}, cache={"mode": "off"}).metrics
+    clean_run = _fit(tmp_path, "clean", **sections).metrics
+    assert cached["cache/used"] and cached["cache/key"] != clean_run["cache/key"]
+    assert cached["test/acc"] == pytest.approx(plain["test/acc"], abs=1e-4)
+
+
+def test_a_shifted_domain_refuses_shifted_test_sets_on_top(tmp_path, capsys):
+    cfg = tmp_path / "e.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_experiment(tmp_path, data={"shift": "blur:2", "eval_shifts": ["contrast"]})))
+    assert main(["fit", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "data.eval_shifts: cannot be combined with data.shift" in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("value, message", [
@@ -101,7 +135,7 @@ def test_shifts_on_text_and_unknown_classes_are_refused(tmp_path, tiny_bert, cap
     cfg = tmp_path / "t.yaml"
     cfg.write_text(yaml.safe_dump(text))
     assert main(["fit", str(cfg)]) == 2
-    assert "data.eval_shifts: shifted test sets are image corruptions" in capsys.readouterr().err
+    assert "data.eval_shifts: shifts are image corruptions" in capsys.readouterr().err
     cfg.write_text(yaml.safe_dump(tiny_experiment(tmp_path)))
     for value, message in (("[0,11]", "data.classes: '11' is not a class of animal-mnist"),
                            ("[3]", "at least two classes"), ("[3,3]", "listed twice")):

@@ -32,13 +32,15 @@ SEED = bounds(ge=0, lt=2**32)
 
 @dataclass
 class BackboneConfig:
+    # timm/<any timm model> or hf/<model id or local folder> (tlr backbones lists the offline ones)
     name: str = "timm/mobilenetv2_100"
-    # none | hub | offline | a local file or folder path
+    # offline (installed weight package) | hub | none (random init) | a local weight file or folder | a run folder
     weights: str = "offline"
     # timm: coarse groups (one per stage) instead of one per block
     coarse: bool = False
     # hf encoders: how token states become one vector
     pooling: Literal["mean", "cls", "pooler"] = "mean"
+    # hf encoders: tokenizer truncation length
     max_length: int = field(default=128, metadata=_range(ge=8, le=4096))
     # hf encoders: which layers' states are the features (BERT's Table 7): last, second_to_last, sum_last_four,
     # concat_last_four, embeddings, or weighted (a learned softmax-weighted sum of all layers, trained with the head)
@@ -47,9 +49,14 @@ class BackboneConfig:
 
 @dataclass
 class HeadConfig:
+    # linear (dropout + Linear) or mlp (Linear(hidden) + ReLU + dropout + Linear)
     type: Literal["linear", "mlp"] = "linear"
-    hidden: int = field(default=256, metadata=_range(ge=1))
+    hidden: int = field(default=256, metadata=_range(ge=1))  # the mlp head's width
+    # dropout before the last layer
     dropout: float = field(default=0.0, metadata=_range(ge=0.0, lt=1.0))
+    # start the head from the run folder given as backbone.weights (same classes): adapting a trained model to a
+    # shifted domain keeps its classifier, as in surgical fine-tuning (Lee et al. 2023)
+    from_run: bool = False
 
 
 @dataclass
@@ -67,11 +74,12 @@ class FreezeConfig:
     """`freeze:`: the strategy's name, what BatchNorm does, L2-SP, and the strategy's own options (`options`, a
     registered strategy dataclass built from the other `freeze.*` keys)."""
 
+    # the freezing strategy (tlr strategies lists them with their options)
     strategy: str = "full"
-    # what BatchNorm layers do (see strategies/apply.py)
+    # what BatchNorm layers of frozen groups do: frozen (eval mode, fixed), eval_stats, or train
     bn: Literal["frozen", "eval_stats", "train"] = "frozen"
     l2sp: L2SPConfig = field(default_factory=L2SPConfig)
-    options: Any = None
+    options: Any = None  # the strategy's own options
 
     def __post_init__(self) -> None:
         entry = STRATEGIES.get(self.strategy, "freeze.strategy")
@@ -130,17 +138,18 @@ def _option_keys() -> dict[str, list[str]]:
 class AugmentConfig:
     """Train-time image augmentation (evaluation is never augmented); everything off by default."""
 
-    random_resized_crop: bool = False
+    random_resized_crop: bool = False  # a random crop of the image, resized to the input size
     crop_scale: float = field(default=0.5, metadata=_range(gt=0.0, le=1.0))  # smallest crop area share
-    hflip: bool = False
-    rotation: float = field(default=0.0, metadata=_range(ge=0.0, le=180.0))  # degrees
-    shear: float = field(default=0.0, metadata=_range(ge=0.0, le=45.0))  # degrees
+    hflip: bool = False  # random horizontal flips
+    rotation: float = field(default=0.0, metadata=_range(ge=0.0, le=180.0))  # random rotation up to this, in degrees
+    shear: float = field(default=0.0, metadata=_range(ge=0.0, le=45.0))  # random shear up to this, in degrees
     zoom: float = field(default=0.0, metadata=_range(ge=0.0, lt=1.0))  # scale in [1 - zoom, 1 + zoom]
     translate: float = field(default=0.0, metadata=_range(ge=0.0, lt=1.0))  # shift by up to this share of the side
 
 
 @dataclass
 class DataConfig:
+    # a registered dataset (tlr datasets)
     name: str = "animal-mnist"
     # folder or file for datasets that read from disk (None: the dataset's default location)
     root: str | None = None
@@ -150,6 +159,7 @@ class DataConfig:
     # seeds the k-shot / fraction draw from the training split (None: split_seed); a few-shot study varies it with
     # the seed (study.seed_keys) to average over support sets on one fixed split
     subset_seed: int | None = field(default=None, metadata=SEED)
+    # split shares per class (validation, test)
     val_fraction: float = field(default=0.1, metadata=_range(gt=0.0, lt=1.0))
     test_fraction: float = field(default=0.2, metadata=_range(gt=0.0, lt=1.0))
     # k examples per class from the training split (nested across k), or a stratified share of it
@@ -160,6 +170,9 @@ class DataConfig:
     # shifted copies of the test split evaluated after the test, each logged as test_<name>_<severity>/acc:
     # "<name>[:<severity 1-5>]" with name gaussian_noise | blur | contrast | rotation | brightness (images only)
     eval_shifts: list[str] | None = None
+    # one corruption ("<name>[:<severity>]", as above) applied to every split: train, val and test come from the
+    # shifted domain (adapting a model to a distribution shift, as in surgical fine-tuning; images only)
+    shift: str | None = None
     # stratified caps on split sizes (None: everything the split holds)
     train_limit: int | None = field(default=None, metadata=_range(ge=1))
     eval_limit: int | None = field(default=None, metadata=_range(ge=1))
@@ -168,36 +181,41 @@ class DataConfig:
     label_column: str = "label"
     x_key: str = "x"
     y_key: str = "y"
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # train-time augmentation
     # image side in pixels (None: the backbone's pretrained input size)
     image_size: int | None = field(default=None, metadata=_range(ge=8, le=1024))
-    batch_size: int = field(default=32, metadata=_range(ge=1))
+    batch_size: int = field(default=32, metadata=_range(ge=1))  # the training batch size
+    # validation / test batch size (None: batch_size); DataLoader worker processes
     eval_batch_size: int | None = field(default=None, metadata=_range(ge=1))
     num_workers: int = field(default=0, metadata=_range(ge=0))
 
 
 @dataclass
 class OptimConfig:
+    # the optimizer
     name: Literal["adamw", "sgd"] = "adamw"
-    lr: float = field(default=1e-3, metadata=_range(gt=0.0))
-    weight_decay: float = field(default=0.01, metadata=_range(ge=0.0))
-    momentum: float = field(default=0.9, metadata=_range(ge=0.0, lt=1.0))
+    lr: float = field(default=1e-3, metadata=_range(gt=0.0))  # the base learning rate
+    weight_decay: float = field(default=0.01, metadata=_range(ge=0.0))  # decoupled (adamw) or L2 (sgd)
+    momentum: float = field(default=0.9, metadata=_range(ge=0.0, lt=1.0))  # sgd's momentum
     # the head's lr is lr * head_lr_mult
     head_lr_mult: float = field(default=1.0, metadata=_range(gt=0.0))
     # cosine / constant after warm-up; one_cycle; plateau: cut all lrs by plateau_factor when val/acc stalls
     schedule: Literal["cosine", "constant", "one_cycle", "plateau"] = "cosine"
+    # linear warm-up length in epochs (stepped per batch)
     warmup_epochs: float = field(default=0.0, metadata=_range(ge=0.0))
+    # plateau schedule: epochs without improvement before a cut, and the cut
     plateau_patience: int = field(default=1, metadata=_range(ge=0))
     plateau_factor: float = field(default=0.5, metadata=_range(gt=0.0, lt=1.0))
-    label_smoothing: float = field(default=0.0, metadata=_range(ge=0.0, lt=1.0))
+    label_smoothing: float = field(default=0.0, metadata=_range(ge=0.0, lt=1.0))  # cross-entropy label smoothing
     # balanced: weight each class's loss by N / (classes x its training count), for imbalanced data
     class_weights: Literal["none", "balanced"] = "none"
 
 
 @dataclass
 class TrainerConfig:
+    # training epochs (the most, with early stopping)
     max_epochs: int = field(default=5, metadata=_range(ge=1))
-    # early stopping on val/acc; None turns it off
+    # early stopping after this many epochs without a better trainer.monitor; None turns it off
     patience: int | None = field(default=3, metadata=_range(ge=1))
     # test the epoch with the best val/acc (true) or the last epoch's weights (false, as Keras' fit does)
     restore_best: bool = True
@@ -206,21 +224,25 @@ class TrainerConfig:
     # optimizer step every n batches (an effective batch of n x data.batch_size); clip the gradient norm (None: off)
     accumulate_grad_batches: int = field(default=1, metadata=_range(ge=1))
     gradient_clip_val: float | None = field(default=None, metadata=_range(gt=0.0))
+    # Lightning's accelerator, devices per node, and precision (bf16-mixed on recent GPUs)
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: int = field(default=1, metadata=_range(ge=1))
     precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"] = "32-true"
     # NHWC memory layout for image backbones (faster convolutions with bf16/fp16 on recent GPUs)
     channels_last: bool = False
-    deterministic: bool = False
+    deterministic: bool = False  # Lightning's deterministic algorithms
+    # how often training metrics are logged (steps); a rich progress bar
     log_every_n_steps: int = field(default=10, metadata=_range(ge=1))
     progress_bar: bool = True
 
 
 @dataclass
 class TrackingConfig:
+    # W&B: offline run files, online, or disabled (WANDB_MODE in the environment wins)
     mode: Literal["offline", "online", "disabled"] = "offline"
     # checkpoints as W&B model artifacts (with their scores): none, the best and last at the end, or every save
     log_model: Literal["false", "best", "all"] = "false"
+    # W&B project and entity (WANDB_PROJECT / WANDB_ENTITY win)
     project: str = "tl_research"
     entity: str | None = None
 
@@ -239,9 +261,11 @@ class CacheConfig:
 
 @dataclass
 class Experiment:
+    # the run's name: runs go to output_dir/name/<time> unless --out
     name: str = "experiment"
+    # the training seed (head init, shuffling, dropout)
     seed: int = field(default=0, metadata=SEED)
-    output_dir: str = "runs"
+    output_dir: str = "runs"  # the root folder for runs
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     freeze: FreezeConfig = field(default_factory=FreezeConfig)

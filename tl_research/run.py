@@ -27,7 +27,7 @@ from tl_research.backbones import Backbone, build_backbone
 from tl_research.callbacks import AtomicCheckpointIO, Throughput
 from tl_research.config import Experiment, dump_yaml
 from tl_research.data.datamodule import ImageCollate, TransferDataModule, input_collates, load_data, select
-from tl_research.data.shifts import evaluate_shifts, parse_shifts
+from tl_research.data.shifts import evaluate_shifts, parse_shift, parse_shifts
 from tl_research.errors import UserError
 from tl_research.heads import build_head
 from tl_research.module import TransferModule
@@ -160,6 +160,10 @@ def build_data_from(exp: Experiment, backbone: Backbone, strategy: Strategy, scr
 
     raw = load_data(exp.data, backbone.modality)
     parse_shifts(exp.data.eval_shifts)  # bad shifts fail before training
+    if exp.data.shift:
+        parse_shift(exp.data.shift, "data.shift")
+        if exp.data.eval_shifts:
+            raise UserError("data.eval_shifts: cannot be combined with data.shift (the test split is already shifted)")
     split, info = select(raw, exp.data)
     n = len(backbone.layer_groups())
     k = frozen_prefix(strategy, n)
@@ -240,6 +244,10 @@ def build_module_from(exp: Experiment, backbone: Backbone, num_classes: int, str
         class_weights = counts.sum() / (num_classes * counts.clamp_min(1.0))
     head = build_head(backbone.num_features, num_classes, exp.head.type, exp.head.hidden, exp.head.dropout,
                       getattr(backbone, "mixed_layers", None))
+    if exp.head.from_run:
+        from tl_research.backbones.runs import load_run_head
+
+        load_run_head(head, exp.backbone.weights)
     grid = None
     if probe == "lbfgs":
         from tl_research.probe import DEFAULT_GRID

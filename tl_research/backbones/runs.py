@@ -15,6 +15,7 @@ import yaml
 from tl_research.errors import UserError
 
 PREFIX = "backbone.model."
+HEAD = "head."
 
 
 def is_run_folder(weights: str) -> bool:
@@ -29,6 +30,28 @@ def checkpoint_of(folder: Path) -> Path:
         raise UserError(f"backbone.weights: {folder} has no checkpoints/best.ckpt (a run that never finished an "
                         f"epoch?)")
     return ckpt
+
+
+def load_run_head(head: torch.nn.Module, weights: str | None) -> None:
+    """Copy the head of run folder `weights` into `head` (`head.from_run`); it must have the same shapes."""
+    if not weights or not is_run_folder(weights):
+        raise UserError(f"head.from_run: backbone.weights must be a run folder (got {weights!r})")
+    state = _checkpoint_state(checkpoint_of(Path(weights).expanduser().resolve()))
+    tensors = {k.removeprefix(HEAD): v for k, v in state.items() if k.startswith(HEAD)}
+    mine = head.state_dict()
+    if {k: tuple(v.shape) for k, v in tensors.items()} != {k: tuple(v.shape) for k, v in mine.items()}:
+        shapes = {k: tuple(v.shape) for k, v in tensors.items() if k.endswith("weight")}
+        raise UserError(f"head.from_run: the run's head {shapes} does not fit this run's head "
+                        f"{ {k: tuple(v.shape) for k, v in mine.items() if k.endswith('weight')} } "
+                        f"(same head.type and classes needed)")
+    head.load_state_dict(tensors)
+
+
+def _checkpoint_state(ckpt: Path) -> dict[str, torch.Tensor]:
+    try:
+        return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    except Exception as exc:  # unpickling errors, a truncated file: the checkpoint is unusable either way
+        raise UserError(f"backbone.weights: cannot read {ckpt} ({type(exc).__name__})") from None
 
 
 def run_backbone_state(weights: str, name: str) -> tuple[dict[str, torch.Tensor], str]:
@@ -46,10 +69,7 @@ def run_backbone_state(weights: str, name: str) -> tuple[dict[str, torch.Tensor]
         raise UserError(f"backbone.weights: the run at {folder} trained LoRA adapters; start from its merged export "
                         f"(freeze.lora.merge: true writes export/backbone.pth)")
     ckpt = checkpoint_of(folder)
-    try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    except Exception as exc:  # unpickling errors, a truncated file: the checkpoint is unusable either way
-        raise UserError(f"backbone.weights: cannot read {ckpt} ({type(exc).__name__})") from None
+    state = _checkpoint_state(ckpt)
     tensors = {k.removeprefix(PREFIX): v for k, v in state.items() if k.startswith(PREFIX)}
     if not tensors:
         raise UserError(f"backbone.weights: {ckpt} holds no backbone tensors")

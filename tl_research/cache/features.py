@@ -97,8 +97,10 @@ def _digest(raw: RawDataset) -> str:
 
 def preprocessing_key(spec: ImageSpec | TextSpec, exp: Experiment) -> dict[str, Any]:
     if isinstance(spec, ImageSpec):
-        return {"image_size": exp.data.image_size or spec.input_size, "mean": list(spec.mean), "std": list(spec.std),
-                "resize": "bilinear-antialias"}
+        key = {"image_size": exp.data.image_size or spec.input_size, "mean": list(spec.mean), "std": list(spec.std),
+               "resize": "bilinear-antialias"}
+        # only when set, so that the keys of unshifted caches stay what they were
+        return {**key, "shift": exp.data.shift} if exp.data.shift else key
     vocab = spec.tokenizer.get_vocab()
     return {"tokenizer": type(spec.tokenizer).__name__, "max_length": spec.max_length,
             "vocab": hashlib.blake2b(repr(sorted(vocab.items())).encode(), digest_size=8).hexdigest(),

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tl_research.config import DataConfig
 from tl_research.data.fewshot import fraction, k_shot
 from tl_research.data.registry import LoadOptions, RawDataset, load_dataset, restrict_classes
+from tl_research.data.shifts import parse_shift
 from tl_research.data.splits import Split, balanced_take, split_pool
 from tl_research.errors import UserError
 from tl_research.inputs import ImageSpec, TextSpec
@@ -169,8 +170,9 @@ def load_data(cfg: DataConfig, modality: str) -> RawDataset:
     raw = load_dataset(cfg.name, cfg.root, LoadOptions(cfg.text_column, cfg.label_column, cfg.x_key, cfg.y_key))
     if raw.modality != modality:
         raise UserError(f"data.name: {cfg.name} holds {raw.modality} data but the backbone takes {modality}")
-    if cfg.eval_shifts and raw.modality != "image":
-        raise UserError(f"data.eval_shifts: shifted test sets are image corruptions; {cfg.name} holds text")
+    for key, value in (("data.eval_shifts", cfg.eval_shifts), ("data.shift", cfg.shift)):
+        if value and raw.modality != "image":
+            raise UserError(f"{key}: shifts are image corruptions; {cfg.name} holds text")
     return restrict_classes(raw, cfg.classes) if cfg.classes else raw
 
 
@@ -210,9 +212,10 @@ def input_collates(preprocessing: ImageSpec | TextSpec, cfg: DataConfig) -> tupl
         collate = TextCollate(preprocessing)
         return collate, collate
     size = cfg.image_size or preprocessing.input_size
-    collate = ImageCollate(preprocessing, size)
+    shift = parse_shift(cfg.shift, "data.shift") if cfg.shift else None
+    collate = ImageCollate(preprocessing, size, shift=shift)
     aug = build_augment(size, **dataclasses.asdict(cfg.augment))
-    return collate, (ImageCollate(preprocessing, size, aug) if aug is not None else collate)
+    return collate, (ImageCollate(preprocessing, size, aug, shift) if aug is not None else collate)
 
 
 def build_datamodule(cfg: DataConfig, preprocessing: ImageSpec | TextSpec, modality: str,

@@ -70,22 +70,27 @@ class ShiftSpec:
         return SHIFTS[self.name](x, self.severity, gen)
 
 
+# the mean accuracy over the shifted test sets, when there are two or more (Kumar et al.'s "average OOD accuracy")
+MEAN_METRIC = "test_shifted/acc"
+
+
+def parse_shift(text: str, key: str) -> ShiftSpec:
+    """One shift, "name" or "name:severity" (severity 1-5, default 3); `key` names the option in errors."""
+    m = re.fullmatch(r"\s*(\w+)\s*(?::\s*(\d+))?\s*", str(text))
+    name, severity = (m.group(1), int(m.group(2) or 3)) if m else (text, 0)
+    if name not in SHIFTS:
+        raise UserError(f"{key}: unknown shift {text!r} (allowed: {', '.join(SHIFTS)}, optionally :severity 1-5)")
+    if not 1 <= severity <= 5:
+        raise UserError(f"{key}: severity {severity} is out of range (allowed: 1-5)")
+    return ShiftSpec(name, severity)
+
+
 def parse_shifts(values: list[str] | None) -> list[ShiftSpec]:
-    """`data.eval_shifts` entries ("name" or "name:severity", severity 1-5, default 3) as specs."""
-    out = []
-    for i, text in enumerate(values or []):
-        m = re.fullmatch(r"\s*(\w+)\s*(?::\s*(\d+))?\s*", text)
-        name, severity = (m.group(1), int(m.group(2) or 3)) if m else (text, 0)
-        if name not in SHIFTS:
-            raise UserError(f"data.eval_shifts[{i}]: unknown shift {text!r} (allowed: {', '.join(SHIFTS)}, "
-                            f"optionally :severity 1-5)")
-        if not 1 <= severity <= 5:
-            raise UserError(f"data.eval_shifts[{i}]: severity {severity} is out of range (allowed: 1-5)")
-        out.append(ShiftSpec(name, severity))
+    """`data.eval_shifts` entries as specs."""
+    out = [parse_shift(text, f"data.eval_shifts[{i}]") for i, text in enumerate(values or [])]
     if len({s.metric for s in out}) != len(out):
         raise UserError("data.eval_shifts: a shift is listed twice")
     return out
-
 
 
 def evaluate_shifts(model: torch.nn.Module, shifts: list[ShiftSpec], raw: object, indices: object,
@@ -106,4 +111,6 @@ def evaluate_shifts(model: torch.nn.Module, shifts: list[ShiftSpec], raw: object
                 logits = model(prefix(x) if prefix is not None else x)
                 correct += int((logits.argmax(-1).cpu() == y).sum())
             out[spec.metric] = correct / max(1, len(indices))
+    if len(shifts) > 1:
+        out[MEAN_METRIC] = sum(out.values()) / len(shifts)
     return out

@@ -23,7 +23,7 @@ ProbeSolver = Literal["auto", "lbfgs", "sgd"]
 class LinearProbe:
     """All groups frozen; only the head trains."""
 
-    probe: ProbeSolver = "auto"
+    probe: ProbeSolver = "auto"  # how the head is fitted: lbfgs (converged), sgd (epochs), auto (lbfgs when cached)
     # L2 strengths (weight decay on the mean loss) the L-BFGS probe chooses from on validation (None: a log grid)
     probe_l2: list[float] | None = None
 
@@ -54,8 +54,8 @@ class Full:
 class Depth:
     """Groups [0, depth) frozen; the rest and the head train. `fraction` picks depth as a share of the groups."""
 
-    depth: int | None = field(default=None, metadata=bounds(ge=0))
-    fraction: float | None = field(default=None, metadata=bounds(ge=0.0, le=1.0))
+    depth: int | None = field(default=None, metadata=bounds(ge=0))  # frozen groups from the input
+    fraction: float | None = field(default=None, metadata=bounds(ge=0.0, le=1.0))  # or that share of the groups
 
     def resolve(self, num_groups: int, lr: float) -> Depth:
         if (self.depth is None) == (self.fraction is None):
@@ -79,8 +79,8 @@ class GradualUnfreeze:
     """ULMFiT: head only, then one more group from the top every `every_n_epochs`; a group `d` levels below
     the top trains at lr / lr_factor^d (discriminative fine-tuning; ULMFiT used 2.6)."""
 
-    every_n_epochs: int = field(default=1, metadata=bounds(ge=1))
-    lr_factor: float = field(default=1.0, metadata=bounds(ge=1.0))
+    every_n_epochs: int = field(default=1, metadata=bounds(ge=1))  # one more group unfrozen every n epochs
+    lr_factor: float = field(default=1.0, metadata=bounds(ge=1.0))  # lr divided by this per group below the top
 
     def resolve(self, num_groups: int, lr: float) -> GradualUnfreeze:
         return self
@@ -99,9 +99,9 @@ class LinearProbeThenFinetune:
     takes the first `probe_epochs` epochs. `ft_depth` keeps the first groups frozen while fine-tuning (the classic
     "train the new head, then unfreeze the top block at a lower lr" recipe)."""
 
-    probe_epochs: int = field(default=1, metadata=bounds(ge=1))
-    ft_lr: float | None = field(default=None, metadata=bounds(gt=0.0))
-    ft_depth: int = field(default=0, metadata=bounds(ge=0))
+    probe_epochs: int = field(default=1, metadata=bounds(ge=1))  # epochs of the SGD probe before fine-tuning
+    ft_lr: float | None = field(default=None, metadata=bounds(gt=0.0))  # the fine-tuning lr (None: optim.lr / 10)
+    ft_depth: int = field(default=0, metadata=bounds(ge=0))  # groups kept frozen while fine-tuning
     probe: ProbeSolver = "auto"
     probe_l2: list[float] | None = None
     # filled by resolve: ft_lr / lr, and 0 probe epochs once the head was fitted by L-BFGS before training
@@ -128,7 +128,7 @@ class LinearProbeThenFinetune:
 class LayerwiseDecay:
     """Layer-wise lr decay: group i of n trains at lr * decay^(n - i); the head at lr."""
 
-    decay: float = field(default=0.75, metadata=bounds(gt=0.0, le=1.0))
+    decay: float = field(default=0.75, metadata=bounds(gt=0.0, le=1.0))  # group i of n trains at lr * decay^(n - i)
 
     def resolve(self, num_groups: int, lr: float) -> LayerwiseDecay:
         return self
@@ -142,7 +142,7 @@ class LayerwiseDecay:
 class BitFit:
     """BitFit (Ben Zaken et al. 2022): only biases (and, by default, norm-layer parameters) + the head."""
 
-    bitfit_norms: bool = True
+    bitfit_norms: bool = True  # norm-layer parameters train too
 
     def resolve(self, num_groups: int, lr: float) -> BitFit:
         return self
@@ -185,9 +185,11 @@ class AutoRGN:
 @register("surgical")
 @dataclass(frozen=True)
 class Surgical:
-    """Surgical fine-tuning (Lee et al. 2023): exactly one group trains, plus the head (negative: from the top)."""
+    """Surgical fine-tuning (Lee et al. 2023): only `span` consecutive groups from `group` train, plus the head
+    (negative `group`: counted from the top). A span covers a model "block" made of several groups."""
 
-    group: int | None = None
+    group: int | None = None  # the first group that trains (negative: from the top)
+    span: int = field(default=1, metadata=bounds(ge=1))  # how many consecutive groups train
 
     def resolve(self, num_groups: int, lr: float) -> Surgical:
         if self.group is None:
@@ -195,10 +197,15 @@ class Surgical:
         if not -num_groups <= self.group < num_groups:
             raise UserError(f"freeze.group: {self.group} is out of range for the backbone's {num_groups} layer "
                             f"groups (allowed: 0..{num_groups - 1}, or -1..-{num_groups} from the top)")
-        return Surgical(self.group % num_groups)
+        first = self.group % num_groups
+        if first + self.span > num_groups:
+            raise UserError(f"freeze.span: {self.span} groups from group {first} run past the backbone's "
+                            f"{num_groups} layer groups")
+        return Surgical(first, self.span)
 
     def plan(self, num_groups: int, epoch: int) -> FreezePlan:
-        return FreezePlan(tuple(i == self.group for i in range(num_groups)), (1.0,) * num_groups)
+        first = self.group or 0
+        return FreezePlan(tuple(first <= i < first + self.span for i in range(num_groups)), (1.0,) * num_groups)
 
     def frozen_prefix(self, num_groups: int) -> int:
         return self.group or 0
@@ -206,9 +213,9 @@ class Surgical:
 
 @dataclass(frozen=True)
 class LoraOptions:
-    rank: int = field(default=8, metadata=bounds(ge=1))
-    alpha: float = field(default=16.0, metadata=bounds(gt=0.0))
-    dropout: float = field(default=0.0, metadata=bounds(ge=0.0, lt=1.0))
+    rank: int = field(default=8, metadata=bounds(ge=1))  # the adapters' rank r
+    alpha: float = field(default=16.0, metadata=bounds(gt=0.0))  # scaling: updates are multiplied by alpha / r
+    dropout: float = field(default=0.0, metadata=bounds(ge=0.0, lt=1.0))  # dropout on the adapters' input
     # module names or name suffixes; None: attention query/value for HF encoders, Linear + 1x1 convs for timm
     targets: list[str] | None = None
     # write export/backbone.pth with the adapters merged into the base weights at the end of the run
