@@ -114,6 +114,14 @@ def test_local_weight_file_round_trip(tmp_path):
     loaded = build_backbone("timm/test_efficientnet", str(path))
     assert loaded.weights_source == f"file:{path.resolve()}"
     assert all(torch.equal(a, b) for a, b in zip(src.model.state_dict().values(), loaded.model.state_dict().values()))
+    # training checkpoints as other tools write them: wrapped, DDP-prefixed, with EMA weights (preferred)
+    ema = {k: v + 1 if v.is_floating_point() else v for k, v in src.model.state_dict().items()}
+    for i, ckpt in enumerate([{"model": {f"module.{k}": v for k, v in src.model.state_dict().items()}, "epoch": 3},
+                              {"state_dict": src.model.state_dict(), "state_dict_ema": ema}]):
+        torch.save(ckpt, tmp_path / f"c{i}.pth")
+        got = build_backbone("timm/test_efficientnet", str(tmp_path / f"c{i}.pth")).model.state_dict()
+        want = src.model.state_dict() if i == 0 else ema
+        assert all(torch.equal(got[k], want[k]) for k in want), i
     wrong = tmp_path / "wrong.pth"
     torch.save(build_backbone("timm/resnet18", "none").model.state_dict(), wrong)
     with pytest.raises(UserError, match="does not fit timm/test_efficientnet"):

@@ -1,3 +1,4 @@
+import ast
 import json
 import subprocess
 import sys
@@ -88,6 +89,17 @@ def test_listings_json(capsys):
     assert main(["datasets", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["animal-mnist"]["available"] and rows["rotten-tomatoes"]["modality"] == "text"
+
+
+@pytest.mark.parametrize("argv", [["backbones"], ["datasets"], ["--help"], ["fit", "--help"]])
+def test_listings_do_not_import_the_frameworks(argv):
+    """Listing and help commands start fast because they never import torch, timm or transformers (asserted on
+    the modules loaded, not on a time); fit's key list needs the strategies (torch), nothing more."""
+    code = ("import sys\nfrom tl_research.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'timm', 'transformers', 'lightning') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300)
+    loaded = set(ast.literal_eval(done.stdout.strip().splitlines()[-1]))
+    assert not loaded - ({"torch"} if argv == ["fit", "--help"] else set()), (loaded, done.stderr)
 
 
 def test_inspect_json_and_console_script(capsys):

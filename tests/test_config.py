@@ -100,3 +100,40 @@ def test_quickstart_study_is_the_documented_grid():
     # every seed draws its own support set, so the probe's seeds are not copies of one another
     exp = spec.experiment_for({"freeze.strategy": "linear_probe", "data.shots": 4, "seed": 3})
     assert exp.seed == 3 and exp.data.subset_seed == 3 and exp.data.eval_limit is None
+
+
+def _flat(data, prefix=""):
+    for key, value in data.items():
+        if isinstance(value, dict):
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield prefix + key
+
+
+def test_every_key_is_documented_in_help_and_readme(capsys):
+    """The key list covers every key of the default experiment and every strategy option, each with a meaning;
+    `tlr fit --help` shows them all and README's table is the generated one."""
+    import dataclasses
+    from pathlib import Path
+
+    from tl_research.cli import main
+    from tl_research.config import Experiment
+    from tl_research.keydocs import experiment_keys, keys_markdown
+    from tl_research.strategies.plan import STRATEGIES
+
+    docs = experiment_keys()
+    expected = {k for k in _flat(Experiment().to_dict()) if not k.startswith("freeze.") or k.count(".") > 1
+                or k in ("freeze.strategy", "freeze.bn")}
+    for _, entry in STRATEGIES.items():
+        for f in dataclasses.fields(entry):
+            if not f.metadata.get("derived"):
+                default = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+                expected |= ({f"freeze.{f.name}.{g.name}" for g in dataclasses.fields(default)}
+                             if dataclasses.is_dataclass(default) else {f"freeze.{f.name}"})
+    assert {d.key for d in docs} == expected
+    assert all(d.meaning for d in docs), [d.key for d in docs if not d.meaning]
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    shown = capsys.readouterr().out
+    assert all(f"  {d.key} = " in shown for d in docs)
+    assert keys_markdown() in Path("README.md").read_text()

@@ -97,8 +97,13 @@ def cmd_config(args: argparse.Namespace) -> None:
     if args.schema:
         print(json.dumps(experiment_schema(), indent=2))
         return
+    if args.keys:
+        from tl_research.keydocs import keys_markdown
+
+        print(keys_markdown(), end="")
+        return
     if not args.config:
-        raise UserError("config: name an experiment YAML (or pass --schema)")
+        raise UserError("config: name an experiment YAML (or pass --schema or --keys)")
     print(dump_yaml(load_experiment(args.config, _overrides(args))), end="")
 
 
@@ -365,12 +370,30 @@ def _override_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
 
 
+class _Parser(argparse.ArgumentParser):
+    """A parser whose epilog may be a function, called only when help is shown (the key list imports the
+    strategies, which listing commands must not pay for)."""
+
+    def format_help(self) -> str:
+        if callable(self.epilog):
+            self.epilog = self.epilog()
+        return super().format_help()
+
+
+def _keys_epilog() -> str:
+    from tl_research.keydocs import keys_text
+
+    return "config keys (KEY = default; [the strategies that take a freeze option]):\n" + keys_text()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tlr", description="Transfer-learning research: fit, inspect, list.")
     p.add_argument("--version", action="version", version=f"tlr {_version()}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    f = sub.add_parser("fit", help="one run -> DIR/metrics.json, DIR/config.yaml")
+    f = sub.add_parser("fit", help="one run -> DIR/metrics.json, DIR/config.yaml",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=_keys_epilog)
     f.add_argument("config", help="experiment YAML")
     _override_args(f)
     f.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -382,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     cf = sub.add_parser("config", help="print the resolved experiment YAML (defaults and overrides applied)")
     cf.add_argument("config", nargs="?", help="experiment YAML")
     cf.add_argument("--schema", action="store_true", help="print the JSON Schema of experiment YAMLs instead")
+    cf.add_argument("--keys", action="store_true", help="print every key with its default and meaning (markdown)")
     _override_args(cf)
     cf.set_defaults(func=cmd_config)
 

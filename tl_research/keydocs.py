@@ -101,3 +101,12 @@ def keys_text(width: int = 100) -> str:
         lines.append(head)
         lines += textwrap.wrap(d.meaning, width, initial_indent="      ", subsequent_indent="      ")
     return "\n".join(lines)
+
+
+def keys_markdown() -> str:
+    """The key list as a markdown table (README's "Configuration" table is this, checked by a test)."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for d in experiment_keys():
+        meaning = d.meaning.replace("|", "\\|")
+        rows.append(f"| `{d.key}` | `{_shown(d.default)}` | {meaning} |")
+    return "\n".join(rows) + "\n"

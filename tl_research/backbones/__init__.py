@@ -1,116 +1,22 @@
-"""Backbone families behind one registry: `timm/<name>` and `hf/<id or folder>`; each family takes its own options."""
+"""Backbones: `timm/<name>` and `hf/<id or folder>` families with ordered layer groups.
+
+The names below load on first use (PEP 562): `tlr backbones` lists the offline weights without importing torch or
+timm, so it starts in well under a second.
+"""
 
 from __future__ import annotations
 
-import copy
-import fnmatch
-import inspect
-from collections.abc import Callable
-from pathlib import Path
+import importlib
 from typing import Any
 
-import torch
+_FROM = {"Backbone": "base", "BackboneSplit": "base", "LayerGroup": "base", "SplitUnsupported": "base",
+         "check_groups": "base", "FAMILIES": "families", "build_backbone": "families",
+         "inspect_backbone": "families", "list_backbones": "offline"}
 
-from tl_research.backbones.base import (
-    Backbone,
-    BackboneSplit,
-    LayerGroup,
-    SplitUnsupported,
-    check_groups,
-)
-from tl_research.errors import UserError
-from tl_research.registry import Registry
-
-FAMILIES: Registry[Callable[..., Backbone]] = Registry("backbone family")
+__all__ = sorted(_FROM)
 
 
-@FAMILIES.register("timm")
-def _timm(ident: str, weights: str, coarse: bool = False, layers: str = "last") -> Backbone:
-    from tl_research.backbones.timm import build_timm
-
-    if layers != "last":
-        raise UserError(f"backbone.layers: {layers} selects hidden states of hf encoders; timm backbones give their "
-                        f"pooled last stage (use last)")
-
-    return build_timm(ident, weights, coarse)
-
-
-@FAMILIES.register("hf")
-def _hf(ident: str, weights: str, pooling: str = "mean", max_length: int = 128, layers: str = "last") -> Backbone:
-    from tl_research.backbones.hf import build_hf
-
-    return build_hf(ident, weights, pooling, max_length, layers)
-
-
-# the last backbones loaded in this process, as pristine templates: a study's cells (and a notebook's reruns) get a
-# fresh copy in milliseconds instead of loading and converting the weight files again
-_TEMPLATES: dict[tuple, tuple[Any, Backbone]] = {}
-
-
-def _stamp(name: str, weights: str) -> Any:
-    """What must not have changed for a template to be reused: local weight files and model folders."""
-    paths = [Path(p).expanduser() for p in (weights, name.partition("/")[2]) if p not in ("none", "hub", "offline")]
-    paths += [p / "checkpoints" / "best.ckpt" for p in paths[:1]]  # a run folder: its (resumable) checkpoint
-    return tuple((str(p), p.stat().st_mtime_ns) for p in paths if p.exists())
-
-
-def build_backbone(name: str, weights: str = "offline", **options: Any) -> Backbone:
-    """Backbone `family/ident` with the requested weights; `options` the family takes (timm: coarse; hf: pooling,
-    max_length), others ignored. Errors are UserErrors naming the config key. Random weights (`none`) are drawn
-    anew on every call, from the global torch seed."""
-    family, sep, ident = name.partition("/")
-    if not sep or not ident:
-        raise UserError(f"backbone.name: {name!r} must look like timm/<model> or hf/<model id or folder>")
-    builder = FAMILIES.get(family, "backbone.name")
-    accepted = inspect.signature(builder).parameters
-    kwargs = {k: v for k, v in options.items() if k in accepted}
-    if weights == "none" or torch.empty(0).device.type != "cpu":
-        return builder(ident, weights, **kwargs)
-    key, stamp = (name, weights, tuple(sorted(kwargs.items()))), _stamp(name, weights)
-    hit = _TEMPLATES.get(key)
-    if hit is None or hit[0] != stamp:
-        if len(_TEMPLATES) >= 2:
-            _TEMPLATES.pop(next(iter(_TEMPLATES)))
-        _TEMPLATES[key] = hit = (stamp, builder(ident, weights, **kwargs))
-    return _copy(hit[1])
-
-
-def _copy(template: Backbone) -> Backbone:
-    """A deep copy that shares the (read-only) tokenizer."""
-    spec = template.preprocessing
-    shared = {id(spec.tokenizer): spec.tokenizer} if hasattr(spec, "tokenizer") else {}
-    return copy.deepcopy(template, shared)
-
-
-def inspect_backbone(name: str, coarse: bool = False) -> dict[str, Any]:
-    """Layer groups of `name` in freeze order: structure only (built on the meta device: no weights, no memory)."""
-    import torch
-
-    with torch.device("meta"):
-        backbone = build_backbone(name, "none", coarse=coarse)
-    groups = backbone.layer_groups()
-    return {"backbone": name, "num_params": sum(p.numel() for p in backbone.parameters()),
-            "groups": [{"index": g.index, "name": g.name, "num_params": g.num_params} for g in groups]}
-
-
-def list_backbones(pattern: str | None = None) -> list[dict[str, Any]]:
-    """Backbones with offline weights, plus timm models matching `pattern` (hub or local weights)."""
-    import timm
-
-    from tl_research.backbones.offline import OFFLINE, offline_path
-
-    rows: dict[str, dict[str, Any]] = {}
-    for name, entry in OFFLINE.items():
-        ok = offline_path(entry) is not None
-        rows[name] = {"name": name, "available": ok, "weights": "offline", **({} if ok else {"install": entry.install})}
-    if pattern:
-        timm_pattern = pattern[5:] if pattern.startswith("timm/") else pattern
-        for arch in timm.list_models(timm_pattern):
-            rows.setdefault(f"timm/{arch}", {"name": f"timm/{arch}", "available": False, "weights": "hub",
-                                             "install": "no offline weights: weights: hub (network) or a local file"})
-        rows = {k: v for k, v in rows.items() if fnmatch.fnmatch(k, pattern) or fnmatch.fnmatch(k, f"timm/{pattern}")}
-    return sorted(rows.values(), key=lambda r: (not r["available"], r["name"]))
-
-
-__all__ = ["Backbone", "BackboneSplit", "LayerGroup", "SplitUnsupported", "build_backbone", "check_groups",
-           "inspect_backbone", "list_backbones", "FAMILIES"]
+def __getattr__(name: str) -> Any:
+    if name not in _FROM:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_FROM[name]}"), name)

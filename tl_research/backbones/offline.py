@@ -5,18 +5,21 @@ Packages are located with `importlib.util.find_spec` and never imported: some pr
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from tl_research.assets import package_dir
 from tl_research.errors import UserError
 
-StateDict = dict[str, torch.Tensor]
+if TYPE_CHECKING:  # torch loads only where weights are read: listing backbones must start fast
+    import torch
+    from torch import nn
+
+StateDict = dict[str, "torch.Tensor"]
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,25 @@ def source_classifier(backbone: str) -> tuple[torch.Tensor, torch.Tensor] | None
     prefix = _CLASSIFIERS.get(backbone)
     if prefix is None:
         return None
+    import torch
+
     entry, path = locate(backbone)
     state = torch.load(path, map_location="cpu", weights_only=True)
     return state[f"{prefix}weight"].float(), state[f"{prefix}bias"].float()
+
+
+def list_backbones(pattern: str | None = None) -> list[dict[str, Any]]:
+    """Backbones with offline weights, plus timm models matching `pattern` (hub or local weights)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for name, entry in OFFLINE.items():
+        ok = offline_path(entry) is not None
+        rows[name] = {"name": name, "available": ok, "weights": "offline", **({} if ok else {"install": entry.install})}
+    if pattern:
+        import timm
+
+        timm_pattern = pattern[5:] if pattern.startswith("timm/") else pattern
+        for arch in timm.list_models(timm_pattern):
+            rows.setdefault(f"timm/{arch}", {"name": f"timm/{arch}", "available": False, "weights": "hub",
+                                             "install": "no offline weights: weights: hub (network) or a local file"})
+        rows = {k: v for k, v in rows.items() if fnmatch.fnmatch(k, pattern) or fnmatch.fnmatch(k, f"timm/{pattern}")}
+    return sorted(rows.values(), key=lambda r: (not r["available"], r["name"]))

@@ -100,15 +100,12 @@ class TimmBackbone(nn.Module):
 
 
 def _load_file(model: nn.Module, path: Path) -> None:
-    """A local state_dict (.pth/.pt/.bin via torch, .safetensors); the checkpoint's classifier is dropped."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    """A local weight file through timm's own checkpoint reader (always `weights_only`): a plain state dict or a
+    training checkpoint holding one under `state_dict` / `model` (its EMA weights when it has them), `module.`
+    prefixes of DDP-saved files removed, .safetensors too; the checkpoint's classifier is dropped."""
+    from timm.models import load_state_dict
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+    state = load_state_dict(str(path), use_ema=True, weights_only=True)
     head = model.default_cfg.get("classifier", "classifier")
     state = {k: v for k, v in state.items() if not k.startswith(f"{head}.")}
     load_converted(model, state)
