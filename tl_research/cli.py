@@ -76,7 +76,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
         print(dump_yaml(exp), end="")
         return
     result = run(exp, args.out, restart=args.restart)
-    print_result(result.metrics)
+    if result.metrics:  # empty in the extra processes of a DDP run: rank 0 reports
+        print_result(result.metrics)
 
 
 def print_result(m: dict[str, Any]) -> None:

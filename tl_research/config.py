@@ -227,6 +227,12 @@ class TrainerConfig:
     # Lightning's accelerator, devices per node, and precision (bf16-mixed on recent GPUs)
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: int = field(default=1, metadata=_range(ge=1))
+    # machines; devices x num_nodes > 1 trains with DDP (one run folder, metrics.json and W&B run, from rank 0)
+    num_nodes: int = field(default=1, metadata=_range(ge=1))
+    # auto: DDP when devices x num_nodes > 1; ddp: say so explicitly
+    strategy: Literal["auto", "ddp"] = "auto"
+    # torch.compile the forward of the part that trains (the backbone, or the suffix on cached features)
+    compile: bool = False
     precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"] = "32-true"
     # NHWC memory layout for image backbones (faster convolutions with bf16/fp16 on recent GPUs)
     channels_last: bool = False

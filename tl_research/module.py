@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any
@@ -94,6 +95,15 @@ class TransferModule(L.LightningModule):
             sched = self.trainer.lr_scheduler_configs[0].scheduler
             for group, factor in zip(sched.optimizer.param_groups, sched.lr_lambdas):
                 group["lr"] = group["initial_lr"] * factor(sched.last_epoch)
+
+    def train_every_planned_group(self, epochs: int) -> bool:
+        """Make every parameter that any epoch's plan trains trainable now, and say whether the trainable set
+        changes between epochs: DDP registers the trainable parameters once, when it wraps the module, and would
+        never synchronise a group unfrozen later (the first epoch's plan is re-applied when training starts)."""
+        plans = [self.strategy.plan(len(self.groups), e) for e in range(epochs)]
+        union = tuple(any(p.trainable[i] for p in plans) for i in range(len(self.groups)))
+        apply_requires_grad(self.groups, dataclasses.replace(self.plan, trainable=union))
+        return len({p.trainable for p in plans}) > 1
 
     def train(self, mode: bool = True) -> TransferModule:
         # whoever calls train() (a user, another Lightning version) gets the BN policy re-imposed

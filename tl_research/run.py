@@ -24,16 +24,27 @@ import lightning.pytorch as L
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from tl_research.backbones import Backbone, build_backbone
-from tl_research.callbacks import AtomicCheckpointIO, Throughput
+from tl_research.callbacks import Throughput
 from tl_research.config import Experiment, dump_yaml
 from tl_research.data.datamodule import ImageCollate, TransferDataModule, input_collates, load_data, select
 from tl_research.data.shifts import evaluate_shifts, parse_shift, parse_shifts
+from tl_research.distributed import (
+    check_distributed,
+    fit_trainer,
+    global_rank,
+    leave_group,
+    run_dir_for,
+    share_run_dir,
+    testing_trainer,
+    wait_for_launched,
+    world_size,
+)
 from tl_research.errors import UserError
 from tl_research.heads import build_head
 from tl_research.module import TransferModule
 from tl_research.record import run_record, weights_digest
 from tl_research.strategies import Strategy, frozen_prefix
-from tl_research.tracking import preflight, start_tracking
+from tl_research.tracking import Tracker, preflight, start_tracking
 
 
 @dataclass
@@ -128,9 +139,11 @@ def probe_solver(exp: Experiment, cached: bool) -> str:
             raise UserError("freeze.probe: the lbfgs probe fits an unweighted logistic regression; with "
                             "optim.class_weights=balanced use freeze.probe=sgd")
         linear = False
-    if choice == "auto":
-        return "lbfgs" if cached and linear else "sgd"
-    return choice
+    solver = ("lbfgs" if cached and linear else "sgd") if choice == "auto" else choice
+    if solver == "lbfgs" and world_size(exp.trainer) > 1:
+        raise UserError("freeze.probe: the L-BFGS probe is one full-batch solve on one process (seconds); with "
+                        "trainer.devices x trainer.num_nodes > 1 use one device, or freeze.probe=sgd")
+    return solver
 
 
 def require_features(decision: Any) -> None:
@@ -275,7 +288,8 @@ def run(exp: Experiment, out: str | Path | None = None, callbacks: Sequence[L.Ca
     """
     preflight(exp)
     check_accelerator(exp)
-    run_dir, resume = make_run_dir(exp, out, restart)  # refused before anything is built or written
+    check_distributed(exp, out)
+    run_dir, resume = make_run_dir(exp, run_dir_for(exp, out), restart)  # refused before anything is built
     try:
         return _build_and_run(exp, run_dir, resume, callbacks, group, label)
     except FloatingPointError as exc:
@@ -310,14 +324,17 @@ def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks
                   group: str | None, label: str | None, backbone: Backbone, run_data: RunData,
                   module: TransferModule, extra: dict[str, Any]) -> RunResult:
     data = run_data.data
-    create_run_dir(run_dir)
+    primary = global_rank(exp.trainer) == 0  # under DDP only rank 0 writes
     module.run_info = {"tl_config": exp.to_dict(), "tl_classes": list(run_data.raw.classes)}
-    (run_dir / "config.yaml").write_text(dump_yaml(exp))
-    # the exact examples of each split, so a subset can be reproduced (or audited) later
-    write_json(run_dir / "split.json", {k: getattr(data.split, k).tolist() for k in ("train", "val", "test")})
     cache = run_data.cache.metrics()
     record = run_record(exp, backbone.weights_source, run_data.weights, {**cache, **extra}, sys.argv)
-    write_json(run_dir / "run.json", record)
+    if primary:
+        create_run_dir(run_dir)
+        (run_dir / "config.yaml").write_text(dump_yaml(exp))
+        # the exact examples of each split, so a subset can be reproduced (or audited) later
+        write_json(run_dir / "split.json", {k: getattr(data.split, k).tolist() for k in ("train", "val", "test")})
+        write_json(run_dir / "run.json", record)
+        share_run_dir(run_dir)
 
     t = exp.trainer
     mode = "max" if t.monitor == "val/acc" else "min"
@@ -332,28 +349,29 @@ def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks
     callbacks = [best, *([] if run_data.probe == "lbfgs" else [latest]), throughput, *callbacks]
     if t.patience is not None:
         callbacks.append(EarlyStopping(monitor=t.monitor, mode=mode, patience=t.patience))
-    tracker = start_tracking(exp, run_dir, record, group, label)
+    tracker = start_tracking(exp, run_dir, record, group, label) if primary else Tracker(None)
     # the L-BFGS probe is one full-batch solve: a single epoch
     epochs = 1 if run_data.probe == "lbfgs" else t.max_epochs
-    trainer = L.Trainer(max_epochs=epochs, accelerator=t.accelerator, devices=t.devices,
-                        precision=t.precision, deterministic=t.deterministic, default_root_dir=run_dir,
-                        logger=tracker.logger if tracker.logger is not None else False, callbacks=callbacks,
-                        enable_progress_bar=t.progress_bar, enable_model_summary=False,
-                        log_every_n_steps=t.log_every_n_steps, plugins=[AtomicCheckpointIO()],
-                        accumulate_grad_batches=t.accumulate_grad_batches, gradient_clip_val=t.gradient_clip_val)
+    varying = module.train_every_planned_group(epochs) if world_size(t) > 1 else False
+    if t.compile:
+        (module.suffix or module.backbone).compile()
+    trainer = fit_trainer(exp, run_dir, callbacks, tracker.logger, epochs, varying)
     try:
         trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+        if not trainer.is_global_zero:
+            leave_group()
+            return RunResult(run_dir, {})  # rank 0 tests and writes
         fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        tester = testing_trainer(exp, trainer, run_dir, tracker.logger)
         # the best validation epoch is restored for the test, unless the last epoch is asked for (Keras-style)
         restored = best.best_model_path if t.restore_best else None
-        trainer.test(module, datamodule=data, ckpt_path=restored or None,
-                     weights_only=True, verbose=False)
-        metrics = {**fit_metrics, **{k: float(v) for k, v in trainer.callback_metrics.items()}}
+        tester.test(module, datamodule=data, ckpt_path=restored or None, weights_only=True, verbose=False)
+        metrics = {**fit_metrics, **{k: float(v) for k, v in tester.callback_metrics.items()}}
         if restored and best.best_model_score is not None:
             metrics[t.monitor] = float(best.best_model_score)  # the restored model's score
             if t.monitor != "val/acc":  # and its validation accuracy, which no epoch-end value is
-                trainer.validate(module, datamodule=data, ckpt_path=restored, weights_only=True, verbose=False)
-                metrics["val/acc"] = float(trainer.callback_metrics["val/acc"])
+                tester.validate(module, datamodule=data, ckpt_path=restored, weights_only=True, verbose=False)
+                metrics["val/acc"] = float(tester.callback_metrics["val/acc"])
         metrics.update(throughput.metrics)
         metrics.update(module.freeze_stats())
         metrics.update(module.lr_scale_stats())
@@ -376,6 +394,7 @@ def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks
     if lora is not None and lora.merge:
         export_merged(module, run_dir / "export")
     write_json(run_dir / "metrics.json", metrics)
+    wait_for_launched(trainer)
     return RunResult(run_dir, metrics)
 
 

@@ -188,7 +188,9 @@ def cached_rows(exp: Experiment, backbone: Backbone, decision: CacheDecision, ra
     weights = weights_digest(backbone)
     store = FeatureStore(root or (Path(exp.cache.dir).expanduser() if exp.cache.dir else default_cache_dir()),
                          cache_key(exp, backbone, raw, decision.k, weights))
-    if exp.cache.mode == "refresh":
+    from tl_research.distributed import global_rank
+
+    if exp.cache.mode == "refresh" and global_rank(exp.trainer) == 0:  # DDP: rank 0 refreshed before launching
         store.clear()
     collate, _ = input_collates(backbone.preprocessing, exp.data)
     use_cuda = exp.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
