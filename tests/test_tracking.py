@@ -4,6 +4,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -45,6 +46,16 @@ def test_offline_fit_lands_config_history_and_summary(tmp_path, offline, capsys)
     assert len(val) == 3 and all(0.0 <= v <= 1.0 for v in val)
     steps = [row["_step"] for row in rec["history"]]
     assert steps == sorted(steps)  # no out-of-order steps
+    # the confusion matrix chart: a W&B table file of (actual, predicted, count) rows matching confusion.csv
+    key = "test/confusion_matrix_table"
+    [row] = [row for row in rec["history"] if f"{key}/path" in row]
+    assert row[f"{key}/_type"] == "table-file" and row[f"{key}/nrows"] == 100  # every (true, predicted) pair
+    table = json.loads((wandb_dir / "files" / row[f"{key}/path"]).read_text())
+    counts = {(a, p): n for a, p, n in table["data"]}
+    confusion = np.loadtxt(tmp_path / "run" / "confusion.csv", delimiter=",", skiprows=1, usecols=range(1, 11))
+    classes = [str(i) for i in range(10)]
+    assert sum(counts.values()) == confusion.sum() == metrics["data/test_size"]
+    assert all(counts.get((classes[i], classes[j]), 0) == confusion[i, j] for i in range(10) for j in range(10))
     summary = rec["summary"]
     for key in ["test/acc", "throughput/train_samples_per_sec", "throughput/infer_samples_per_sec",
                 "memory/peak_mb", "params/trainable", "params/total", "freeze/trainable_fraction"]:

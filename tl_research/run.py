@@ -375,8 +375,10 @@ def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks
         metrics.update(throughput.metrics)
         metrics.update(module.freeze_stats())
         metrics.update(module.lr_scale_stats())
-        metrics.update(save_predictions(run_dir / "predictions.npz", data.split.test, module.test_predictions(),
+        predictions = module.test_predictions()
+        metrics.update(save_predictions(run_dir / "predictions.npz", data.split.test, predictions,
                                         run_data.raw.classes))
+        tracker.log_confusion(predictions["label"], predictions["pred"], run_data.raw.classes)
         metrics.update(shifted_test_sets(exp, backbone, module, run_data))
         metrics.update({
             "weights_source": backbone.weights_source, "run_dir": str(run_dir.resolve()),

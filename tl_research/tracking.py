@@ -62,6 +62,16 @@ def run_name(exp: Experiment) -> str:
 class Tracker:
     logger: Any  # lightning WandbLogger, or None when tracking is disabled
 
+    def log_confusion(self, labels: Any, preds: Any, classes: list[str]) -> None:
+        """The test confusion matrix as W&B's confusion-matrix chart (a table of true x predicted counts)."""
+        if self.logger is None:
+            return
+        import wandb
+
+        chart = wandb.plot.confusion_matrix(y_true=[int(v) for v in labels], preds=[int(v) for v in preds],
+                                            class_names=list(classes), title="test confusion matrix")
+        self.logger.experiment.log({"test/confusion_matrix": chart})
+
     def finish(self, metrics: dict[str, Any] | None) -> dict[str, Any]:
         """Close the W&B run (final metrics into its summary); returns what metrics.json should add."""
         if self.logger is None:
