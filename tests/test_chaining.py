@@ -109,3 +109,35 @@ def test_offline_mobilenet_run_chains(tmp_path):
     bb = build_backbone("timm/mobilenetv2_100", str(a.run_dir))
     trained = _trained(a.run_dir)
     assert all(torch.equal(v, trained[k]) for k, v in bb.model.state_dict().items())
+
+
+def test_keep_groups_keeps_the_first_groups_and_reinitialises_the_rest(tmp_path, capsys):
+    """Yosinski's AnB: the first n groups come from the run trained on A, the others (parameters and BatchNorm
+    statistics) are what a from-scratch backbone starts with, drawn from the run's seed."""
+    import lightning.pytorch as L
+
+    from tl_research.run import build_backbone_from
+
+    a = run(load_experiment(data=tiny_experiment(tmp_path, data={"classes": list("01234")})), tmp_path / "A")
+    trained = _trained(a.run_dir)
+    exp = load_experiment(data=tiny_experiment(tmp_path, seed=3, backbone={"weights": str(a.run_dir),
+                                                                            "keep_groups": 2}))
+    L.seed_everything(3, verbose=False)
+    bb = build_backbone_from(exp)
+    L.seed_everything(3, verbose=False)
+    build_backbone("timm/test_efficientnet", "none")  # the draw build_backbone_from made first (the weights)
+    scratch = build_backbone("timm/test_efficientnet", "none").model.state_dict()
+    groups = bb.layer_groups()
+    kept = {f"{m}.{k}" for g in groups[:2] for m, mod in g.modules.items() for k in mod.state_dict()}
+    new = {f"{m}.{k}" for g in groups[2:] for m, mod in g.modules.items() for k in mod.state_dict()}
+    state = bb.model.state_dict()
+    assert kept and new and any(k.endswith("running_mean") for k in new)
+    assert all(torch.equal(state[k], trained[k]) for k in kept)
+    assert all(torch.equal(state[k], scratch[k]) for k in new)
+    assert any(not torch.equal(trained[k], scratch[k]) for k in new if trained[k].is_floating_point())
+    cfg = tmp_path / "e.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_experiment(tmp_path, backbone={"weights": str(a.run_dir),
+                                                                      "keep_groups": 99})))
+    assert main(["fit", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "backbone.keep_groups: 99 is more than the backbone's" in err and err.count("\n") == 1

@@ -225,3 +225,20 @@ def test_worker_prints_a_line_per_trial_and_dashboard_args(tmp_path, capsys):
     assert "val/acc=" in lines[0] and lines[-1] == "worker done: 2 trials"
     assert dashboard_arg(url) == url and dashboard_arg(str(tmp_path / "j.log")) == str(tmp_path / "j.log")
     assert dashboard_arg(f"journal:{tmp_path / 'j.log'}") == str(tmp_path / "j.log")
+
+
+def test_a_tied_grid_axis_sets_every_key_it_names(tmp_path, capsys):
+    """`a+b` in a grid is one axis whose values go to both keys (Yosinski's AnB: keep n groups, freeze n)."""
+    from tl_research.studyspec import load_study
+
+    base = {**_base(tmp_path), "freeze": {"strategy": "depth", "depth": 0}}
+    path = tmp_path / "tied.yaml"
+    path.write_text(yaml.safe_dump({"experiment": base, "study": {
+        "name": "tied", "kind": "grid", "seeds": 1, "grid": {"backbone.keep_groups+freeze.depth": [1, 3]}}}))
+    spec = load_study(path)
+    exps = [spec.experiment_for(cell) for cell in spec.cells]
+    assert [(e.backbone.keep_groups, e.freeze.options.depth) for e in exps] == [(1, 1), (3, 3)]
+    bad = _write(tmp_path, {"name": "bad", "kind": "grid", "grid": {"backbone.keep_groups+freeze.nosuch": [1]}},
+                 name="bad.yaml")
+    assert main(["study", str(bad), "--storage", f"sqlite:///{tmp_path / 'b.db'}"]) == 2
+    assert "freeze.nosuch" in capsys.readouterr().err

@@ -38,6 +38,9 @@ class BackboneConfig:
     weights: str = "offline"
     # timm: coarse groups (one per stage) instead of one per block
     coarse: bool = False
+    # keep only the first n layer groups of the loaded weights and re-initialise the rest at random, as from
+    # scratch (Yosinski et al. 2014's AnB: the first n layers of a network trained on A, the rest new); None: all
+    keep_groups: int | None = field(default=None, metadata=_range(ge=0))
     # hf encoders: how token states become one vector
     pooling: Literal["mean", "cls", "pooler"] = "mean"
     # hf encoders: tokenizer truncation length

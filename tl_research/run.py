@@ -21,6 +21,7 @@ import lightning.pytorch as L
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from tl_research.backbones import Backbone, build_backbone
+from tl_research.backbones.base import reinit_groups
 from tl_research.callbacks import Throughput
 from tl_research.config import Experiment, dump_yaml
 from tl_research.data.datamodule import ImageCollate, TransferDataModule, input_collates, load_data, select
@@ -66,8 +67,12 @@ def check_accelerator(exp: Experiment) -> None:
 
 def build_backbone_from(exp: Experiment) -> Backbone:
     b = exp.backbone
-    return build_backbone(b.name, b.weights, coarse=b.coarse, pooling=b.pooling, max_length=b.max_length,
-                          layers=b.layers)
+    options = {"coarse": b.coarse, "pooling": b.pooling, "max_length": b.max_length, "layers": b.layers}
+    backbone = build_backbone(b.name, b.weights, **options)
+    if b.keep_groups is not None:
+        # the new upper groups are what a from-scratch backbone would start with (drawn from the run's seed)
+        reinit_groups(backbone, build_backbone(b.name, "none", **options), b.keep_groups)
+    return backbone
 
 
 def build_strategy_from(exp: Experiment, backbone: Backbone) -> Strategy:

@@ -27,7 +27,8 @@ class ObjectiveConfig:
 class StudyConfig:
     name: str = ""
     kind: Literal["grid", "search"] = "grid"
-    # grid: config key -> list of values; every combination x every seed is one cell
+    # grid: config key -> list of values; every combination x every seed is one cell ("a+b": a tied axis, each
+    # value set at both keys)
     grid: Any = None
     # repeats per grid cell: a number of seeds (0..n-1) or an explicit list
     seeds: Any = 1
@@ -97,7 +98,8 @@ def experiment_for(base: dict, params: dict[str, Any], seed_keys: list[str] | No
     unless `quiet` or the cell sets the strategy (a strategy sweep's base holds every strategy's options)."""
     data = base
     for key, value in params.items():
-        for target in (seed_keys or ["seed"]) if key == "seed" else [key]:
+        # a grid key "a+b" ties keys: each value goes to both (e.g. keep the first n groups and freeze them)
+        for target in (seed_keys or ["seed"]) if key == "seed" else key.split("+"):
             data = set_dotted(data, target, value, "study:")
     with warnings.catch_warnings():
         if quiet or "freeze.strategy" in params:
@@ -234,7 +236,10 @@ def load_study(path: str | Path, overrides: list[str] | None = None,
     if study_changes:
         section = dict(raw.get("study") or {})
         for key, value in study_changes.items():
-            section[key] = {**section.get(key, {}), **value} if key == "grid" and isinstance(value, dict) else value
+            if key == "grid" and isinstance(value, dict):  # replace the values of the axes this study has
+                grid = dict(section.get(key) or {})
+                value = {**grid, **{k: v for k, v in value.items() if k in grid}}
+            section[key] = value
         raw["study"] = section
     unknown = set(raw) - {"experiment", "set", "study"}
     if unknown:

@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from tl_research.errors import UserError
 from tl_research.inputs import ImageSpec, TextSpec
 
 
@@ -32,6 +33,18 @@ class LayerGroup:
     @property
     def num_params(self) -> int:
         return sum(p.numel() for p in self.params.values())
+
+
+def reinit_groups(backbone: Any, fresh: Any, keep: int) -> None:
+    """Give `backbone`'s groups from index `keep` up the parameters and buffers (BatchNorm statistics) of the same
+    groups of `fresh`, an identically built backbone at its initial weights."""
+    groups, new = backbone.layer_groups(), fresh.layer_groups()
+    if keep > len(groups):
+        raise UserError(f"backbone.keep_groups: {keep} is more than the backbone's {len(groups)} layer groups "
+                        f"(allowed: 0..{len(groups)}; see tlr inspect)")
+    for mine, theirs in zip(groups[keep:], new[keep:]):
+        for name, module in mine.modules.items():
+            module.load_state_dict(theirs.modules[name].state_dict())
 
 
 # what flows between prefix and suffix: the raw input (k = 0), per-example tensors (feature maps), token states with
