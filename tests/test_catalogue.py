@@ -173,7 +173,7 @@ def test_l2sp_penalty_formula(tmp_path):
     assert module.l2sp_penalty().item() == pytest.approx(0.3 * shift + 0.2 * head_sq.item(), rel=1e-4)
 
 
-@pytest.mark.parametrize("schedule", ["one_cycle", "cosine"])
+@pytest.mark.parametrize("schedule", ["one_cycle", "cosine", "slanted_triangular"])
 def test_schedulers_across_unfreezing_keep_group_ratios(tmp_path, schedule):
     class StepLRs(L.Callback):
         def __init__(self):
@@ -195,6 +195,20 @@ def test_schedulers_across_unfreezing_keep_group_ratios(tmp_path, schedule):
             assert lrs[i] == pytest.approx(want, rel=1e-9, abs=1e-15)
     peak = head.index(max(head))
     assert 0 < peak < len(head) - 1 and head[-1] < max(head)  # warm-up/ramp, then decay, across every unfreeze
+
+
+def test_slanted_triangular_is_ulmfits_formula():
+    """Howard & Ruder 2018, eq. 3, written out independently: T = 1000, cut_frac 0.1, ratio 32."""
+    from tl_research.module import schedule_factor
+
+    def stlr(t, total=1000):
+        cut = int(total * 0.1)
+        p = t / cut if t < cut else 1 - (t - cut) / (cut * (1 / 0.1 - 1))
+        return (1 + p * 31) / 32
+
+    for t in (0, 1, 50, 99, 100, 101, 550, 999):
+        assert schedule_factor(t, 0, 1000, "slanted_triangular") == pytest.approx(stlr(t)), t
+    assert schedule_factor(100, 0, 1000, "slanted_triangular") == 1.0
 
 
 def test_plateau_cuts_every_group_when_val_acc_stalls(tmp_path):

@@ -202,8 +202,9 @@ class OptimConfig:
     momentum: float = field(default=0.9, metadata=_range(ge=0.0, lt=1.0))  # sgd's momentum
     # the head's lr is lr * head_lr_mult
     head_lr_mult: float = field(default=1.0, metadata=_range(gt=0.0))
-    # cosine / constant after warm-up; one_cycle; plateau: cut all lrs by plateau_factor when val/acc stalls
-    schedule: Literal["cosine", "constant", "one_cycle", "plateau"] = "cosine"
+    # cosine / constant after warm-up; one_cycle; slanted_triangular (ULMFiT's STLR); plateau: cut all lrs by
+    # plateau_factor when val/acc stalls
+    schedule: Literal["cosine", "constant", "one_cycle", "slanted_triangular", "plateau"] = "cosine"
     # linear warm-up length in epochs (stepped per batch)
     warmup_epochs: float = field(default=0.0, metadata=_range(ge=0.0))
     # plateau schedule: epochs without improvement before a cut, and the cut

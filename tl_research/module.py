@@ -24,7 +24,13 @@ def schedule_factor(step: int, warmup_steps: int, total_steps: int, schedule: st
 
     cosine / constant / plateau: linear warm-up, then cosine decay to 0, or flat (plateau cuts come on top).
     one_cycle: cosine ramp from 1/25 to 1 over the first 30 % of steps, then cosine down to 1/250000.
+    slanted_triangular: ULMFiT's STLR (Howard & Ruder 2018, eq. 3; cut_frac 0.1, ratio 32): a linear rise from 1/32
+    to 1 over the first 10 % of steps, then a linear fall back to 1/32.
     """
+    if schedule == "slanted_triangular":
+        cut = max(1, math.floor(0.1 * total_steps))
+        p = step / cut if step < cut else max(0.0, 1 - (step - cut) / max(1, total_steps - cut))
+        return (1 + p * 31) / 32
     if schedule == "one_cycle":
         peak = max(1, int(0.3 * total_steps))
         if step < peak:
