@@ -61,3 +61,22 @@ def test_pretrained_features_rank_above_random_ones(tmp_path):
         assert full.scores[score] > random[0].scores[score], score
     assert full.scores["leep"] <= 0 and full.scores["nce"] <= 0
     assert set(full.scores) == set(SCORES) and ordered(pretrained, "probe")[0].scores["probe"] >= full.scores["probe"]
+
+
+@pytest.mark.slow
+def test_validation_benchmark_smoke_variant(tmp_path):
+    """benchmarks/transferability.py end to end at smoke scale: fine-tuning studies on real weights and data, the
+    scores of the same candidates, and every score's agreement with the fine-tuned accuracies."""
+    import csv
+    import runpy
+
+    bench = runpy.run_path("benchmarks/transferability.py")
+    assert bench["main"](["--smoke", "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "transferability.csv").open()))
+    got = {(r["dataset"], r["score"]) for r in rows}
+    assert {("digits", "logme"), ("digits", "knn"), ("digits", "probe"), ("rotten-tomatoes", "logme")} <= got
+    assert ("rotten-tomatoes", "leep") not in got  # no source classifier for the text encoder
+    for r in rows:
+        assert -1 <= float(r["tau_lo"]) <= float(r["tau"]) <= float(r["tau_hi"]) <= 1
+        assert int(r["candidates"]) >= 6 and float(r["regret"]) >= 0
+    assert "| digits | timm/mobilenetv2_100 | none | 8 |" in (tmp_path / "transferability.md").read_text()

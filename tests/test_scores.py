@@ -100,3 +100,27 @@ def test_shrunk_h_score_does_not_saturate_with_more_features_than_examples():
     assert abs(h_score(noise, y) - 2.0) > 0.1
     f, y2 = clusters(n_per=200, classes=3, dim=8, spread=1.0)  # many examples per dimension: little shrinkage
     assert h_score(f, y2) == pytest.approx(h_score(f, y2, shrinkage=False), rel=0.05)
+
+
+def test_agreement_measures_on_known_orderings():
+    """tau, weighted tau and top-1 regret where the answer is known, and intervals that contain the point."""
+    from scipy.stats import kendalltau
+
+    from tl_research.agreement import agreement
+
+    truth = np.array([0.61, 0.70, 0.74, 0.80, 0.86, 0.90])
+    same = agreement(truth * 10 - 3, truth)
+    assert same.tau == pytest.approx(1.0) and same.wtau == pytest.approx(1.0) and same.regret == 0.0
+    reverse = agreement(-truth, truth)
+    assert reverse.tau == pytest.approx(-1.0) and reverse.regret == pytest.approx(0.90 - 0.61)
+    swapped = np.array([1, 2, 3, 4, 6, 5])  # the best two swapped: one discordant pair of 15
+    got = agreement(swapped, truth)
+    assert got.tau == pytest.approx(1 - 2 / 15) == pytest.approx(kendalltau(swapped, truth).statistic)
+    assert got.regret == pytest.approx(0.04)
+    assert got.wtau < 1 - 2 / 15 + 1e-9  # a swap at the top costs weighted tau at least as much
+    lo, hi = got.tau_ci
+    assert lo <= got.tau <= hi and -1 <= lo and hi <= 1
+    nan = agreement(np.array([1, np.nan, 3, 4, 6, 5]), truth)
+    assert nan.n == 5
+    with pytest.raises(ValueError, match="at least 3"):
+        agreement(np.array([1.0, 2.0]), np.array([0.5, 0.6]))

@@ -1,0 +1,137 @@
+"""Validation of the transferability scores against this project's own fine-tuning.
+
+Ground truth: the fine-tuned test accuracy of every candidate (backbone x freeze depth k, pretrained and at random
+initialisation) from the studies in benchmarks/transferability/ (one storage; a rerun resumes). Scores: `tlr
+rank` on the same data and depths (features of the first k groups). Per dataset and score: Kendall's tau,
+weighted tau and top-1 regret with bootstrap intervals over candidates (tl_research/agreement.py).
+
+    python benchmarks/transferability.py                  # full run -> benchmarks/results/transferability.md
+    python benchmarks/transferability.py --smoke --out DIR  # a reduced run (tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tl_research.agreement import agreement
+from tl_research.rank import SCORES, rank
+from tl_research.study import run_study
+from tl_research.studyspec import load_study
+from tl_research.tables import completed_trials
+
+FOLDER = Path(__file__).parent / "transferability"
+STUDIES = ["images.yaml", "images_random.yaml", "text.yaml"]
+BACKBONES = ["timm/mobilenetv2_100", "timm/tf_efficientnet_lite0"]  # the smoke run's (the full run: images.yaml)
+SMOKE = ["data.train_limit=60", "data.eval_limit=40", "trainer.max_epochs=1", "data.image_size=32",
+         "backbone.max_length=24"]
+
+
+def truth(spec: Any, study: Any) -> dict[tuple, tuple[float, Any]]:
+    """(dataset, backbone, weights, depth) -> (fine-tuned test accuracy, the cell's experiment) of every finished
+    cell."""
+    out = {}
+    for t in completed_trials(study):
+        exp = spec.experiment_for(t.params)
+        key = (exp.data.name, exp.backbone.name, exp.backbone.weights, exp.freeze.options.depth)
+        out[key] = (t.user_attrs["test/acc"], exp)
+    return out
+
+
+def scored(cells: dict[tuple, tuple[float, Any]], per_class: int) -> dict[tuple, dict[str, float]]:
+    """The rank scores of every candidate in `cells`, on the data settings of its own cells."""
+    out: dict[tuple, dict[str, float]] = {}
+    groups: dict[tuple, list[tuple]] = {}
+    for key in cells:
+        groups.setdefault((key[0], key[2]), []).append(key)
+    for (dataset, weights), keys in sorted(groups.items()):
+        exp = cells[keys[0]][1]
+        torch.manual_seed(0)  # random-initialisation candidates: one fixed draw per backbone
+        for cand in rank(exp, sorted({k[1] for k in keys}), sorted({k[3] for k in keys}), per_class):
+            out[(dataset, cand.backbone, weights, cand.depth)] = cand.scores
+    return out
+
+
+def evaluate(cells: dict[tuple, float], scores: dict[tuple, dict[str, float]]) -> list[dict[str, Any]]:
+    """One row per dataset x score: tau, weighted tau, regret with intervals."""
+    rows = []
+    for dataset in sorted({k[0] for k in cells}):
+        keys = [k for k in cells if k[0] == dataset and k in scores]
+        acc = np.array([cells[k] for k in keys])
+        for name in SCORES:
+            vals = np.array([scores[k].get(name, np.nan) for k in keys])
+            if np.isnan(vals).sum() > len(vals) - 3:
+                continue  # LEEP / NCE need a source classifier: not every candidate has one
+            a = agreement(vals, acc)
+            rows.append({"dataset": dataset, "score": name, "candidates": a.n, "tau": a.tau, "tau_lo": a.tau_ci[0],
+                         "tau_hi": a.tau_ci[1], "wtau": a.wtau, "wtau_lo": a.wtau_ci[0], "wtau_hi": a.wtau_ci[1],
+                         "regret": a.regret, "regret_lo": a.regret_ci[0], "regret_hi": a.regret_ci[1],
+                         "best_acc": float(acc.max())})
+    return rows
+
+
+def to_markdown(rows: list[dict[str, Any]], cells: dict[tuple, float], scores: dict[tuple, dict[str, float]],
+                command: str) -> str:
+    lines = ["# Transferability scores vs fine-tuning", "", f"Command: `{command}`. Candidates: backbone x freeze "
+             "depth k (pretrained and random-init), ground truth = fine-tuned test accuracy with groups [0, k) "
+             "frozen; scores from `tlr rank` on the features of the first k groups. Intervals: 95 % percentile "
+             "bootstrap over candidates.", "",
+             "| dataset | score | n | Kendall τ [95 % CI] | weighted τ [95 % CI] | top-1 regret [95 % CI] |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['dataset']} | {r['score']} | {r['candidates']} | {r['tau']:+.2f} [{r['tau_lo']:+.2f}, "
+                     f"{r['tau_hi']:+.2f}] | {r['wtau']:+.2f} [{r['wtau_lo']:+.2f}, {r['wtau_hi']:+.2f}] | "
+                     f"{r['regret']:.3f} [{r['regret_lo']:.3f}, {r['regret_hi']:.3f}] |")
+    lines += ["", "Mean over datasets:", "", "| score | Kendall τ | weighted τ | top-1 regret |", "|---|---|---|---|"]
+    for name in SCORES:
+        mine = [r for r in rows if r["score"] == name]
+        if mine:
+            lines.append(f"| {name} | {np.mean([r['tau'] for r in mine]):+.2f} | "
+                         f"{np.mean([r['wtau'] for r in mine]):+.2f} | {np.mean([r['regret'] for r in mine]):.3f} |")
+    lines += ["", "Every candidate (test accuracy after fine-tuning, then the scores):", "",
+              "| dataset | backbone | weights | depth | test acc | " + " | ".join(SCORES) + " |",
+              "|" + "---|" * (5 + len(SCORES))]
+    for key in sorted(cells):
+        s = scores.get(key, {})
+        vals = " | ".join("–" if np.isnan(s.get(n, np.nan)) else f"{s[n]:.4g}" for n in SCORES)
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {cells[key]:.4f} | {vals} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--smoke", action="store_true", help="a reduced run (tiny data, one epoch)")
+    parser.add_argument("--out", default=None, help="results folder (default: benchmarks/results)")
+    args = parser.parse_args(argv)
+    out = Path(args.out or "benchmarks/results")
+    work = out if args.smoke else Path("runs") / "benchmarks" / "transferability"
+    work.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{work / 'studies.db'}"
+    sets = [*SMOKE, f"output_dir={work / 'runs'}", "tracking.mode=disabled"] if args.smoke else []
+    changes = {"grid": {"data.name": ["digits"], "backbone.name": BACKBONES[:2]}} if args.smoke else None
+    cells: dict[tuple, float] = {}
+    scores: dict[tuple, dict[str, float]] = {}
+    for name in STUDIES:
+        spec = load_study(FOLDER / name, sets, changes)
+        found = truth(spec, run_study(spec, url))
+        cells.update({k: acc for k, (acc, _) in found.items()})
+        scores.update(scored(found, 10 if args.smoke else (500 if "text" in name else 100)))
+    rows = evaluate(cells, scores)
+    out.mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/transferability.py" + (" --smoke" if args.smoke else "")
+    (out / "transferability.md").write_text(to_markdown(rows, cells, scores, command))
+    with (out / "transferability.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {out / 'transferability.md'} and {out / 'transferability.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
