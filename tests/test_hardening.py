@@ -218,7 +218,7 @@ def test_damaged_storage_is_one_line(tmp_path, capsys):
 
 
 def test_passwords_are_masked(tmp_path, capsys):
-    from tl_research.study import mask_url
+    from tl_research.storage import mask_url
 
     assert mask_url("postgresql+psycopg://alice:s3cret@db:5432/st") == "postgresql+psycopg://alice:***@db:5432/st"
     assert main(["study", str(_study(tmp_path, {})), "--storage",

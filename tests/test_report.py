@@ -11,7 +11,8 @@ from optuna.distributions import CategoricalDistribution
 from PIL import Image
 
 from tl_research.cli import main
-from tl_research.study import create_or_load, open_storage
+from tl_research.storage import open_storage
+from tl_research.study import create_or_load
 from tl_research.studyspec import load_study
 
 from .conftest import grid_study

@@ -18,7 +18,7 @@ import yaml
 from optuna.trial import TrialState
 
 from tl_research.cli import main
-from tl_research.study import open_storage
+from tl_research.storage import open_storage
 
 TLR = [sys.executable, "-m", "tl_research.cli"]
 
@@ -211,7 +211,8 @@ def test_a_study_stored_by_an_older_version_resumes(tmp_path):
 
 
 def test_worker_prints_a_line_per_trial_and_dashboard_args(tmp_path, capsys):
-    from tl_research.study import dashboard_arg, prepare_study
+    from tl_research.storage import dashboard_arg
+    from tl_research.study import prepare_study
     from tl_research.studyspec import load_study
 
     url = f"sqlite:///{tmp_path / 'st.db'}"

@@ -187,7 +187,8 @@ def load_claims(path: str | Path) -> tuple[str, list[dict[str, Any]]]:
 
 def check_claims(claims: list[dict[str, Any]], default_study: str | None, url: str) -> list[Verdict]:
     """Every claim judged on the studies of storage `url`."""
-    from tl_research.study import load_existing, open_storage
+    from tl_research.storage import open_storage
+    from tl_research.study import load_existing
 
     storage = open_storage(url, must_exist=True)
     tables: dict[tuple[str, str], Cells] = {}

@@ -83,7 +83,8 @@ def cmd_datasets(args: argparse.Namespace) -> None:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from tl_research.study import dashboard_arg, default_storage, mask_url, trial_rows
+    from tl_research.storage import dashboard_arg, default_storage, mask_url
+    from tl_research.study import trial_rows
     from tl_research.studyspec import load_study
 
     if args.workers < 1:
@@ -125,7 +126,8 @@ def failure_summary(study: Any) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
-    from tl_research.study import load_existing, open_storage, work
+    from tl_research.storage import open_storage
+    from tl_research.study import load_existing, work
 
     quiet_lightning()
     study, spec = load_existing(args.study, open_storage(args.storage, must_exist=True))

@@ -69,7 +69,8 @@ def study_with_progress(spec: Any, url: str, workers: int = 1) -> Any:
     """Run a study with one rich progress bar (trials done / total, best so far, ETA); prints where it runs."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from tl_research.study import DONE, execute_study, mask_url, prepare_study, progress_line, total_trials
+    from tl_research.storage import mask_url
+    from tl_research.study import DONE, execute_study, prepare_study, progress_line, total_trials
 
     quiet_lightning()
     study, queued = prepare_study(spec, url)

@@ -163,7 +163,8 @@ def run_report(name: str, url: str, out: Path, metric: str = "test/acc", rows: s
                target_width: float = 0.02) -> tuple[Table, list[Path]]:
     """Tables and plots of study `name` into `out`; also logged to a W&B summary run when tracking is on."""
     from tl_research.plots import curve_plot, pareto_plot, search_plots
-    from tl_research.study import load_existing, open_storage
+    from tl_research.storage import open_storage
+    from tl_research.study import load_existing
 
     study, spec = load_existing(name, open_storage(url, must_exist=True), "name")
     trials = completed_trials(study)

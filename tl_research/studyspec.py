@@ -75,7 +75,7 @@ class StudySpec:
         return [o.direction for o in self.objectives]
 
     def to_json(self) -> dict[str, Any]:
-        from tl_research.study import mask_url
+        from tl_research.storage import mask_url
 
         study = dataclasses.asdict(self.config)
         if study.get("storage"):
