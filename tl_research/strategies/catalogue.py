@@ -175,8 +175,9 @@ class AutoRGN:
             if not params:
                 rgn.append(0.0)
                 continue
-            grad = torch.stack(torch._foreach_norm([p.grad for p in params])).norm()
-            weight = torch.stack(torch._foreach_norm(params)).norm()
+            with torch.no_grad():  # a read of the step's state, not part of any graph
+                grad = torch.stack(torch._foreach_norm([p.grad for p in params])).norm()
+                weight = torch.stack(torch._foreach_norm([p.detach() for p in params])).norm()
             rgn.append(float(grad / weight.clamp_min(1e-12)))
         top = max(rgn, default=0.0)
         return [r / top if top > 0 else 0.0 for r in rgn]
