@@ -243,3 +243,42 @@ def test_a_tied_grid_axis_sets_every_key_it_names(tmp_path, capsys):
                  name="bad.yaml")
     assert main(["study", str(bad), "--storage", f"sqlite:///{tmp_path / 'b.db'}"]) == 2
     assert "freeze.nosuch" in capsys.readouterr().err
+
+
+def test_study_checkpoints_trim_finished_trials(tmp_path):
+    """study.checkpoints: `best` keeps best.ckpt's weights (still loadable) without what only resuming reads,
+    `none` keeps no checkpoint; the key can change on a resume (workers follow the coordinator's value)."""
+    import torch
+
+    from tl_research.inference import load_run
+    from tl_research.rundir import trim_checkpoints
+    from tl_research.study import load_existing
+
+    url = f"sqlite:///{tmp_path / 'st.db'}"
+    grid = {"name": "ck", "kind": "grid", "grid": {"freeze.strategy": ["full"]}, "seeds": 1}
+    assert main(["study", str(_write(tmp_path, grid)), "--storage", url]) == 0
+    run_dir = Path(optuna.load_study(study_name="ck", storage=url).trials[0].user_attrs["run_dir"])
+    best, last = run_dir / "checkpoints" / "best.ckpt", run_dir / "checkpoints" / "last.ckpt"
+    full = torch.load(best, weights_only=True)
+    assert "optimizer_states" in full and last.is_file()  # the default keeps everything, as a fit does
+    size = best.stat().st_size
+
+    trim_checkpoints(run_dir, "best")
+    slim = torch.load(best, weights_only=True)
+    assert not last.exists() and "optimizer_states" not in slim and best.stat().st_size < size
+    assert slim["state_dict"].keys() == full["state_dict"].keys()
+    assert all(torch.equal(slim["state_dict"][k], v) for k, v in full["state_dict"].items())
+    loaded = load_run(run_dir).model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in full["state_dict"].items())
+
+    # an operational key: the same study resumes with another value, and the stored definition follows
+    assert main(["study", str(_write(tmp_path, {**grid, "checkpoints": "none"})), "--storage", url]) == 0
+    assert load_existing("ck", open_storage(url))[1].config.checkpoints == "none"
+
+    probe = {"name": "ck-none", "kind": "grid", "grid": {"freeze.strategy": ["full"]}, "seeds": 1,
+             "checkpoints": "none"}
+    assert main(["study", str(_write(tmp_path, probe, name="n.yaml")), "--storage", url]) == 0
+    trial = optuna.load_study(study_name="ck-none", storage=url).trials[0]
+    assert trial.state == TrialState.COMPLETE
+    assert Path(trial.user_attrs["run_dir"], "metrics.json").is_file()
+    assert not Path(trial.user_attrs["run_dir"], "checkpoints").exists()

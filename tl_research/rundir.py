@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -68,3 +69,25 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
     os.replace(tmp, path)  # readers never see a half-written file
+
+
+def trim_checkpoints(run_dir: Path, keep: str) -> None:
+    """Shrink a finished run's checkpoints: `best` keeps best.ckpt without the optimizer and loop states (only
+    resuming reads them, and a finished run is never resumed) and drops last.ckpt; `none` drops both; `all` keeps
+    them as they are."""
+    folder = run_dir / "checkpoints"
+    if keep == "all" or not folder.is_dir():
+        return
+    if keep == "none":
+        shutil.rmtree(folder)
+        return
+    (folder / "last.ckpt").unlink(missing_ok=True)
+    best = folder / "best.ckpt"
+    if best.is_file():
+        import torch
+
+        state = torch.load(best, map_location="cpu", weights_only=True)
+        resume_only = ("optimizer_states", "lr_schedulers", "loops", "callbacks")
+        tmp = best.with_name("best.ckpt.tmp")
+        torch.save({k: v for k, v in state.items() if k not in resume_only}, tmp)
+        os.replace(tmp, best)  # a crash leaves the full checkpoint, never a half-written one

@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 
 from tl_research import prefilter
 from tl_research.errors import UserError
+from tl_research.rundir import trim_checkpoints
 from tl_research.storage import open_storage
 from tl_research.studyspec import StudyConfig, StudySpec, grid_seeds
 
@@ -50,9 +51,12 @@ def create_or_load(spec: StudySpec, storage: optuna.storages.BaseStorage) -> opt
     study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions,
                                 sampler=_sampler(spec.config), pruner=_pruner(spec.config), load_if_exists=True)
     saved = study.user_attrs.get(SPEC_ATTR)
-    if saved is not None and _definition(saved) != _definition(json.loads(json.dumps(spec.to_json()))):
+    current = json.loads(json.dumps(spec.to_json()))
+    if saved is not None and _definition(saved) != _definition(current):
         raise UserError(f"study {spec.name!r} exists in this storage with a different definition; "
                         f"rename the study or use another storage")
+    if saved is not None and saved != current:  # an operational key changed: workers follow the coordinator
+        study.set_user_attr(SPEC_ATTR, spec.to_json())
     if saved is None:
         study.set_user_attr(SPEC_ATTR, spec.to_json())
         # the dashboard and Optuna's plots label the objectives with their metric names
@@ -62,11 +66,16 @@ def create_or_load(spec: StudySpec, storage: optuna.storages.BaseStorage) -> opt
     return study
 
 
+# how trials are kept, not what they compute: changing it on a resume is allowed
+OPERATIONAL = ("checkpoints",)
+
+
 def _definition(stored: dict[str, Any]) -> dict[str, Any]:
     """A stored study definition without the study keys at their defaults: a study keeps resuming after a later
     version adds a study option (stored definitions then lack it)."""
     defaults = json.loads(json.dumps(dataclasses.asdict(StudyConfig())))
-    study = {k: v for k, v in stored.get("study", {}).items() if k not in defaults or v != defaults[k]}
+    study = {k: v for k, v in stored.get("study", {}).items()
+             if k not in OPERATIONAL and (k not in defaults or v != defaults[k])}
     return {**stored, "study": study}
 
 
@@ -147,7 +156,12 @@ def objective(trial: optuna.Trial, spec: StudySpec) -> list[float]:
     prune = spec.config.kind == "search" and len(spec.objectives) == 1 and spec.config.pruner != "none"
     callbacks = [OptunaPruning(trial, spec.objectives[0].metric)] if prune else []
     label = ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in params.items())
-    result = run(exp, out, callbacks=callbacks, group=spec.name, label=label)
+    try:
+        result = run(exp, out, callbacks=callbacks, group=spec.name, label=label)
+    except optuna.TrialPruned:
+        trim_checkpoints(out, spec.config.checkpoints)
+        raise
+    trim_checkpoints(out, spec.config.checkpoints)  # a failed trial keeps its files, for the post-mortem
     for key, value in result.metrics.items():
         if isinstance(value, (int, float, str)):
             trial.set_user_attr(key, value)

@@ -49,6 +49,9 @@ class StudyConfig:
     # Optuna heartbeat (RDB storages): a worker silent for `grace_period` s has its trial failed and retried
     heartbeat_interval: int = field(default=10, metadata=bounds(ge=1))
     grace_period: int = field(default=60, metadata=bounds(ge=1))
+    # what each finished trial's folder keeps: all (best.ckpt and last.ckpt, as a fit does), best (best.ckpt's
+    # weights alone: loadable by predict/export/head.from_run, about a third of a fine-tuned model's size), none
+    checkpoints: Literal["all", "best", "none"] = "all"
 
 
 # metrics a study may select on; test metrics are recorded, never optimised

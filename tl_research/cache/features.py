@@ -155,7 +155,7 @@ class FeatureCollate:
         hidden = torch.zeros(len(items), longest, items[0][0].shape[-1])
         mask = torch.zeros(len(items), longest, dtype=torch.long)
         for i, (x, _) in enumerate(items):
-            hidden[i, :len(x)] = torch.from_numpy(np.asarray(x, dtype=np.float32))
+            hidden[i, :len(x)] = torch.tensor(np.asarray(x, dtype=np.float32))  # a copy: cached rows are read-only
             mask[i, :len(x)] = 1
         return {"hidden_states": hidden, "attention_mask": mask}, labels
 
