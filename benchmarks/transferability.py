@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tl_research.agreement import agreement
+from tl_research.agreement import agreement, measures
 from tl_research.rank import SCORES, rank
 from tl_research.study import run_study
 from tl_research.studyspec import load_study
@@ -75,6 +75,38 @@ def evaluate(cells: dict[tuple, float], scores: dict[tuple, dict[str, float]]) -
     return rows
 
 
+# the two choices a user makes, asked separately: candidates grouped by what stays fixed (key indices:
+# dataset, backbone, weights, depth)
+QUESTIONS = {"which backbone, at a fixed depth": (0, 3), "which depth, for a fixed backbone": (0, 1, 2)}
+
+
+def by_question(cells: dict[tuple, float], scores: dict[tuple, dict[str, float]]) -> list[dict[str, Any]]:
+    """Per question and score: mean tau over the groups of >= 3 scored candidates (tau is undefined, and left
+    out, where fine-tuning tied), how often the score's favourite is the group's best, and the mean regret. A
+    score that is the same for every candidate of a group (LEEP and NCE across depths) cannot choose there: it
+    has no row."""
+    rows = []
+    for question, fixed in QUESTIONS.items():
+        groups: dict[tuple, list[tuple]] = {}
+        for key in cells:
+            if key in scores:
+                groups.setdefault(tuple(key[i] for i in fixed), []).append(key)
+        for name in SCORES:
+            found = []
+            for keys in groups.values():
+                vals = np.array([scores[k].get(name, np.nan) for k in keys])
+                acc = np.array([cells[k] for k in keys])
+                keep = ~np.isnan(vals)
+                if keep.sum() >= 3 and len(np.unique(vals[keep])) > 1:
+                    found.append(measures(vals[keep], acc[keep]))
+            if found:
+                arr = np.array(found)
+                rows.append({"question": question, "score": name, "groups": len(found),
+                             "tau": float(np.nanmean(arr[:, 0])), "hits": int((arr[:, 2] == 0).sum()),
+                             "regret": float(arr[:, 2].mean())})
+    return rows
+
+
 def to_markdown(rows: list[dict[str, Any]], cells: dict[tuple, float], scores: dict[tuple, dict[str, float]],
                 command: str) -> str:
     lines = ["# Transferability scores vs fine-tuning", "", f"Command: `{command}`. Candidates: backbone x freeze "
@@ -93,6 +125,12 @@ def to_markdown(rows: list[dict[str, Any]], cells: dict[tuple, float], scores: d
         if mine:
             lines.append(f"| {name} | {np.mean([r['tau'] for r in mine]):+.2f} | "
                          f"{np.mean([r['wtau'] for r in mine]):+.2f} | {np.mean([r['regret'] for r in mine]):.3f} |")
+    lines += ["", "By question (groups of candidates that differ only in the backbone, or only in the depth; "
+              "mean over groups):", "", "| question | score | groups | mean Kendall τ | picks the best | mean regret |",
+              "|---|---|---|---|---|---|"]
+    for r in by_question(cells, scores):
+        lines.append(f"| {r['question']} | {r['score']} | {r['groups']} | {r['tau']:+.2f} | "
+                     f"{r['hits']}/{r['groups']} | {r['regret']:.3f} |")
     lines += ["", "Every candidate (test accuracy after fine-tuning, then the scores):", "",
               "| dataset | backbone | weights | depth | test acc | " + " | ".join(SCORES) + " |",
               "|" + "---|" * (5 + len(SCORES))]

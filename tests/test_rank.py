@@ -79,4 +79,27 @@ def test_validation_benchmark_smoke_variant(tmp_path):
     for r in rows:
         assert -1 <= float(r["tau_lo"]) <= float(r["tau"]) <= float(r["tau_hi"]) <= 1
         assert int(r["candidates"]) >= 6 and float(r["regret"]) >= 0
-    assert "| digits | timm/mobilenetv2_100 | none | 8 |" in (tmp_path / "transferability.md").read_text()
+    md = (tmp_path / "transferability.md").read_text()
+    assert "| digits | timm/mobilenetv2_100 | none | 8 |" in md
+    assert "| which depth, for a fixed backbone | logme |" in md
+
+
+def test_benchmark_asks_backbone_and_depth_separately():
+    """Constructed candidates: a score that orders backbones right but prefers deeper frozen features while
+    fine-tuning prefers shallower ones agrees on one question and disagrees on the other; a score constant over
+    depths (LEEP) gets no depth row."""
+    import runpy
+
+    bench = runpy.run_path("benchmarks/transferability.py")
+    cells, scores = {}, {}
+    for b, quality in (("a", 0.9), ("b", 0.8), ("c", 0.7)):
+        for depth in (2, 4, 6):
+            key = ("d", b, "offline", depth)
+            cells[key] = quality - depth / 100  # freezing more loses accuracy
+            scores[key] = {"logme": quality + depth / 1000, "leep": quality}  # deeper features score higher
+    rows = {(r["question"].split(",")[0], r["score"]): r for r in bench["by_question"](cells, scores)}
+    backbone, depth = rows[("which backbone", "logme")], rows[("which depth", "logme")]
+    assert backbone["groups"] == 3 and backbone["tau"] == pytest.approx(1) and backbone["hits"] == 3
+    assert depth["groups"] == 3 and depth["tau"] == pytest.approx(-1) and depth["hits"] == 0
+    assert depth["regret"] == pytest.approx(0.04)
+    assert ("which backbone", "leep") in rows and ("which depth", "leep") not in rows

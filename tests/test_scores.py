@@ -120,6 +120,8 @@ def test_agreement_measures_on_known_orderings():
     assert got.wtau < 1 - 2 / 15 + 1e-9  # a swap at the top costs weighted tau at least as much
     lo, hi = got.tau_ci
     assert lo <= got.tau <= hi and -1 <= lo and hi <= 1
+    tied = agreement(np.array([1, 2, 3, 4, 6, 6]), truth)  # the top two tied: the mean of what they reach
+    assert tied.regret == pytest.approx(0.90 - (0.86 + 0.90) / 2)
     nan = agreement(np.array([1, np.nan, 3, 4, 6, 5]), truth)
     assert nan.n == 5
     with pytest.raises(ValueError, match="at least 3"):

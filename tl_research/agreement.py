@@ -18,15 +18,18 @@ class Agreement:
     tau_ci: tuple[float, float]
     wtau: float
     wtau_ci: tuple[float, float]
-    regret: float  # best truth - truth of the score's top candidate (0: the score picked the best)
+    regret: float  # best truth - truth of the score's top candidate (ties: their mean; 0: picked the best)
     regret_ci: tuple[float, float]
     n: int  # candidates
 
 
-def _measures(score: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
+def measures(score: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
+    """Kendall's tau, weighted tau and top-1 regret of one set of candidates (no interval)."""
     tau = float(kendalltau(score, truth).statistic)
     wtau = float(weightedtau(score, truth).statistic)
-    regret = float(truth.max() - truth[int(np.argmax(score))])
+    # a tie at the top (LEEP is the same at every depth of a backbone) is a coin flip between the tied
+    # candidates, not a pick of whichever comes first
+    regret = float(truth.max() - truth[score == score.max()].mean())
     return tau, wtau, regret
 
 
@@ -38,13 +41,13 @@ def agreement(score: np.ndarray, truth: np.ndarray, n_boot: int = 2000, seed: in
     score, truth = score[keep], truth[keep]
     if len(score) < 3:
         raise ValueError(f"agreement needs at least 3 scored candidates, got {len(score)}")
-    point = _measures(score, truth)
+    point = measures(score, truth)
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(n_boot):
         idx = rng.integers(0, len(score), len(score))
         if len(np.unique(score[idx])) > 1 and len(np.unique(truth[idx])) > 1:  # tau needs variation
-            draws.append(_measures(score[idx], truth[idx]))
+            draws.append(measures(score[idx], truth[idx]))
     arr = np.array(draws)
     ci = [(float(np.quantile(arr[:, j], 0.025)), float(np.quantile(arr[:, j], 0.975))) for j in range(3)]
     return Agreement(point[0], ci[0], point[1], ci[1], point[2], ci[2], len(score))
