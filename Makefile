@@ -27,7 +27,7 @@ lint: install
 	$(VENV)/bin/ruff check tl_research tests benchmarks
 
 test: install lint
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rs --durations=20
 
 clean:
 	rm -rf runs .pytest_cache
