@@ -3,6 +3,7 @@ full disk, damaged storage, diverging loss, hostile data files)."""
 
 import errno
 import gzip
+import json
 import os
 import pickle
 
@@ -349,3 +350,28 @@ def test_peak_memory_is_per_run():
     if not os.path.exists("/proc/self/clear_refs"):
         pytest.skip("not Linux: the figure is the process peak there")
     assert after < before - 200
+
+
+def test_sigterm_stops_a_fit_that_then_resumes(tmp_path):
+    """SIGTERM mid-fit: exit 143 with one line, the run left unfinished and resumable; the same command finishes
+    it from the last epoch (before, Lightning's handler turned the signal into a silent exit 0 at the next batch)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = tmp_path / "e.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_experiment(tmp_path, trainer={"max_epochs": 5}, data={"train_limit": 160})))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "tl_research.cli", "fit", str(cfg), "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and not (out / "checkpoints" / "last.ckpt").exists():
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and err.rstrip().endswith("tlr: terminated"), err[-2000:]
+    assert (out / "checkpoints" / "last.ckpt").exists() and not (out / "metrics.json").exists()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # the same command resumes
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 5

@@ -105,6 +105,37 @@ def test_killed_study_reruns_to_completion(tmp_path):
     assert any(t.system_attrs.get("failed_trial") == failed[0].number for t in study.trials)
 
 
+def test_sigterm_stops_a_study_and_its_workers_and_hands_the_cells_back(tmp_path):
+    """SIGTERM to `tlr study --workers 2` mid-trial: it ends with 143, its workers with it; their cells are failed
+    at once (no RUNNING trial waits for a stale heartbeat: the grace period is longer than the rerun may take) and
+    no further cell starts; a rerun finishes every cell exactly once."""
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    cfg = _write(tmp_path, {**_grid("g-term"), "heartbeat_interval": 1, "grace_period": 3600}, epochs=3)
+    proc = subprocess.Popen([*TLR, "study", str(cfg), "--storage", url, "--workers", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline:  # both workers inside a trial (their heartbeats started)
+        time.sleep(0.5)
+        try:
+            with sqlite3.connect(tmp_path / "studies.db", timeout=5) as db:
+                beating = db.execute("select count(*) from trials t join trial_heartbeats h "
+                                     "on h.trial_id = t.trial_id where t.state = 'RUNNING'").fetchone()[0]
+        except sqlite3.Error:
+            continue
+        if beating == 2:
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    trials = optuna.load_study(study_name="g-term", storage=open_storage(url)).trials
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    stopped = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(stopped) == 2 and all(t.user_attrs.get("error") == "interrupted" for t in stopped)  # one a worker
+    done = subprocess.run([*TLR, "study", str(cfg), "--storage", url], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    _cells_exactly_once(url, "g-term")
+
+
 def test_search_prunes_and_records_last_value(tmp_path):
     study_cfg = {"name": "s-prune", "kind": "search", "n_trials": 8, "sampler": "random", "sampler_seed": 3,
                  "pruner": "median", "params": {"optim.lr": {"type": "float", "low": 1e-6, "high": 0.3, "log": True},

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 
 from tl_research.commands import (
     cmd_backbones,
@@ -160,23 +162,49 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: the current trial or run stops at once (a run stays resumable from its last
+    epoch, a study's cell goes back to the queue) and the process ends with 143."""
+
+
+_TERMINATED = threading.Event()
+
+
+def _terminate(signum: int, frame: object) -> None:
+    _TERMINATED.set()  # Lightning catches the interrupt and exits with SystemExit(1): main tells them apart
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_libraries()
     if args.command in MODEL_COMMANDS:
         quiet_transformers()
+    # Lightning's own SIGTERM handler only stops a fit at the next batch and turns the stop into SystemExit, which
+    # a study would take for a failed cell and go on; it calls this handler too
+    handles = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if handles else None
+    _TERMINATED.clear()
     try:
         code = args.func(args)
     except UserError as exc:
         print(f"tlr: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("tlr: interrupted", file=sys.stderr)
-        return 130
+        print("tlr: terminated" if _TERMINATED.is_set() else "tlr: interrupted", file=sys.stderr)
+        return 143 if _TERMINATED.is_set() else 130
+    except SystemExit:
+        if not _TERMINATED.is_set():
+            raise
+        print("tlr: terminated", file=sys.stderr)
+        return 143
     except BrokenPipeError:  # `tlr backbones | head`: the reader left; end quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    finally:
+        if handles:
+            signal.signal(signal.SIGTERM, previous)
     return code or 0
 
 

@@ -193,10 +193,15 @@ def run_claimed(study: optuna.Study, trial: optuna.Trial, spec: StudySpec) -> Tr
         trial.set_user_attr("pruned", str(exc))
         study.tell(trial, state=TrialState.PRUNED)
         return TrialState.PRUNED
-    except (Exception, SystemExit) as exc:  # a trial's failure must not stop the study
+    except Exception as exc:  # a trial's failure must not stop the study
         trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
         study.tell(trial, state=TrialState.FAIL)
         return TrialState.FAIL
+    except BaseException:  # Ctrl-C or SIGTERM (Lightning turns both into SystemExit): the worker stops, and the
+        # cell is failed now, not after its heartbeat goes stale, so a rerun retries it at once
+        trial.set_user_attr("error", "interrupted")
+        study.tell(trial, state=TrialState.FAIL)
+        raise
     finally:
         stop.set()
         if beat is not None:
@@ -321,10 +326,17 @@ def execute_study(study: optuna.Study, spec: StudySpec, url: str, workers: int =
 
     if workers > 1:
         procs = spawn_workers(workers, spec.name, url)
-        while any(p.poll() is None for p in procs):
-            time.sleep(2)
-            if progress:
-                progress(study)
+        try:
+            while any(p.poll() is None for p in procs):
+                time.sleep(2)
+                if progress:
+                    progress(study)
+        except BaseException:  # interrupted or terminated: so are the workers (each hands its cell back)
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait()
+            raise
     else:
         work(study, spec, on_trial=progress)
     if progress:
