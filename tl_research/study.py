@@ -197,11 +197,6 @@ def run_claimed(study: optuna.Study, trial: optuna.Trial, spec: StudySpec) -> Tr
         trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
         study.tell(trial, state=TrialState.FAIL)
         return TrialState.FAIL
-    except BaseException:  # Ctrl-C or SIGTERM (Lightning turns both into SystemExit): the worker stops, and the
-        # cell is failed now, not after its heartbeat goes stale, so a rerun retries it at once
-        trial.set_user_attr("error", "interrupted")
-        study.tell(trial, state=TrialState.FAIL)
-        raise
     finally:
         stop.set()
         if beat is not None:
@@ -215,11 +210,22 @@ def fail_stale(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def _claim(study: optuna.Study) -> optuna.Trial | None:
-    """Atomically take one WAITING trial (RUNNING on success); None when the queue is empty."""
+def _hand_back(study: optuna.Study, trial_id: int) -> None:
+    """Fail a trial this worker holds (RUNNING) as it stops, so that a rerun retries its cell at once instead
+    of waiting for its heartbeat to go stale."""
+    storage = study._storage
+    if storage.get_trial(trial_id).state == TrialState.RUNNING:
+        storage.set_trial_user_attr(trial_id, "error", "interrupted")
+        storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+
+
+def _claim(study: optuna.Study, held: list[int]) -> optuna.Trial | None:
+    """Atomically take one WAITING trial (RUNNING on success, its id appended to `held` at once); None when the
+    queue is empty."""
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         try:
             if study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
+                held.append(frozen._trial_id)
                 if hasattr(study._storage, "record_heartbeat") and study._storage.get_heartbeat_interval():
                     # at once: a RUNNING trial without any heartbeat is never seen as stale
                     study._storage.record_heartbeat(frozen._trial_id)
@@ -236,24 +242,36 @@ def _running_elsewhere(study: optuna.Study) -> bool:
     return bool(beats) and bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
+def _work_grid(study: optuna.Study, spec: StudySpec, on_trial: Any, held: list[int]) -> int:
+    done = 0
+    while True:
+        fail_stale(study)  # a killed worker's cell goes back into the queue (RDB storages)
+        held.clear()
+        trial = _claim(study, held)
+        if trial is None:
+            if not _running_elsewhere(study):
+                return done
+            # another worker holds a cell (or held it and was killed): wait for it to finish, or for its
+            # heartbeat to go stale so that fail_stale hands the cell back to this queue
+            time.sleep(min(5.0, float(spec.config.heartbeat_interval)))
+            continue
+        run_claimed(study, trial, spec)
+        done += 1
+        if on_trial:
+            on_trial(study)
+
+
 def work(study: optuna.Study, spec: StudySpec, on_trial: Any = None) -> int:
     """A worker: grid cells until the queue is empty, or search trials until n_trials are done."""
-    done = 0
     if spec.config.kind == "grid":
-        while True:
-            fail_stale(study)  # a killed worker's cell goes back into the queue (RDB storages)
-            trial = _claim(study)
-            if trial is None:
-                if not _running_elsewhere(study):
-                    return done
-                # another worker holds a cell (or held it and was killed): wait for it to finish, or for its
-                # heartbeat to go stale so that fail_stale hands the cell back to this queue
-                time.sleep(min(5.0, float(spec.config.heartbeat_interval)))
-                continue
-            run_claimed(study, trial, spec)
-            done += 1
-            if on_trial:
-                on_trial(study)
+        held: list[int] = []
+        try:
+            return _work_grid(study, spec, on_trial, held)
+        except BaseException:  # Ctrl-C or SIGTERM (Lightning turns both into SystemExit) may land anywhere, even
+            # between claiming a cell and starting it: the cell held is handed back
+            for trial_id in held:
+                _hand_back(study, trial_id)
+            raise
     from optuna.study import MaxTrialsCallback
 
     callbacks = [MaxTrialsCallback(spec.config.n_trials, states=DONE)]
