@@ -136,6 +136,25 @@ def test_sigterm_stops_a_study_and_its_workers_and_hands_the_cells_back(tmp_path
     _cells_exactly_once(url, "g-term")
 
 
+def test_sigterm_mid_fit_fails_a_search_trial_and_stops(tmp_path):
+    """In a search, Lightning turns SIGTERM into SystemExit, which Optuna would leave RUNNING: the trial is failed
+    ("interrupted"), the study stops with 143 and starts no further trial."""
+    search = {"name": "s-term", "kind": "search", "n_trials": 3, "sampler": "random", "pruner": "none",
+              "heartbeat_interval": 1, "params": {"optim.lr": {"type": "float", "low": 1e-3, "high": 1e-2}}}
+    cfg = _write(tmp_path, search, epochs=20)
+    url = f"sqlite:///{tmp_path / 'st.db'}"
+    proc = subprocess.Popen([*TLR, "study", str(cfg), "--storage", url],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((tmp_path / "runs" / "studies").glob("s-term/*/checkpoints/last.ckpt")):
+        time.sleep(0.2)  # an epoch has ended: the trial is inside Lightning's fit
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    trials = optuna.load_study(study_name="s-term", storage=open_storage(url)).trials
+    assert [(t.state, t.user_attrs.get("error")) for t in trials] == [(TrialState.FAIL, "interrupted")]
+
+
 def test_search_prunes_and_records_last_value(tmp_path):
     study_cfg = {"name": "s-prune", "kind": "search", "n_trials": 8, "sampler": "random", "sampler_seed": 3,
                  "pruner": "median", "params": {"optim.lr": {"type": "float", "low": 1e-6, "high": 0.3, "log": True},

@@ -286,6 +286,10 @@ def work(study: optuna.Study, spec: StudySpec, on_trial: Any = None) -> int:
         except Exception as exc:
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
             raise
+        except SystemExit as exc:  # Lightning's form of Ctrl-C / SIGTERM: as an interrupt, Optuna fails the trial
+            # (instead of leaving it RUNNING) and stops
+            trial.set_user_attr("error", "interrupted")
+            raise KeyboardInterrupt from exc
 
     study.optimize(func if len(spec.objectives) > 1 else (lambda t: func(t)[0]), timeout=spec.config.timeout,
                    n_trials=spec.config.n_trials, callbacks=callbacks, catch=(Exception,),
