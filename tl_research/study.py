@@ -55,10 +55,9 @@ def create_or_load(spec: StudySpec, storage: optuna.storages.BaseStorage) -> opt
     if saved is not None and _definition(saved) != _definition(current):
         raise UserError(f"study {spec.name!r} exists in this storage with a different definition; "
                         f"rename the study or use another storage")
-    if saved is not None and saved != current:  # an operational key changed: workers follow the coordinator
+    if saved != current:  # new, or an operational key changed: workers follow the coordinator
         study.set_user_attr(SPEC_ATTR, spec.to_json())
     if saved is None:
-        study.set_user_attr(SPEC_ATTR, spec.to_json())
         # the dashboard and Optuna's plots label the objectives with their metric names
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
