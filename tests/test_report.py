@@ -108,6 +108,38 @@ def test_depth_ablation_gets_a_depth_curve(tmp_path):
     assert (tmp_path / "out" / "freeze_depth.png") in files
 
 
+
+def test_a_third_swept_key_joins_the_rows_instead_of_hiding_cells(tmp_path):
+    """lr_factor x schedule x shots (ULMFiT's grid): rows lr_factor, cols shots; the schedule must not collapse
+    two cells into one (each seed kept one of them before)."""
+    import yaml
+
+    from tl_research.report import run_report
+
+    cfg = tmp_path / "u.yaml"
+    grid = {"freeze.lr_factor": [1.0, 2.6], "optim.schedule": ["constant", "slanted_triangular"],
+            "data.shots": [50, 250]}
+    cfg.write_text(yaml.safe_dump({
+        "experiment": {"name": "u", "tracking": {"mode": "disabled"}, "freeze": {"strategy": "gradual_unfreeze"}},
+        "study": {"name": "u", "kind": "grid", "seeds": 2, "grid": grid}}))
+    url = f"sqlite:///{tmp_path / 'u.db'}"
+    study = create_or_load(load_study(cfg), open_storage(url))
+    dists = {**{k: CategoricalDistribution(v) for k, v in grid.items()}, "seed": CategoricalDistribution([0, 1])}
+    for factor in grid["freeze.lr_factor"]:
+        for schedule in grid["optim.schedule"]:
+            for shots in grid["data.shots"]:
+                for seed in (0, 1):
+                    acc = 0.5 + shots / 1000 + (factor == 2.6) * 0.1 + (schedule == "constant") * 0.01 + seed / 100
+                    study.add_trial(optuna.trial.create_trial(
+                        params={"freeze.lr_factor": factor, "optim.schedule": schedule, "data.shots": shots,
+                                "seed": seed}, distributions=dists, values=[acc], user_attrs={"test/acc": acc}))
+    table, _ = run_report("u", url, tmp_path / "out", rows="freeze.lr_factor", cols="data.shots")
+    assert table.rows == ["1.0, constant", "1.0, slanted_triangular", "2.6, constant", "2.6, slanted_triangular"]
+    assert table.rows_key == "freeze.lr_factor, optim.schedule"
+    assert table.cells[("2.6, slanted_triangular", 250)].mean == pytest.approx(0.5 + 0.25 + 0.1 + 0.005)
+    assert table.cells[("1.0, constant", 50)].mean == pytest.approx(0.5 + 0.05 + 0.01 + 0.005)
+    assert "| 2.6, slanted_triangular |" in (tmp_path / "out" / "results.md").read_text()
+
 def _seeded_study(tmp_path, seeds, effect=0.10, size=200):
     """A grid study whose trials left real per-example predictions on one shared test set."""
     import yaml

@@ -148,6 +148,13 @@ def _holm(comparisons: dict[tuple[Any, Any], stats.Comparison]) -> dict[tuple[An
     return dict(zip(keys, stats.holm([comparisons[k].p for k in keys])))
 
 
+def _row_label(trial: optuna.trial.FrozenTrial, row_keys: list[str]) -> Any:
+    values = [trial.params.get(k) for k in row_keys]
+    if not values:
+        return "all"
+    return values[0] if len(values) == 1 else ", ".join(str(v) for v in values)
+
+
 def build_table(trials: list[optuna.trial.FrozenTrial], metric: str, rows_key: str | None, cols_key: str | None,
                 baseline: Any = None, expected_cells: int | None = None, method: str = "bootstrap",
                 alpha: float = stats.ALPHA) -> Table:
@@ -155,12 +162,18 @@ def build_table(trials: list[optuna.trial.FrozenTrial], metric: str, rows_key: s
     for key, flag in ((rows_key, "--rows"), (cols_key, "--cols")):
         if key is not None and key not in keys:
             raise UserError(f"{flag}: {key!r} is not a parameter of this study (parameters: {', '.join(sorted(keys))})")
+    # a grid's other swept keys join the rows: keeping one trial per seed of a (row, col) would hide cells (a
+    # search's trials, without seeds, stay grouped by row and column: their other keys are what was searched)
+    grid = all("seed" in t.params for t in trials)
+    others = sorted(k for k in keys if grid and k not in (rows_key, cols_key, "seed")
+                    and len({repr(t.params.get(k)) for t in trials}) > 1)
+    row_keys = [rows_key] * bool(rows_key) + others
     groups: dict[tuple[Any, Any], dict[int, optuna.trial.FrozenTrial]] = defaultdict(dict)
     extra: dict[Any, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for t in trials:
         if metric not in t.user_attrs:
             continue
-        cell = (t.params[rows_key] if rows_key else "all", t.params.get(cols_key) if cols_key else "all")
+        cell = (_row_label(t, row_keys), t.params.get(cols_key) if cols_key else "all")
         groups[cell][int(t.params.get("seed", t.number))] = t
         for name in (THROUGHPUT, TRAINABLE):
             if name in t.user_attrs:
@@ -173,9 +186,9 @@ def build_table(trials: list[optuna.trial.FrozenTrial], metric: str, rows_key: s
     if baseline is None:
         baseline = "linear_probe" if "linear_probe" in rows else rows[0]
     missing = max(0, expected_cells - len(trials)) if expected_cells is not None else 0
-    table = Table(metric, rows_key, cols_key, rows, cols, cells, {r: {k: float(np.mean(v)) for k, v in d.items()}
-                                                                   for r, d in extra.items()},
-                  baseline, missing, method, alpha)
+    means = {r: {k: float(np.mean(v)) for k, v in d.items()} for r, d in extra.items()}
+    table = Table(metric, ", ".join(row_keys) or None, cols_key, rows, cols, cells, means, baseline, missing, method,
+                  alpha)
     for (r, c), cell in cells.items():
         base = cells.get((baseline, c))
         if r != baseline and base is not None:
