@@ -11,6 +11,7 @@ from optuna.distributions import CategoricalDistribution
 from PIL import Image
 
 from tl_research.cli import main
+from tl_research.errors import UserError
 from tl_research.storage import open_storage
 from tl_research.study import create_or_load
 from tl_research.studyspec import load_study
@@ -139,6 +140,10 @@ def test_a_third_swept_key_joins_the_rows_instead_of_hiding_cells(tmp_path):
     assert table.cells[("2.6, slanted_triangular", 250)].mean == pytest.approx(0.5 + 0.25 + 0.1 + 0.005)
     assert table.cells[("1.0, constant", 50)].mean == pytest.approx(0.5 + 0.05 + 0.01 + 0.005)
     assert "| 2.6, slanted_triangular |" in (tmp_path / "out" / "results.md").read_text()
+    table, _ = run_report("u", url, tmp_path / "out", rows="freeze.lr_factor", baseline="2.6, constant")
+    assert table.baseline == "2.6, constant" and ("1.0, constant", 50) in table.vs_baseline
+    with pytest.raises(UserError, match="--baseline: '2.6' is not a row"):
+        run_report("u", url, tmp_path / "out", rows="freeze.lr_factor", baseline="2.6")
 
 def _seeded_study(tmp_path, seeds, effect=0.10, size=200):
     """A grid study whose trials left real per-example predictions on one shared test set."""

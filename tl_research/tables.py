@@ -185,6 +185,12 @@ def build_table(trials: list[optuna.trial.FrozenTrial], metric: str, rows_key: s
     cols = sorted({c for _, c in cells}, key=sort_key)
     if baseline is None:
         baseline = "linear_probe" if "linear_probe" in rows else rows[0]
+    else:  # given on the command line as text: match a row by its label (a depth 6 is "6" there)
+        matches = [r for r in rows if str(r) == str(baseline)]
+        if not matches:
+            raise UserError(f"--baseline: {baseline!r} is not a row of this table (rows: "
+                            f"{', '.join(str(r) for r in rows)})")
+        baseline = matches[0]
     missing = max(0, expected_cells - len(trials)) if expected_cells is not None else 0
     means = {r: {k: float(np.mean(v)) for k, v in d.items()} for r, d in extra.items()}
     table = Table(metric, ", ".join(row_keys) or None, cols_key, rows, cols, cells, means, baseline, missing, method,
