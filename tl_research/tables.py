@@ -165,9 +165,9 @@ def build_table(trials: list[optuna.trial.FrozenTrial], metric: str, rows_key: s
     # a grid's other swept keys join the rows: keeping one trial per seed of a (row, col) would hide cells (a
     # search's trials, without seeds, stay grouped by row and column: their other keys are what was searched)
     grid = all("seed" in t.params for t in trials)
-    others = sorted(k for k in keys if grid and k not in (rows_key, cols_key, "seed")
-                    and len({repr(t.params.get(k)) for t in trials}) > 1)
-    row_keys = [rows_key] * bool(rows_key) + others
+    others = sorted(k for k in keys if k not in (rows_key, cols_key, "seed")
+                    and len({repr(t.params.get(k)) for t in trials}) > 1) if grid else []
+    row_keys = ([rows_key] if rows_key else []) + others
     groups: dict[tuple[Any, Any], dict[int, optuna.trial.FrozenTrial]] = defaultdict(dict)
     extra: dict[Any, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for t in trials:
