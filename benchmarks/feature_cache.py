@@ -86,8 +86,8 @@ def section_curves(shots: list[int], seeds: int, tmp: Path) -> list[str]:
 def section_sklearn(tmp: Path) -> list[str]:
     from sklearn.linear_model import LogisticRegression
 
-    from tl_research.probe import fit_logistic
     from tl_research.run import build_backbone_from, build_data_from, build_strategy_from
+    from tl_research.training.probe import fit_logistic
 
     exp = load_experiment("experiments/mobilenetv2_animal_linear_probe.yaml",
                           ["data.image_size=64", "data.eval_limit=1000", "tracking.mode=disabled"])

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from tl_research.config import load_experiment
-from tl_research.rank import ordered, rank, to_markdown
+from tl_research.scores.rank import ordered, rank, to_markdown
 
 BACKBONES = ["timm/mobilenetv2_100", "timm/tf_efficientnet_lite0", "timm/tf_efficientnet_lite1",
              "timm/tf_efficientnet_lite2"]

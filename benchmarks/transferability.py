@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from tl_research.agreement import agreement, measures
-from tl_research.rank import SCORES, rank
-from tl_research.study import run_study
-from tl_research.studyspec import load_study
-from tl_research.tables import completed_trials
+from tl_research.reports.tables import completed_trials
+from tl_research.scores.agreement import agreement, measures
+from tl_research.scores.rank import SCORES, rank
+from tl_research.studies.study import run_study
+from tl_research.studies.studyspec import load_study
 
 FOLDER = Path(__file__).parent / "transferability"
 STUDIES = ["images.yaml", "images_random.yaml", "text.yaml"]

@@ -71,9 +71,9 @@ def grid_study(tmp_path: Path, name: str, strategies: list, shots: list, seeds: 
     import yaml
     from optuna.distributions import CategoricalDistribution
 
-    from tl_research.storage import open_storage
-    from tl_research.study import create_or_load
-    from tl_research.studyspec import load_study
+    from tl_research.studies.storage import open_storage
+    from tl_research.studies.study import create_or_load
+    from tl_research.studies.studyspec import load_study
 
     cfg = tmp_path / f"{name}.yaml"
     cfg.write_text(yaml.safe_dump({

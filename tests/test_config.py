@@ -81,7 +81,7 @@ STUDIES = sorted((Path(__file__).parent.parent / "experiments" / "studies").glob
 
 @pytest.mark.parametrize("path", STUDIES, ids=[p.name for p in STUDIES])
 def test_every_study_yaml_validates(path):
-    from tl_research.studyspec import load_study
+    from tl_research.studies.studyspec import load_study
 
     spec = load_study(path)
     assert spec.name and (spec.cells or spec.config.kind == "search")
@@ -90,8 +90,8 @@ def test_every_study_yaml_validates(path):
 
 
 def test_quickstart_study_is_the_documented_grid():
-    from tl_research.quickstart import STUDY
-    from tl_research.studyspec import load_study
+    from tl_research.cli.quickstart import STUDY
+    from tl_research.studies.studyspec import load_study
 
     spec = load_study(STUDY)
     assert spec.base["backbone"]["weights"] == "offline"
@@ -116,9 +116,9 @@ def test_every_key_is_documented_in_help_and_readme(capsys):
     import dataclasses
     from pathlib import Path
 
-    from tl_research.cli import main
+    from tl_research.cli.keydocs import experiment_keys, keys_markdown
+    from tl_research.cli.main import main
     from tl_research.config import Experiment
-    from tl_research.keydocs import experiment_keys, keys_markdown
     from tl_research.strategies.plan import STRATEGIES
 
     docs = experiment_keys()

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import tiny_experiment
 from tl_research.config import load_experiment
 from tl_research.run import build_backbone_from, build_module_from, run
-
-from .conftest import tiny_experiment
 
 
 def _predict(exp, ckpt, run_dir):
@@ -111,7 +110,7 @@ def test_monitor_val_loss_picks_the_lowest_loss_epoch(tmp_path):
 def test_balanced_class_weights(tmp_path, capsys):
     import torch.nn.functional as F
 
-    from tl_research.cli import main
+    from tl_research.cli.main import main
 
     exp = load_experiment(data=tiny_experiment(tmp_path, optim={"class_weights": "balanced"}))
     labels = np.array([0] * 30 + [1] * 10 + [2] * 20)

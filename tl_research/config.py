@@ -20,6 +20,7 @@ from tl_research.schema import (  # noqa: F401  (from_dict, read_yaml, apply_ove
     apply_overrides,
     bounds,
     from_dict,
+    json_schema,
     parse_fields,
     public_dict,
     read_yaml,
@@ -308,8 +309,6 @@ def dump_yaml(exp: Experiment) -> str:
 def experiment_schema() -> dict[str, Any]:
     """JSON Schema of an experiment YAML; the freeze section lists every strategy's options (each applies to the
     strategies that own it)."""
-    from tl_research.schema import json_schema
-
     options: dict[str, Any] = {}
     for name, entry in STRATEGIES.items():
         one = json_schema(entry)["properties"]

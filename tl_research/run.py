@@ -18,15 +18,26 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
+import numpy as np
+import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from tl_research.backbones import Backbone, build_backbone
-from tl_research.backbones.base import reinit_groups
-from tl_research.callbacks import Throughput
+from tl_research.backbones.base import reinit_groups, weights_digest
+from tl_research.backbones.runs import load_run_head
+from tl_research.cache.features import CacheReport, cached_datamodule, cached_rows, decide
 from tl_research.config import Experiment, dump_yaml
 from tl_research.data.datamodule import ImageCollate, TransferDataModule, input_collates, load_data, select
 from tl_research.data.shifts import evaluate_shifts, parse_shift, parse_shifts
-from tl_research.distributed import (
+from tl_research.errors import UserError
+from tl_research.records.record import run_record
+from tl_research.records.rundir import create_run_dir, make_run_dir, write_json
+from tl_research.records.tracking import Tracker, preflight, start_tracking
+from tl_research.stats import wilson
+from tl_research.strategies import Strategy, frozen_prefix
+from tl_research.strategies.lora import merge_lora
+from tl_research.training.callbacks import Throughput
+from tl_research.training.distributed import (
     check_distributed,
     fit_trainer,
     global_rank,
@@ -37,13 +48,9 @@ from tl_research.distributed import (
     wait_for_launched,
     world_size,
 )
-from tl_research.errors import UserError
-from tl_research.heads import build_head
-from tl_research.module import TransferModule
-from tl_research.record import run_record, weights_digest
-from tl_research.rundir import create_run_dir, make_run_dir, write_json
-from tl_research.strategies import Strategy, frozen_prefix
-from tl_research.tracking import Tracker, preflight, start_tracking
+from tl_research.training.heads import build_head
+from tl_research.training.module import TransferModule
+from tl_research.training.probe import DEFAULT_GRID, fit_probe
 
 
 @dataclass
@@ -54,8 +61,6 @@ class RunResult:
 
 def check_accelerator(exp: Experiment) -> None:
     """The requested device exists (Lightning would fail deep inside with a traceback otherwise)."""
-    import torch
-
     acc = exp.trainer.accelerator
     if acc in ("gpu", "cuda") and not torch.cuda.is_available():
         raise UserError(f"trainer.accelerator: {acc} requested but no CUDA device is visible (use auto or cpu)")
@@ -122,8 +127,6 @@ class RunData:
 
 def build_data_from(exp: Experiment, backbone: Backbone, strategy: Strategy, scratch: Path) -> RunData:
     """Raw inputs, or cached outputs of the frozen prefix (the feature-cache slot)."""
-    from tl_research.cache.features import CacheReport, cached_datamodule, cached_rows, decide
-
     raw = load_data(exp.data, backbone.modality)
     parse_shifts(exp.data.eval_shifts)  # bad shifts fail before training
     if exp.data.shift:
@@ -157,19 +160,12 @@ def build_data_from(exp: Experiment, backbone: Backbone, strategy: Strategy, scr
 
 
 def _pool(split: Any) -> Any:
-    import numpy as np
-
     return np.concatenate([split.train, split.val, split.test])
 
 
 def warm_start_probe(exp: Experiment, backbone: Backbone, module: TransferModule, run_data: RunData,
                      scratch: Path) -> dict[str, Any]:
     """LP-FT with the L-BFGS probe: fit the head on features of the whole frozen backbone before fine-tuning."""
-    import torch
-
-    from tl_research.cache.features import cached_rows, decide
-    from tl_research.probe import fit_probe
-
     n = len(backbone.layer_groups())
     want = getattr(exp.freeze.options, "probe", "auto")
     decision = decide(exp, backbone, n, required=want == "lbfgs")
@@ -204,20 +200,14 @@ def build_module_from(exp: Experiment, backbone: Backbone, num_classes: int, str
     strategy = strategy or build_strategy_from(exp, backbone)
     class_weights = None
     if exp.optim.class_weights == "balanced" and train_labels is not None:
-        import torch
-
         counts = torch.bincount(torch.as_tensor(train_labels), minlength=num_classes).float()
         class_weights = counts.sum() / (num_classes * counts.clamp_min(1.0))
     head = build_head(backbone.num_features, num_classes, exp.head.type, exp.head.hidden, exp.head.dropout,
                       getattr(backbone, "mixed_layers", None))
     if exp.head.from_run:
-        from tl_research.backbones.runs import load_run_head
-
         load_run_head(head, exp.backbone.weights)
     grid = None
     if probe == "lbfgs":
-        from tl_research.probe import DEFAULT_GRID
-
         grid = list(getattr(strategy, "probe_l2", None) or DEFAULT_GRID)
     return TransferModule(backbone, head, strategy, num_classes, optim=exp.optim, bn=exp.freeze.bn,
                           class_weights=class_weights,
@@ -365,10 +355,6 @@ def save_predictions(path: Path, test_indices: Any, predictions: dict[str, Any],
     """Per-example test predictions (`index` into the dataset's pool, `label`, `pred`, `prob`), the confusion
     matrix beside them (confusion.csv: rows true class, columns predicted), and the Wilson interval of the test
     accuracy, the balanced accuracy and each class's accuracy they give."""
-    import numpy as np
-
-    from tl_research.stats import wilson
-
     tmp = path.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, index=np.asarray(test_indices), **predictions)
     os.replace(tmp, path)
@@ -390,10 +376,6 @@ def save_predictions(path: Path, test_indices: Any, predictions: dict[str, Any],
 def export_merged(module: TransferModule, folder: Path) -> None:
     """Fold LoRA adapters into the (tested) model and save plain state dicts: `backbone.pth` loads back with
     `backbone.weights: <path>`, `head.pth` into the head."""
-    import torch
-
-    from tl_research.lora import merge_lora
-
     folder.mkdir(parents=True, exist_ok=True)
     merge_lora(module.backbone.model)
     torch.save(module.backbone.model.state_dict(), folder / "backbone.pth")

@@ -26,14 +26,14 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
+from scipy.stats import binomtest, norm
 
 ALPHA = 0.05
 
 
 def wilson(correct: float, total: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of a proportion correct / total."""
-    from scipy.stats import norm
-
     if total <= 0:
         return 0.0, 1.0
     z = norm.ppf(0.5 + confidence / 2)
@@ -65,8 +65,6 @@ def cell_interval(values: list[float], sizes: list[int] | None = None, method: s
             return Interval(values_a[0], values_a[0], "none")
         return Interval(*wilson(round(values_a[0] * sizes[0]), sizes[0], confidence), "wilson")
     if method == "t":
-        from scipy import stats
-
         if n < 3:
             raise ValueError("a Student-t interval needs at least 3 seeds")
         half = stats.t.ppf(0.5 + confidence / 2, n - 1) * values_a.std(ddof=1) / math.sqrt(n)
@@ -129,8 +127,6 @@ def min_sign_flip_p(n: int) -> float:
 
 
 def wilcoxon(d: list[float]) -> float:
-    from scipy import stats
-
     if len(d) < 6:
         raise ValueError("the Wilcoxon test is only used from 6 pairs on (below it cannot reach p < 0.05)")
     return float(stats.wilcoxon(d).pvalue) if np.any(np.asarray(d) != 0) else 1.0
@@ -138,8 +134,6 @@ def wilcoxon(d: list[float]) -> float:
 
 def mcnemar(only_a: int, only_b: int) -> float:
     """Exact McNemar test: two-sided binomial test of the discordant pairs against 1/2."""
-    from scipy.stats import binomtest
-
     total = only_a + only_b
     return 1.0 if total == 0 else float(binomtest(only_a, total, 0.5).pvalue)
 
@@ -159,8 +153,6 @@ def holm(pvalues: list[float]) -> list[float]:
 
 def seeds_needed(std: float, target_width: float, confidence: float = 0.95) -> int:
     """Seeds for a normal-theory interval of `target_width` given the seed standard deviation."""
-    from scipy.stats import norm
-
     if std <= 0:
         return 1
     z = norm.ppf(0.5 + confidence / 2)

@@ -7,6 +7,7 @@ the boundary before group k: `suffix(prefix(x)) == backbone(x)`, so the frozen p
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -209,3 +210,14 @@ def cut(steps: Sequence[Step], groups: list[LayerGroup], k: int) -> int:
                 raise SplitUnsupported(f"a stage after group {k} uses parameters of an earlier group")
             return i
     raise SplitUnsupported(f"no stage of the forward uses group {k}")
+
+
+def weights_digest(module: Any) -> str:
+    """A digest of every tensor of `module` (names, shapes, values): the weights actually loaded."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, tensor in module.state_dict().items():
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode())
+        if tensor.numel():
+            h.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

@@ -22,6 +22,8 @@ FAMILIES: Registry[Callable[..., Backbone]] = Registry("backbone family")
 
 @FAMILIES.register("timm")
 def _timm(ident: str, weights: str, coarse: bool = False, layers: str = "last") -> Backbone:
+    # each family imports its framework on first use: timm (~0.6 s) and transformers (~2 s) are paid only by runs
+    # of that family, and listings pay neither
     from tl_research.backbones.timm import build_timm
 
     if layers != "last":
@@ -33,7 +35,7 @@ def _timm(ident: str, weights: str, coarse: bool = False, layers: str = "last") 
 
 @FAMILIES.register("hf")
 def _hf(ident: str, weights: str, pooling: str = "mean", max_length: int = 128, layers: str = "last") -> Backbone:
-    from tl_research.backbones.hf import build_hf
+    from tl_research.backbones.hf import build_hf  # on first use, as above
 
     return build_hf(ident, weights, pooling, max_length, layers)
 
@@ -80,8 +82,6 @@ def _copy(template: Backbone) -> Backbone:
 
 def inspect_backbone(name: str, coarse: bool = False) -> dict[str, Any]:
     """Layer groups of `name` in freeze order: structure only (built on the meta device: no weights, no memory)."""
-    import torch
-
     with torch.device("meta"):
         backbone = build_backbone(name, "none", coarse=coarse)
     groups = backbone.layer_groups()

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from tl_research.backbones.base import BackboneSplit, LayerGroup, SplitUnsupported, as_module, build_groups
 from tl_research.backbones.offline import OFFLINE, locate
@@ -180,8 +181,6 @@ def _load_run_state(model: nn.Module, state: dict[str, torch.Tensor], ident: str
 def build_hf(ident: str, weights: str, pooling: str = "mean", max_length: int = 128,
              layers: str = "last") -> HFBackbone:
     """HFBackbone for a hub id or local folder; weights none | hub | offline | a local folder."""
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
-
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     run_state = None
     if is_run_folder(weights):

@@ -16,7 +16,7 @@ from tl_research.assets import package_dir
 from tl_research.errors import UserError
 
 if TYPE_CHECKING:  # torch loads only where weights are read: listing backbones must start fast
-    import torch
+    import torch  # here: `tlr backbones` lists offline weights without importing torch
     from torch import nn
 
 StateDict = dict[str, "torch.Tensor"]
@@ -156,7 +156,7 @@ def list_backbones(pattern: str | None = None) -> list[dict[str, Any]]:
         ok = offline_path(entry) is not None
         rows[name] = {"name": name, "available": ok, "weights": "offline", **({} if ok else {"install": entry.install})}
     if pattern:
-        import timm
+        import timm  # only a pattern search of timm's model list pays for importing timm
 
         timm_pattern = pattern[5:] if pattern.startswith("timm/") else pattern
         for arch in timm.list_models(timm_pattern):

@@ -6,7 +6,11 @@ from pathlib import Path
 
 import timm
 import torch
-from timm.models import group_parameters
+from timm.models import group_parameters, load_state_dict
+from timm.models.convnext import ConvNeXt
+from timm.models.efficientnet import EfficientNet
+from timm.models.resnet import ResNet
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from tl_research.backbones.base import (
@@ -34,11 +38,6 @@ def forward_steps(model: nn.Module) -> list[Step] | None:
     Mirrors each class's `forward_features` + `forward_head` (timm 1.0): EfficientNet/MobileNet, ResNet, ConvNeXt,
     VisionTransformer. The split equivalence test guards these against a timm change.
     """
-    from timm.models.convnext import ConvNeXt
-    from timm.models.efficientnet import EfficientNet
-    from timm.models.resnet import ResNet
-    from timm.models.vision_transformer import VisionTransformer
-
     head = Step(("head", "fc_norm", "attn_pool", "classifier", "fc"), model.forward_head)
     if isinstance(model, EfficientNet):
         blocks = [Step((f"blocks.{i}.{j}",), b) for i, stage in enumerate(model.blocks) for j, b in enumerate(stage)]
@@ -103,8 +102,6 @@ def _load_file(model: nn.Module, path: Path) -> None:
     """A local weight file through timm's own checkpoint reader (always `weights_only`): a plain state dict or a
     training checkpoint holding one under `state_dict` / `model` (its EMA weights when it has them), `module.`
     prefixes of DDP-saved files removed, .safetensors too; the checkpoint's classifier is dropped."""
-    from timm.models import load_state_dict
-
     state = load_state_dict(str(path), use_ema=True, weights_only=True)
     head = model.default_cfg.get("classifier", "classifier")
     state = {k: v for k, v in state.items() if not k.startswith(f"{head}.")}

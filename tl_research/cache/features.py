@@ -22,14 +22,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from tl_research.backbones.base import Backbone, BackboneSplit, SplitUnsupported
+from tl_research.backbones.base import Backbone, BackboneSplit, SplitUnsupported, weights_digest
 from tl_research.cache.store import FeatureStore, Rows
 from tl_research.config import Experiment
 from tl_research.data.datamodule import TransferDataModule, build_augment, input_collates
 from tl_research.data.registry import RawDataset
 from tl_research.data.splits import Split
 from tl_research.inputs import ImageSpec, TextSpec
-from tl_research.record import weights_digest
+from tl_research.training.distributed import global_rank
 
 FORMAT = 1  # bump when what a row holds changes
 
@@ -188,7 +188,6 @@ def cached_rows(exp: Experiment, backbone: Backbone, decision: CacheDecision, ra
     weights = weights_digest(backbone)
     store = FeatureStore(root or (Path(exp.cache.dir).expanduser() if exp.cache.dir else default_cache_dir()),
                          cache_key(exp, backbone, raw, decision.k, weights))
-    from tl_research.distributed import global_rank
 
     if exp.cache.mode == "refresh" and global_rank(exp.trainer) == 0:  # DDP: rank 0 refreshed before launching
         store.clear()

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision.transforms import v2
 
 from tl_research.config import DataConfig
 from tl_research.data.fewshot import fraction, k_shot
@@ -95,8 +96,6 @@ def build_augment(size: int, random_resized_crop: bool = False, crop_scale: floa
                   rotation: float = 0.0, shear: float = 0.0, zoom: float = 0.0,
                   translate: float = 0.0) -> Callable | None:
     """torchvision v2 train transforms on float tensors (None when everything is off)."""
-    from torchvision.transforms import v2
-
     steps: list[Any] = []
     if rotation or shear or zoom or translate:
         steps.append(v2.RandomAffine(degrees=rotation, shear=shear or None,

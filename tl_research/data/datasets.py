@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+from numpy._core.multiarray import _reconstruct
 
 from tl_research.assets import package_dir
 from tl_research.data.registry import DatasetInfo, LoadOptions, RawDataset, encode_labels, register_dataset
@@ -41,8 +42,6 @@ class ArrayUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> object:
         if (module, name) in (("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")):
-            from numpy._core.multiarray import _reconstruct
-
             return _reconstruct
         if (module, name) in (("numpy", "ndarray"), ("numpy", "dtype")):
             return getattr(np, name)
@@ -131,7 +130,7 @@ def load_fashion_mnist(root: str | None = None, opts: LoadOptions = LoadOptions(
 def load_digits(root: str | None = None, opts: LoadOptions = LoadOptions()) -> RawDataset:
     if root is not None:
         raise UserError("data.root: digits ships inside scikit-learn and reads no folder (leave data.root unset)")
-    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.datasets import load_digits as sk_digits  # here: `tlr datasets` must not import scikit-learn
 
     d = sk_digits()
     images = np.clip(d.images * (255.0 / 16.0), 0, 255).astype(np.uint8)  # 0..16 grey levels -> uint8

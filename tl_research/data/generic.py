@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from tl_research.data.registry import DatasetInfo, LoadOptions, RawDataset, encode_labels, register_dataset
 from tl_research.errors import UserError
@@ -34,8 +35,6 @@ class LazyImages(Sequence):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
-        from PIL import Image
-
         try:
             with Image.open(self.paths[i]) as img:
                 return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
@@ -44,8 +43,6 @@ class LazyImages(Sequence):
 
 
 def _check_image(path: Path) -> None:
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as img:
             img.verify()  # header and structure, without decoding every pixel

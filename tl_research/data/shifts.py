@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torchvision.transforms.v2.functional import gaussian_blur, rotate
 
 from tl_research.errors import UserError
 
@@ -27,8 +28,6 @@ def _noise(x: torch.Tensor, severity: int, gen: torch.Generator) -> torch.Tensor
 
 
 def _blur(x: torch.Tensor, severity: int, gen: torch.Generator) -> torch.Tensor:
-    from torchvision.transforms.v2.functional import gaussian_blur
-
     sigma = (0.4, 0.6, 0.7, 0.8, 1.0)[severity - 1] * x.shape[-1] / 32
     size = 2 * int(3 * sigma + 0.5) + 1
     return gaussian_blur(x, [size, size], [sigma, sigma])
@@ -45,8 +44,6 @@ def _brightness(x: torch.Tensor, severity: int, gen: torch.Generator) -> torch.T
 
 
 def _rotation(x: torch.Tensor, severity: int, gen: torch.Generator) -> torch.Tensor:
-    from torchvision.transforms.v2.functional import rotate
-
     degrees = (10.0, 20.0, 30.0, 45.0, 60.0)[severity - 1]
     sign = 1.0 if torch.rand((), generator=gen) < 0.5 else -1.0
     return rotate(x, sign * degrees)

@@ -10,6 +10,7 @@ import torch
 
 from tl_research.errors import UserError
 from tl_research.schema import bounds
+from tl_research.strategies.lora import add_lora
 from tl_research.strategies.plan import FreezePlan, prefix_plan, register
 
 # freeze.probe: how a linear probe's head is fitted. auto: L-BFGS on cached features when the run uses the
@@ -234,8 +235,6 @@ class Lora:
         return self
 
     def prepare(self, backbone: object) -> None:
-        from tl_research.lora import add_lora
-
         o = self.lora
         add_lora(backbone, o.rank, o.alpha, o.dropout, tuple(o.targets) if o.targets else None)
 

@@ -7,7 +7,7 @@ import torch
 
 from tl_research.config import load_experiment
 from tl_research.data.datamodule import build_datamodule
-from tl_research.inference import load_run
+from tl_research.lifecycle.inference import load_run
 
 loaded = load_run("runs/reproductions/surgical_finetuning/sources/clean")
 model = loaded.model.eval()

@@ -1,0 +1,233 @@
+"""`tlr report` against an independent computation from the stored trials."""
+
+import csv
+import itertools
+import math
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution
+from PIL import Image
+
+from tests.conftest import grid_study
+from tl_research.cli.main import main
+from tl_research.errors import UserError
+from tl_research.studies.storage import open_storage
+from tl_research.studies.study import create_or_load
+from tl_research.studies.studyspec import load_study
+
+STRATEGIES, SHOTS, SEEDS = ["linear_probe", "depth", "full"], [4, 16, 64], [0, 1, 2]
+
+
+@pytest.fixture
+def study_db(tmp_path):
+    """A few-shot grid study whose trials carry known metrics (added to a real SQLite storage)."""
+    rng = np.random.default_rng(0)
+    truth = {(strategy, shots, seed): 0.5 + 0.1 * s_i + 0.05 * math.log2(shots) / 6 + rng.normal(0, 0.02)
+             for s_i, strategy in enumerate(STRATEGIES) for shots in SHOTS for seed in SEEDS}
+    del truth[("full", 64, 2)]  # one missing cell
+    url = grid_study(tmp_path, "fs", STRATEGIES, SHOTS, SEEDS, truth)
+    return url, truth
+
+
+def test_report_numbers_match_an_independent_computation(tmp_path, study_db, capsys):
+    url, truth = study_db
+    out = tmp_path / "report"
+    assert main(["report", "fs", "--storage", url, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "1 cell(s) missing" in printed and "Holm" in printed
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 9
+    by_col: dict = {}
+    for r in rows:
+        strategy, shots = r["row"], int(r["col"])
+        vals = [truth[(strategy, shots, s)] for s in SEEDS if (strategy, shots, s) in truth]
+        assert int(r["n"]) == len(vals)
+        assert float(r["mean"]) == pytest.approx(np.mean(vals)) and float(r["std"]) == pytest.approx(
+            np.std(vals, ddof=1))
+        # no test-set sizes in these trials: a bootstrap over seeds, inside [0, 1] and around the mean
+        assert r["ci_method"] == "seeds-bootstrap"
+        assert 0 <= float(r["ci_low"]) <= float(r["mean"]) <= float(r["ci_high"]) <= 1
+        if strategy != "linear_probe":
+            seeds = [s for s in SEEDS if (strategy, shots, s) in truth]
+            d = [truth[(strategy, shots, s)] - truth[("linear_probe", shots, s)] for s in seeds]
+            flips = [abs(np.mean(np.array(sg) * d)) for sg in itertools.product((1, -1), repeat=len(d))]
+            assert float(r["p"]) == pytest.approx(np.mean([f >= abs(np.mean(d)) - 1e-12 for f in flips]))
+            assert float(r["diff"]) == pytest.approx(np.mean(d)) and r["test"] == "sign-flip"
+            by_col[(strategy, shots)] = (float(r["p"]), float(r["p_holm"]))
+    ps = [p for p, _ in by_col.values()]
+    m = len(ps)
+    order = np.argsort(ps)
+    expected = np.maximum.accumulate([min(1.0, (m - i) * ps[j]) for i, j in enumerate(order)])
+    holm = dict(zip([list(by_col)[j] for j in order], expected))
+    assert all(by_col[k][1] == pytest.approx(holm[k]) for k in by_col)
+    md = (out / "results.md").read_text()
+    assert md.count("**0.") == 3  # one bold best per column
+    assert "–ⁿ" in md  # 3 seeds: the exact test cannot reach 0.05, and the table says so instead of a p-value
+    assert "\\textbf" in (out / "results.tex").read_text() and "(3)" in (out / "results.tex").read_text()
+    for name in ("few_shot.png", "accuracy_vs_throughput.png"):
+        with Image.open(out / name) as img:
+            img.verify()
+        assert (out / name).stat().st_size > 5000
+
+
+def test_report_bad_input(tmp_path, study_db, capsys):
+    url, _ = study_db
+    assert main(["report", "nope", "--storage", url]) == 2
+    assert "no study 'nope'" in capsys.readouterr().err
+    assert main(["report", "fs", "--storage", url, "--rows", "optim.lr", "--out", str(tmp_path / "r")]) == 2
+    assert "--rows: 'optim.lr' is not a parameter" in capsys.readouterr().err
+    optuna.create_study(study_name="empty", storage=open_storage(url)).set_user_attr(
+        "tlr_spec", optuna.load_study(study_name="fs", storage=open_storage(url)).user_attrs["tlr_spec"])
+    assert main(["report", "empty", "--storage", url]) == 2
+    assert "has no completed trial" in capsys.readouterr().err
+
+
+def test_depth_ablation_gets_a_depth_curve(tmp_path):
+    import yaml
+
+    from tl_research.reports.report import run_report
+
+    cfg = tmp_path / "d.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "experiment": {"name": "d", "tracking": {"mode": "disabled"}, "freeze": {"strategy": "depth", "depth": 0}},
+        "study": {"name": "d", "kind": "grid", "seeds": 2, "grid": {"freeze.depth": [0, 6, 12, 18]}}}))
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    study = create_or_load(load_study(cfg), open_storage(url))
+    dists = {"freeze.depth": CategoricalDistribution([0, 6, 12, 18]), "seed": CategoricalDistribution([0, 1])}
+    for depth in (0, 6, 12, 18):
+        for seed in (0, 1):
+            acc = 0.9 - depth / 100 + seed / 1000
+            study.add_trial(optuna.trial.create_trial(params={"freeze.depth": depth, "seed": seed},
+                                                      distributions=dists, values=[acc],
+                                                      user_attrs={"test/acc": acc}))
+    table, files = run_report("d", url, tmp_path / "out")
+    assert table.rows == ["all"] and table.cols == [0, 6, 12, 18]
+    assert table.cells[("all", 6)].mean == pytest.approx(0.9 - 0.06 + 0.0005)
+    assert (tmp_path / "out" / "freeze_depth.png") in files
+
+
+
+def test_a_third_swept_key_joins_the_rows_instead_of_hiding_cells(tmp_path):
+    """lr_factor x schedule x shots (ULMFiT's grid): rows lr_factor, cols shots; the schedule must not collapse
+    two cells into one (each seed kept one of them before)."""
+    import yaml
+
+    from tl_research.reports.report import run_report
+
+    cfg = tmp_path / "u.yaml"
+    grid = {"freeze.lr_factor": [1.0, 2.6], "optim.schedule": ["constant", "slanted_triangular"],
+            "data.shots": [50, 250]}
+    cfg.write_text(yaml.safe_dump({
+        "experiment": {"name": "u", "tracking": {"mode": "disabled"}, "freeze": {"strategy": "gradual_unfreeze"}},
+        "study": {"name": "u", "kind": "grid", "seeds": 2, "grid": grid}}))
+    url = f"sqlite:///{tmp_path / 'u.db'}"
+    study = create_or_load(load_study(cfg), open_storage(url))
+    dists = {**{k: CategoricalDistribution(v) for k, v in grid.items()}, "seed": CategoricalDistribution([0, 1])}
+    for factor in grid["freeze.lr_factor"]:
+        for schedule in grid["optim.schedule"]:
+            for shots in grid["data.shots"]:
+                for seed in (0, 1):
+                    acc = 0.5 + shots / 1000 + (factor == 2.6) * 0.1 + (schedule == "constant") * 0.01 + seed / 100
+                    study.add_trial(optuna.trial.create_trial(
+                        params={"freeze.lr_factor": factor, "optim.schedule": schedule, "data.shots": shots,
+                                "seed": seed}, distributions=dists, values=[acc], user_attrs={"test/acc": acc}))
+    table, _ = run_report("u", url, tmp_path / "out", rows="freeze.lr_factor", cols="data.shots")
+    assert table.rows == ["1.0, constant", "1.0, slanted_triangular", "2.6, constant", "2.6, slanted_triangular"]
+    assert table.rows_key == "freeze.lr_factor, optim.schedule"
+    assert table.cells[("2.6, slanted_triangular", 250)].mean == pytest.approx(0.5 + 0.25 + 0.1 + 0.005)
+    assert table.cells[("1.0, constant", 50)].mean == pytest.approx(0.5 + 0.05 + 0.01 + 0.005)
+    assert "| 2.6, slanted_triangular |" in (tmp_path / "out" / "results.md").read_text()
+    table, _ = run_report("u", url, tmp_path / "out", rows="freeze.lr_factor", baseline="2.6, constant")
+    assert table.baseline == "2.6, constant" and ("1.0, constant", 50) in table.vs_baseline
+    with pytest.raises(UserError, match="--baseline: '2.6' is not a row"):
+        run_report("u", url, tmp_path / "out", rows="freeze.lr_factor", baseline="2.6")
+
+def _seeded_study(tmp_path, seeds, effect=0.10, size=200):
+    """A grid study whose trials left real per-example predictions on one shared test set."""
+    import yaml
+
+    cfg = tmp_path / f"s{seeds}.yaml"
+    rows = ["linear_probe", "full", "depth"]
+    cfg.write_text(yaml.safe_dump({
+        "experiment": {"name": "n", "output_dir": str(tmp_path / "runs"), "tracking": {"mode": "disabled"},
+                       "freeze": {"depth": 3}},
+        "study": {"name": f"n{seeds}", "kind": "grid", "seeds": seeds, "grid": {"freeze.strategy": rows}}}))
+    url = f"sqlite:///{tmp_path / f'n{seeds}.db'}"
+    study = create_or_load(load_study(cfg), open_storage(url))
+    rng = np.random.default_rng(seeds)
+    labels = rng.integers(0, 10, size)
+    dists = {"freeze.strategy": CategoricalDistribution(rows), "seed": CategoricalDistribution(list(range(seeds)))}
+    for seed in range(seeds):
+        for strategy, p_right in (("linear_probe", 0.70), ("full", 0.70 + effect), ("depth", 0.70)):
+            right = rng.random(size) < p_right + rng.normal(0, 0.01)
+            pred = np.where(right, labels, (labels + 1) % 10)
+            run_dir = tmp_path / "runs" / f"{strategy}-{seed}-{seeds}"
+            run_dir.mkdir(parents=True)
+            np.savez(run_dir / "predictions.npz", index=np.arange(size), label=labels, pred=pred)
+            acc = float(right.mean())
+            study.add_trial(optuna.trial.create_trial(
+                params={"freeze.strategy": strategy, "seed": seed}, distributions=dists, values=[acc],
+                user_attrs={"test/acc": acc, "data/test_size": size, "run_dir": str(run_dir)}))
+    return url
+
+
+@pytest.mark.parametrize("seeds", [1, 2, 10])
+def test_one_two_and_ten_seeds_give_sensible_tables(tmp_path, seeds):
+    from tl_research.reports.report import run_report
+
+    url = _seeded_study(tmp_path, seeds, size=1000 if seeds == 1 else 200)  # one seed: power from examples
+    table, _ = run_report(f"n{seeds}", url, tmp_path / "out")
+    rows = {r["row"]: r for r in csv.DictReader((tmp_path / "out" / "results.csv").open())}
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert all(0 <= float(r["ci_low"]) <= float(r["mean"]) <= float(r["ci_high"]) <= 1 for r in rows.values())
+    assert rows["full"]["best"] == "True"
+    if seeds == 1:
+        # one run per cell: its Wilson interval, and McNemar's exact test on the shared test examples
+        assert {r["ci_method"] for r in rows.values()} == {"wilson"}
+        assert rows["full"]["test"] == "mcnemar" and float(rows["full"]["p_holm"]) < 0.05
+    elif seeds == 2:
+        # two seeds: the exact sign-flip test cannot reach 0.05; no p-value is shown, nothing is called better
+        assert rows["full"]["test"] == "sign-flip" and rows["full"]["test_can_reach_alpha"] == "False"
+        assert "–ⁿ" in md and rows["linear_probe"]["tied_with_best"] == "True"
+        assert {r["ci_method"] for r in rows.values()} == {"bootstrap"}
+    else:
+        assert float(rows["full"]["p_holm"]) < 0.05 and float(rows["depth"]["p_holm"]) > 0.05
+        assert rows["linear_probe"]["tied_with_best"] == "False" and rows["depth"]["tied_with_best"] == "False"
+        assert float(rows["full"]["p_wilcoxon"]) < 0.05  # reported too, from 6 pairs on
+    assert "Holm–Bonferroni" in md and "α = 0.05" in md
+
+
+def test_report_wandb_run_holds_the_statistics_table(tmp_path, monkeypatch):
+    import json
+
+    from tests.wandb_records import decode, run_file
+    from tl_research.reports.report import run_report
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    url = _seeded_study(tmp_path, 3)
+    run_report("n3", url, tmp_path / "out")
+    folders = list((tmp_path / "out" / "wandb").glob("offline-run-*"))
+    assert len(folders) == 1
+    run = decode(run_file(folders[0]))
+    assert run["run"].job_type == "report"
+    row = next(r for r in run["history"] if "report/table/_type" in r)
+    table = json.loads((folders[0] / "files" / row["report/table/path"]).read_text())
+    assert {"ci_low", "ci_high", "p_holm", "diff", "tied_with_best"} <= set(table["columns"])
+    assert len(table["data"]) == 3
+
+
+def test_few_shot_report_logs_a_native_line_plot(tmp_path, study_db, monkeypatch):
+    from tests.wandb_records import decode, run_file
+    from tl_research.reports.report import curve_series, run_report
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    url, _ = study_db
+    table, _ = run_report("fs", url, tmp_path / "out")
+    series = curve_series(table)
+    assert {"linear_probe", "linear_probe (low)", "linear_probe (high)"} <= set(series)
+    assert all(lo <= m <= hi for lo, m, hi in zip(series["full (low)"][1], series["full"][1], series["full (high)"][1]))
+    folder = next((tmp_path / "out" / "wandb").glob("offline-run-*"))
+    history = decode(run_file(folder))["history"]
+    assert any(k.startswith("report/curve_data_shots") for row in history for k in row)

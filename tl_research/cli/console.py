@@ -1,0 +1,57 @@
+"""What the command line shows: process-wide noise control, tables, a run's result (a study's progress bar is in
+progress.py, which needs Optuna)."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from typing import Any
+
+from tl_research.errors import ConfigWarning
+
+
+def quiet_transformers() -> None:
+    # imported here, not at the top: transformers takes ~2 s to import, and listings must not pay for it
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def quiet_libraries() -> None:
+    """Process-wide noise control, set once at the CLI entry (the library itself sets no global state)."""
+    # on 2 CPU cores with in-memory data, extra loader workers cost more than they save
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")  # short few-shot epochs
+    # BN layers in eval mode at fit start are the BN policy at work, not an accident
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+    warnings.filterwarnings("ignore", ".*optimizer.step.*manual optimization.*")
+    show = warnings.showwarning
+
+    def one_line(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, ConfigWarning):
+            print(f"tlr: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, *args, **kwargs)
+
+    warnings.showwarning = one_line
+
+
+def print_table(rows: list[list[Any]], header: list[str]) -> None:
+    cells = [header] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for r in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def print_result(m: dict[str, Any]) -> None:
+    keys = ["test/acc", "test/acc_top5", "test/f1_macro", "val/acc", "params/trainable", "params/total",
+            "freeze/depth", "throughput/train_samples_per_sec", "throughput/infer_samples_per_sec", "memory/peak_mb"]
+    keys += sorted(k for k in m if k.startswith("test_") and k.endswith("/acc"))  # shifted test sets
+    print()
+    print_table([[k, f"{m[k]:.4g}" if isinstance(m[k], float) else m[k]] for k in keys if k in m], ["metric", "value"])
+    print(f"weights: {m['weights_source']}")
+    print(f"run folder: {m['run_dir']}  (metrics.json, config.yaml, checkpoints/)")
+    if "wandb_dir" in m:
+        print(f"W&B run: {m['wandb_dir']}\n  upload it with: wandb sync {m['wandb_dir']}")

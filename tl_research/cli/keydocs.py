@@ -1,0 +1,111 @@
+"""Every config key with its default and meaning, read from the config dataclasses themselves (the comment above a
+field, or at the end of its line; a field without one shares the comment above the field line just before it), so
+`tlr fit --help` and `tlr config --keys` cannot drift from the code."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+import textwrap
+from dataclasses import dataclass
+from typing import Any
+
+from tl_research.config import Experiment
+from tl_research.strategies.plan import STRATEGIES
+
+FIELD = re.compile(r"\s*(\w+)\s*:\s*[^=#]+(?:=.*?)?(?:#\s*(.*))?$")
+
+
+@dataclass(frozen=True)
+class KeyDoc:
+    key: str
+    default: Any
+    meaning: str
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """Field name -> its comment in `cls`'s source."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    out: dict[str, str] = {}
+    pending: list[str] = []
+    previous = ""  # the comment of the field on the line just before
+    for line in inspect.getsource(cls).splitlines():
+        text = line.strip()
+        if text.startswith("#"):
+            pending.append(text[1:].strip())
+            continue
+        m = FIELD.match(line)
+        if m and m.group(1) in names and not text.startswith(("def ", "return")):
+            block, inline = " ".join(pending), m.group(2) or ""
+            out[m.group(1)] = " ".join([block, inline]).strip() or previous
+            previous = block or (previous if not inline else "")  # a line's own comment covers only that line
+        elif not text.startswith(("field(", ")")):
+            previous = ""
+        pending = []
+    return out
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def section_keys(cls: type, prefix: str = "") -> list[KeyDoc]:
+    """The keys of dataclass `cls` (nested sections flattened), in declaration order."""
+    comments = field_comments(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("derived") or f.name == "options":
+            continue
+        default = _default(f)
+        if dataclasses.is_dataclass(default):
+            out += section_keys(type(default), f"{prefix}{f.name}.")
+        else:
+            out.append(KeyDoc(prefix + f.name, default, comments.get(f.name, "")))
+    return out
+
+
+def experiment_keys() -> list[KeyDoc]:
+    """Every experiment key; `freeze.*` strategy options say which strategies take them."""
+    out = section_keys(Experiment)
+    options: dict[str, KeyDoc] = {}
+    takers: dict[str, list[str]] = {}
+    for name, entry in STRATEGIES.items():
+        for doc in section_keys(entry, "freeze."):
+            options.setdefault(doc.key, doc)
+            takers.setdefault(doc.key, []).append(name)
+    at = next(i for i, d in enumerate(out) if not d.key.startswith(("name", "seed", "output_dir", "backbone.",
+                                                                      "head.", "freeze.")))
+    extra = [KeyDoc(k, d.default, f"[{', '.join(takers[k])}] {d.meaning}".strip()) for k, d in options.items()]
+    return out[:at] + extra + out[at:]
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def keys_text(width: int = 100) -> str:
+    """The key list as plain text (for --help)."""
+    lines = []
+    for d in experiment_keys():
+        head = f"  {d.key} = {_shown(d.default)}"
+        lines.append(head)
+        lines += textwrap.wrap(d.meaning, width, initial_indent="      ", subsequent_indent="      ")
+    return "\n".join(lines)
+
+
+def keys_markdown() -> str:
+    """The key list as a markdown table (README's "Configuration" table is this, checked by a test)."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for d in experiment_keys():
+        meaning = d.meaning.replace("|", "\\|")
+        rows.append(f"| `{d.key}` | `{_shown(d.default)}` | {meaning} |")
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,195 @@
+"""`tlr`: the command line's parser and entry point. Bad input is one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import signal
+import sys
+import threading
+from importlib.metadata import PackageNotFoundError, version
+
+from tl_research.cli.console import quiet_libraries, quiet_transformers
+from tl_research.errors import UserError
+
+# commands that may load an HF model; listings skip importing transformers (~2 s) just to quiet it
+MODEL_COMMANDS = {"fit", "study", "worker", "rank", "predict", "export", "quickstart", "reproduce", "inspect"}
+# the module of each command (listings.py, runs.py, studies.py), imported only when its command runs: listings and
+# --help must not import torch, Lightning or Optuna (tests/cli/test_cli.py checks the modules loaded)
+COMMAND_MODULES = {
+    "fit": "runs", "config": "runs", "inspect": "runs", "backbones": "listings", "datasets": "listings",
+    "study": "studies", "worker": "studies", "report": "studies", "check": "studies", "reproduce": "studies",
+    "rank": "studies", "predict": "runs", "export": "runs", "quickstart": "studies"
+}
+
+
+def package_version() -> str:
+    try:
+        return version("tl_research")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _override_args(parser: argparse.ArgumentParser) -> None:
+    """Config overrides as `--set key=value` and as bare `key=value` arguments (read by `_overrides`)."""
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override a config key (like --set)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+
+
+class _Parser(argparse.ArgumentParser):
+    """A parser whose epilog may be a function, called only when help is shown (the key list imports the
+    strategies, which listing commands must not pay for)."""
+
+    def format_help(self) -> str:
+        if callable(self.epilog):
+            self.epilog = self.epilog()
+        return super().format_help()
+
+
+def _keys_epilog() -> str:
+    from tl_research.cli.keydocs import keys_text  # the strategies import torch: only fit --help pays
+
+    return "config keys (KEY = default; [the strategies that take a freeze option]):\n" + keys_text()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tlr", description="Transfer-learning research: fit, inspect, list.")
+    p.add_argument("--version", action="version", version=f"tlr {package_version()}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    f = sub.add_parser("fit", help="one run -> DIR/metrics.json, DIR/config.yaml",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=_keys_epilog)
+    f.add_argument("config", help="experiment YAML")
+    _override_args(f)
+    f.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    f.add_argument("--out", help="run folder (default: output_dir/name/<time>)")
+    f.add_argument("--restart", action="store_true",
+                   help="start the run in --out over when its last checkpoint is damaged (kept aside)")
+
+    cf = sub.add_parser("config", help="print the resolved experiment YAML (defaults and overrides applied)")
+    cf.add_argument("config", nargs="?", help="experiment YAML")
+    cf.add_argument("--schema", action="store_true", help="print the JSON Schema of experiment YAMLs instead")
+    cf.add_argument("--keys", action="store_true", help="print every key with its default and meaning (markdown)")
+    _override_args(cf)
+
+    i = sub.add_parser("inspect", help="layer groups of a backbone: index, name, #params")
+    i.add_argument("backbone", help="timm/<name> or hf/<id or folder>")
+    i.add_argument("--coarse", action="store_true", help="timm: one group per stage instead of per block")
+    i.add_argument("--json", action="store_true")
+
+    b = sub.add_parser("backbones", help="backbones and their offline availability")
+    b.add_argument("pattern", nargs="?", help="glob, e.g. 'timm/*resnet*'")
+    b.add_argument("--json", action="store_true")
+
+    d = sub.add_parser("datasets", help="datasets and their availability")
+    d.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("study", help="grid or search study on an Optuna storage; re-run = resume")
+    s.add_argument("config", help="study YAML (experiment + study section)")
+    s.add_argument("--storage", help="sqlite:///…, postgresql+psycopg://…, or a journal file (*.log)")
+    s.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override in the base experiment")
+    s.add_argument("--dry-run", action="store_true", help="print the cells it would run; touch no storage")
+
+    w = sub.add_parser("worker", help="join a study from another process or machine")
+    w.add_argument("--study", required=True)
+    w.add_argument("--storage", required=True)
+
+    r = sub.add_parser("report", help="results.md / .csv / .tex + PNG plots of a study")
+    r.add_argument("name", help="study name")
+    r.add_argument("--storage", help="storage URL (default: sqlite:///runs/studies.db)")
+    r.add_argument("--out", help="folder (default: runs/reports/NAME)")
+    r.add_argument("--metric", default="test/acc")
+    r.add_argument("--rows", help="parameter for the table rows (default: freeze.strategy, if swept)")
+    r.add_argument("--cols", help="parameter for the columns (default: data.shots or freeze.depth, if swept)")
+    r.add_argument("--baseline", help="row the paired tests compare against (default: linear_probe)")
+    r.add_argument("--ci", choices=["bootstrap", "t"], default="bootstrap",
+                   help="cell intervals: bootstrap over seeds and test examples (default), or Student-t (n >= 3)")
+    r.add_argument("--target-width", type=float, default=0.02,
+                   help="note cells whose interval is wider, with the seeds estimated for this width")
+
+    c = sub.add_parser("check", help="judge a claims file on a study: held / failed / inconclusive (exit 1: failed)")
+    c.add_argument("study", help="study name (claims may name their own with `study:`)")
+    c.add_argument("claims", help="claims YAML")
+    c.add_argument("--storage", help="storage URL (default: sqlite:///runs/studies.db)")
+    c.add_argument("--out", help="also write the verdicts as markdown to this file")
+
+    rp = sub.add_parser("reproduce", help="run a published finding's studies, reports and claim checks")
+    rp.add_argument("finding", help="a folder under benchmarks/reproductions (or its path)")
+    rp.add_argument("--smoke", action="store_true", help="the reduced variant (CI), into a scratch folder")
+    rp.add_argument("--out", help="folder for the storage and runs (default: runs/reproductions/FINDING[-smoke])")
+
+    rk = sub.add_parser("rank", help="score backbones x freeze depths from frozen features, before training")
+    rk.add_argument("config", help="experiment YAML (dataset, preprocessing, weights)")
+    rk.add_argument("--backbones", required=True, help="comma-separated, e.g. timm/mobilenetv2_100,hf/…")
+    rk.add_argument("--depths", help="comma-separated freeze depths k (default: each backbone's full depth)")
+    rk.add_argument("--per-class", type=int, default=50, help="training examples per class to score on")
+    rk.add_argument("--by", default="logme", help="score to sort by: logme, leep, nce, h_score, knn, probe")
+    rk.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    rk.add_argument("--out", help="folder for rank.md / rank.csv")
+    rk.add_argument("--json", action="store_true")
+
+    pr = sub.add_parser("predict", help="class probabilities of a trained run for new inputs -> CSV")
+    pr.add_argument("run", help="a run folder (its best checkpoint) or a checkpoint file")
+    pr.add_argument("input", help="an image folder, a .csv/.tsv of texts (the run's data.text_column), or an .npz")
+    pr.add_argument("--out", help="CSV file (default: INPUT-predictions.csv beside the input)")
+    pr.add_argument("--batch-size", type=int, default=64)
+
+    ex = sub.add_parser("export", help="a trained run as safetensors, a timm state dict, an HF folder, a PEFT adapter")
+    ex.add_argument("run", help="a run folder (its best checkpoint) or a checkpoint file")
+    ex.add_argument("--format", required=True, help="safetensors | timm | hf | peft")
+    ex.add_argument("--out", help="folder (default: RUN/export/FORMAT)")
+
+    q = sub.add_parser("quickstart", help="the embedded-default main job, offline")
+    q.add_argument("--out", default="runs/quickstart", help="folder for the runs")
+    return p
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: the current trial or run stops at once (a run stays resumable from its last
+    epoch, a study's cell goes back to the queue) and the process ends with 143."""
+
+
+_TERMINATED = threading.Event()
+
+
+def _terminate(signum: int, frame: object) -> None:
+    _TERMINATED.set()  # Lightning catches the interrupt and exits with SystemExit(1): main tells them apart
+    raise Terminated
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    quiet_libraries()
+    if args.command in MODEL_COMMANDS:
+        quiet_transformers()
+    # Lightning's own SIGTERM handler only stops a fit at the next batch and turns the stop into SystemExit, which
+    # a study would take for a failed cell and go on; it calls this handler too
+    handles = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if handles else None
+    _TERMINATED.clear()
+    try:
+        module = importlib.import_module(f"tl_research.cli.{COMMAND_MODULES[args.command]}")
+        code = getattr(module, f"cmd_{args.command}")(args)
+    except UserError as exc:
+        print(f"tlr: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tlr: terminated" if _TERMINATED.is_set() else "tlr: interrupted", file=sys.stderr)
+        return 143 if _TERMINATED.is_set() else 130
+    except SystemExit:
+        if not _TERMINATED.is_set():
+            raise
+        print("tlr: terminated", file=sys.stderr)
+        return 143
+    except BrokenPipeError:  # `tlr backbones | head`: the reader left; end quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    finally:
+        if handles:
+            signal.signal(signal.SIGTERM, previous)
+    return code or 0
+

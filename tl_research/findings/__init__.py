@@ -1,0 +1,4 @@
+"""Published findings checked on studies: claims files judged held / failed / inconclusive, and reproduction folders.
+
+May import: studies, reports, run, the root modules.
+"""

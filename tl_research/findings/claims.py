@@ -1,0 +1,233 @@
+"""Claims checked on studies: a YAML file of published findings, each turned into a paired comparison of study cells
+and judged held / failed / inconclusive by the 95% interval of its effect (report statistics, `tables.py`).
+
+A claims file holds `source` (where the findings come from) and `claims`, each one of:
+
+- `a: {key: value, …}`, `relation: ">" | ">=" | "≈"`, `b: {…}` (`within: d` for `≈`, a tolerance for `>=`; a side
+  may name another study of the storage with `study:`, paired on the seeds both share);
+- `cells: {…}`, `relation: increasing | decreasing`, `over: <swept key>` (a curve, its values in sorted order);
+- `cells: {…}`, `relation: argmax`, `over: <swept key>`, `expect: <value>` (which value is best).
+
+A cell is the set of completed trials whose parameters match the mapping; every swept key but the seed must be
+pinned (by the claim or, for `over`, by the curve). `study:` names the study (default: the one given to `tlr check`),
+`metric:` the metric (default test/acc). Claims are written before the full run and never edited to fit.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from tl_research import stats
+from tl_research.errors import UserError
+from tl_research.reports.tables import Cell, compare_cells, completed_trials, make_cell, sort_key
+from tl_research.schema import read_yaml
+from tl_research.studies.storage import open_storage
+from tl_research.studies.study import load_existing
+
+PAIR = {">", ">=", "≈", "~="}
+CURVE = {"increasing", "decreasing"}
+RELATIONS = PAIR | CURVE | {"argmax"}
+MIN_SEEDS_ONLY = 5  # seeds a verdict needs when the interval resamples seeds only (no per-example predictions)
+KEYS = {"id", "study", "says", "published", "metric", "a", "b", "relation", "within", "cells", "over", "expect"}
+
+
+@dataclass
+class Verdict:
+    id: str
+    study: str
+    relation: str
+    verdict: str  # held | failed | inconclusive
+    effect: float  # the difference the verdict rests on (a - b; last - first; best margin)
+    low: float
+    high: float
+    p: float
+    n: int
+    detail: str  # the cells and their means, in words
+    says: str = ""
+    published: str = ""
+
+
+def _judge(lo: float, hi: float, relation: str, within: float) -> str:
+    """Decision on the interval [lo, hi] of a - b: held when it lies wholly on the claimed side, failed when it lies
+    wholly on the other side, inconclusive otherwise."""
+    if relation == ">":
+        return "held" if lo > 0 else "failed" if hi < 0 else "inconclusive"
+    if relation == ">=":
+        return "held" if lo > -within else "failed" if hi < -within else "inconclusive"
+    # equivalence: the whole interval inside ±within
+    return "held" if -within <= lo and hi <= within else "failed" if lo > within or hi < -within else "inconclusive"
+
+
+class Cells:
+    """A study's completed trials, looked up by a parameter mapping."""
+
+    def __init__(self, study: optuna.Study, metric: str) -> None:
+        self.trials = [t for t in completed_trials(study) if metric in t.user_attrs]
+        self.metric = metric
+        self.swept = sorted({k for t in self.trials for k in t.params if k != "seed"})
+
+    def get(self, where: dict[str, Any], label: str) -> Cell:
+        for key in where:
+            if key not in self.swept:
+                raise UserError(f"{label}: {key!r} is not a swept key of this study "
+                                f"(swept: {', '.join(self.swept) or 'none'})")
+        loose = [k for k in self.swept if k not in where]
+        if loose:
+            raise UserError(f"{label}: also pin {', '.join(loose)} (every swept key but the seed names one cell)")
+        by_seed = {int(t.params.get("seed", t.number)): t for t in self.trials
+                   if all(t.params.get(k) == v for k, v in where.items())}
+        if not by_seed:
+            raise UserError(f"{label}: no completed trial with {where} has {self.metric}")
+        return make_cell(by_seed, self.metric)
+
+    def values(self, key: str) -> list[Any]:
+        return sorted({t.params[key] for t in self.trials if key in t.params}, key=sort_key)
+
+
+def _describe(where: dict[str, Any], cell: Cell) -> str:
+    return f"{', '.join(f'{k}={v}' for k, v in where.items())}: {cell.mean:.3f} (n={cell.n})"
+
+
+def _pair(c: dict[str, Any], cells: Cells, label: str, other: Any) -> tuple[str, stats.Comparison, str]:
+    sides = []
+    for side in ("a", "b"):
+        if not isinstance(c.get(side), dict):
+            raise UserError(f"{label}.{side}: relation {c['relation']} needs `{side}: {{key: value, …}}`")
+        where = dict(c[side])
+        # a side may name another study (same seeds): e.g. a recipe against the catalogue's best strategy
+        sides.append((other(where.pop("study")) if "study" in where else cells).get(where, f"{label}.{side}"))
+    a, b = sides
+    comp = _comparison(a, b, cells.metric, label)
+    rel = "≈" if c["relation"] == "~=" else c["relation"]
+    within = float(c.get("within", 0.0))
+    if rel == "≈" and within <= 0:
+        raise UserError(f"{label}.within: relation ≈ needs a tolerance within > 0 (in metric units)")
+    verdict = _judge(comp.interval.low, comp.interval.high, rel, within)
+    return verdict, comp, f"{_describe(c['a'], a)} vs {_describe(c['b'], b)}"
+
+
+def _comparison(a: Cell, b: Cell, metric: str, label: str) -> stats.Comparison:
+    comp = compare_cells(a, b, metric)
+    if comp is None:
+        raise UserError(f"{label}: the cells share no seed, so they cannot be compared paired")
+    return comp
+
+
+def _curve(c: dict[str, Any], cells: Cells, label: str, other: Any) -> tuple[str, stats.Comparison, str]:
+    over, base = _over(c, cells, label)
+    points = [(v, cells.get({**base, over: v}, f"{label} at {over}={v}")) for v in cells.values(over)]
+    if len(points) < 2:
+        raise UserError(f"{label}.over: {over} has fewer than two values in this study")
+    sign = 1 if c["relation"] == "increasing" else -1
+    steps = [_comparison(*(points[i + 1][1], points[i][1]) if sign > 0 else (points[i][1], points[i + 1][1]),
+                         cells.metric, label) for i in range(len(points) - 1)]
+    first, last = points[0][1], points[-1][1]
+    whole = _comparison(*((last, first) if sign > 0 else (first, last)), cells.metric, label)
+    # failed: some step goes significantly the wrong way; held: no such step and first -> last significantly right
+    if any(s.interval.high < 0 for s in steps):
+        verdict = "failed"
+    else:
+        verdict = "held" if whole.interval.low > 0 else "inconclusive"
+    detail = ", ".join(f"{v}: {cell.mean:.3f}" for v, cell in points)
+    return verdict, whole, f"{over} curve ({detail})"
+
+
+def _argmax(c: dict[str, Any], cells: Cells, label: str, other: Any) -> tuple[str, stats.Comparison, str]:
+    over, base = _over(c, cells, label)
+    values = cells.values(over)
+    if "expect" not in c or c["expect"] not in values:
+        raise UserError(f"{label}.expect: must be one of the values of {over} ({', '.join(map(str, values))})")
+    mine = cells.get({**base, over: c["expect"]}, label)
+    others = [(v, cells.get({**base, over: v}, f"{label} at {over}={v}")) for v in values if v != c["expect"]]
+    comps = [(v, _comparison(mine, cell, cells.metric, label)) for v, cell in others]
+    # the closest competitor decides: held when the expected value beats every other one, failed when one beats it
+    v_close, close = min(comps, key=lambda vc: vc[1].diff)
+    if any(comp.interval.high < 0 for _, comp in comps):
+        verdict = "failed"
+    else:
+        verdict = "held" if all(comp.interval.low > 0 for _, comp in comps) else "inconclusive"
+    detail = ", ".join(f"{v}: {cell.mean:.3f}" for v, cell in [(c["expect"], mine), *others])
+    return verdict, close, f"{over}={c['expect']} vs closest {over}={v_close} ({detail})"
+
+
+def _over(c: dict[str, Any], cells: Cells, label: str) -> tuple[str, dict[str, Any]]:
+    over, base = c.get("over"), c.get("cells") or {}
+    if over not in cells.swept:
+        raise UserError(f"{label}.over: {over!r} is not a swept key of this study (swept: {', '.join(cells.swept)})")
+    if not isinstance(base, dict):
+        raise UserError(f"{label}.cells: expected a mapping of swept keys to values")
+    return over, base
+
+
+def load_claims(path: str | Path) -> tuple[str, list[dict[str, Any]]]:
+    """The claims of a file, checked for shape (not yet against a study)."""
+    raw = read_yaml(path)
+    claims = raw.get("claims")
+    if not isinstance(claims, list) or not claims:
+        raise UserError(f"claims: {path} needs a non-empty list `claims`")
+    seen: set[str] = set()
+    for i, c in enumerate(claims):
+        label = f"claims[{i}]"
+        if not isinstance(c, dict):
+            raise UserError(f"{label}: expected a mapping")
+        unknown = set(c) - KEYS
+        if unknown:
+            raise UserError(f"{label}.{sorted(unknown)[0]}: unknown key (allowed: {', '.join(sorted(KEYS))})")
+        if c.get("relation") not in RELATIONS:
+            raise UserError(f"{label}.relation: {c.get('relation')!r} (allowed: {', '.join(sorted(RELATIONS))})")
+        cid = str(c.get("id", i))
+        if cid in seen:
+            raise UserError(f"{label}.id: {cid!r} appears twice")
+        seen.add(cid)
+    return str(raw.get("source", "")), claims
+
+
+def check_claims(claims: list[dict[str, Any]], default_study: str | None, url: str) -> list[Verdict]:
+    """Every claim judged on the studies of storage `url`."""
+    storage = open_storage(url, must_exist=True)
+    tables: dict[tuple[str, str], Cells] = {}
+
+    def cells_of(name: str, metric: str) -> Cells:
+        if (name, metric) not in tables:
+            tables[(name, metric)] = Cells(load_existing(name, storage, "study")[0], metric)
+        return tables[(name, metric)]
+
+    out = []
+    for i, c in enumerate(claims):
+        label = f"claims[{i}] ({c.get('id', i)})"
+        name = c.get("study", default_study)
+        if not name:
+            raise UserError(f"{label}.study: name the study (or pass one to tlr check)")
+        metric = c.get("metric", "test/acc")
+        judge = _pair if c["relation"] in PAIR else _curve if c["relation"] in CURVE else _argmax
+        verdict, comp, detail = judge(c, cells_of(name, metric), label, lambda s, m=metric: cells_of(s, m))
+        if comp.interval.method == "seeds-bootstrap" and comp.n < MIN_SEEDS_ONLY:
+            # resampling a handful of seeds alone gives intervals far too narrow to rest a verdict on
+            verdict, detail = "inconclusive", f"{detail}; only {comp.n} seeds and no per-example predictions"
+        out.append(Verdict(str(c.get("id", i)), name, c["relation"], verdict, comp.diff, comp.interval.low,
+                           comp.interval.high, comp.p, comp.n, detail, str(c.get("says", "")),
+                           str(c.get("published", ""))))
+    return out
+
+
+def to_markdown(verdicts: list[Verdict], source: str = "") -> str:
+    lines = ["| claim | relation | verdict | effect [95% CI] | p | n | cells |", "|---|---|---|---|---|---|---|"]
+    for v in verdicts:
+        p = "–" if v.p != v.p else f"{v.p:.3g}"
+        lines.append(f"| {v.id} | {v.relation} | **{v.verdict}** | {v.effect:+.3f} [{v.low:+.3f}, {v.high:+.3f}] "
+                     f"| {p} | {v.n} | {v.detail} |")
+    counts = defaultdict(int)
+    for v in verdicts:
+        counts[v.verdict] += 1
+    summary = ", ".join(f"{counts[k]} {k}" for k in ("held", "failed", "inconclusive") if counts[k])
+    notes = ("\n\nA claim holds when the 95% bootstrap interval of its effect (paired seeds, and test examples where "
+             "each run left its predictions) lies wholly on the claimed side, fails when it lies wholly on the other "
+             "side, and is inconclusive otherwise. p: exact paired test (sign-flip over seeds, McNemar at one seed); "
+             "shown, not used for the verdict.")
+    head = f"Source: {source.strip()}\n\n" if source.strip() else ""
+    return f"{head}{summary}\n\n" + "\n".join(lines) + notes + "\n"

@@ -1,0 +1,142 @@
+"""Reproductions of published findings: `benchmarks/reproductions/<finding>/` holds `reproduce.yaml` (title, study
+YAMLs, claims file, the smoke variant), the studies, `claims.yaml` and a README; running a finding runs its studies
+on one storage (a rerun resumes), writes each study's report and the claim checks, and returns the verdicts.
+
+The full run writes into the finding's `results/` folder (committed); `smoke` runs the reduced variant into a
+scratch folder, so that CI exercises every finding end to end without touching the committed results.
+
+`sources` are single runs trained before the studies (e.g. a model fitted on the clean source domain) whose run
+folder becomes `backbone.weights` of the studies they feed: a finding that starts from its own trained model is one
+command, and a rerun reuses a finished source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tl_research.config import load_experiment
+from tl_research.errors import UserError
+from tl_research.findings.claims import Verdict, check_claims, load_claims, to_markdown
+from tl_research.reports.report import run_report
+from tl_research.run import run
+from tl_research.schema import read_yaml
+from tl_research.studies.study import run_study
+from tl_research.studies.studyspec import load_study
+
+ROOT = Path("benchmarks") / "reproductions"
+
+
+@dataclass
+class Source:
+    name: str
+    experiment: Path
+    feeds: list[Path]  # the studies that start from its weights
+
+
+@dataclass
+class Finding:
+    name: str
+    folder: Path
+    title: str
+    studies: list[Path]
+    claims: Path
+    smoke: dict[str, Any] = field(default_factory=dict)
+    sources: list[Source] = field(default_factory=list)
+
+
+def list_findings(root: Path = ROOT) -> list[str]:
+    return sorted(p.parent.name for p in root.glob("*/reproduce.yaml"))
+
+
+def load_finding(name: str, root: Path = ROOT) -> Finding:
+    """A finding by name (a folder under benchmarks/reproductions) or by its folder's path."""
+    folder = Path(name) if Path(name, "reproduce.yaml").exists() else root / name
+    manifest = folder / "reproduce.yaml"
+    if not manifest.exists():
+        known = ", ".join(list_findings(root)) or f"none under {root}"
+        raise UserError(f"finding: {name!r} is not a reproduction folder (known: {known})")
+    raw = read_yaml(manifest)
+    unknown = set(raw) - {"title", "studies", "claims", "smoke", "sources"}
+    if unknown:
+        raise UserError(f"{manifest}: unknown key {sorted(unknown)[0]!r} "
+                        f"(allowed: title, studies, claims, smoke, sources)")
+    studies = [folder / s for s in raw.get("studies") or []]
+    missing = [str(s) for s in studies if not s.exists()]
+    if not studies or missing:
+        raise UserError(f"{manifest}: studies must list existing study YAMLs (missing: {', '.join(missing) or 'all'})")
+    smoke = raw.get("smoke") or {}
+    if not isinstance(smoke, dict) or set(smoke) - {"seeds", "grid", "set", "sources"}:
+        raise UserError(f"{manifest}: smoke takes seeds, grid, set and sources")
+    return Finding(folder.name, folder, str(raw.get("title", folder.name)), studies,
+                   folder / raw.get("claims", "claims.yaml"), smoke, _sources(raw.get("sources"), folder, studies,
+                                                                            manifest))
+
+
+def _sources(raw: Any, folder: Path, studies: list[Path], manifest: Path) -> list[Source]:
+    """`sources: {name: {experiment: x.yaml, feeds: [study.yaml, …]}}`, checked against the finding's files."""
+    if raw is None:
+        return []
+    if not isinstance(raw, dict):
+        raise UserError(f"{manifest}: sources maps names to {{experiment: <yaml>, feeds: [<study yaml>, …]}}")
+    out = []
+    for name, entry in raw.items():
+        if not isinstance(entry, dict) or set(entry) != {"experiment", "feeds"} or not isinstance(entry["feeds"], list):
+            raise UserError(f"{manifest}: sources.{name} needs exactly experiment and feeds (a list of study YAMLs)")
+        experiment, feeds = folder / str(entry["experiment"]), [folder / str(f) for f in entry["feeds"]]
+        if not experiment.is_file():
+            raise UserError(f"{manifest}: sources.{name}.experiment: {experiment} does not exist")
+        strays = [str(f) for f in feeds if f not in studies]
+        if strays:
+            raise UserError(f"{manifest}: sources.{name}.feeds: {strays[0]} is not one of the finding's studies")
+        out.append(Source(str(name), experiment, feeds))
+    return out
+
+
+def train_sources(finding: Finding, smoke: bool, out: Path) -> dict[Path, list[str]]:
+    """Train (or reuse, when finished) every source into `out/sources/<name>`; returns, per study YAML, the
+    `backbone.weights` overrides pointing at the sources it is fed by."""
+    sets = [*finding.smoke.get("sources", []), f"output_dir={out / 'runs'}", "tracking.mode=disabled"] if smoke else []
+    feeds: dict[Path, list[str]] = {}
+    for source in finding.sources:
+        folder = out / "sources" / source.name
+        if not (folder / "metrics.json").is_file():
+            run(load_experiment(source.experiment, sets), folder)
+        for study in source.feeds:
+            feeds.setdefault(study, []).append(f"backbone.weights={folder.resolve()}")
+    return feeds
+
+
+def specs(finding: Finding, smoke: bool, out: Path, feeds: dict[Path, list[str]] | None = None) -> list[Any]:
+    """The finding's studies, parsed (the smoke variant writes its runs under `out`); `feeds` adds the source
+    weights to the studies that start from them."""
+    feeds = feeds or {}
+    if not smoke:
+        return [load_study(path, feeds.get(path, [])) for path in finding.studies]
+    changes = {k: v for k, v in finding.smoke.items() if k in ("seeds", "grid")}
+    sets = [*finding.smoke.get("set", []), f"output_dir={out / 'runs'}", "tracking.mode=disabled"]
+    return [load_study(path, [*sets, *feeds.get(path, [])], changes) for path in finding.studies]
+
+
+def default_out(finding: Finding, smoke: bool) -> Path:
+    return Path("runs") / "reproductions" / (finding.name + ("-smoke" if smoke else ""))
+
+
+def reproduce(finding: Finding, smoke: bool = False, out: Path | None = None, run_studies: Any = None,
+              ) -> tuple[list[Verdict], list[Path]]:
+    """Run (or resume) every study of the finding, write reports and the claim checks; returns the verdicts and
+    the files written. `run_studies(spec, url)` runs one study (default: without a progress display)."""
+    out = out or default_out(finding, smoke)
+    url = f"sqlite:///{out / 'studies.db'}"
+    results = out / "results" if smoke else finding.folder / "results"
+    source, claims = load_claims(finding.claims)  # a malformed claims file fails before hours of training
+    files: list[Path] = []
+    for spec in specs(finding, smoke, out, train_sources(finding, smoke, out)):
+        (run_studies or run_study)(spec, url)
+        files += run_report(spec.name, url, results / spec.name)[1]
+    verdicts = check_claims(claims, None, url)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "claims.md").write_text(f"# {finding.title}: claims\n\n{to_markdown(verdicts, source)}")
+    files.append(results / "claims.md")
+    return verdicts, files

@@ -1,0 +1,135 @@
+"""`tlr rank`: candidates (backbone x freeze depth) scored from frozen features before any training.
+
+Features at depth k are the feature cache's prefix outputs for the first k groups (computed once, then read),
+pooled to one vector per example (spatial mean for feature maps, token mean for token states). The scores come
+from `scores.py`; LEEP and NCE use the source model's own classifier where the offline weights ship one, and are
+then the same for every depth of that backbone (they judge the whole source model).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from tl_research.backbones import Backbone, build_backbone
+from tl_research.backbones.base import SplitUnsupported
+from tl_research.backbones.offline import source_classifier
+from tl_research.cache.features import CacheDecision, cached_rows
+from tl_research.config import Experiment
+from tl_research.data.datamodule import load_data, select
+from tl_research.data.registry import RawDataset
+from tl_research.data.splits import balanced_take
+from tl_research.errors import UserError
+from tl_research.scores import scores
+
+SCORES = ("logme", "leep", "nce", "h_score", "knn", "probe")
+
+
+@dataclass
+class Candidate:
+    backbone: str
+    depth: int
+    num_groups: int
+    scores: dict[str, float] = field(default_factory=dict)  # NaN: not defined for this candidate (LEEP without
+    # a source classifier)
+    seconds: float = 0.0  # features (extracted or read) + its scores (LEEP/NCE: with a backbone's first depth)
+    examples: int = 0
+
+    def row(self) -> dict[str, Any]:
+        scored = {k: None if np.isnan(v) else v for k, v in self.scores.items()}  # JSON has no NaN
+        return {"backbone": self.backbone, "depth": self.depth, "groups": self.num_groups, **scored,
+                "seconds": round(self.seconds, 3), "examples": self.examples}
+
+
+def pooled(row: np.ndarray) -> np.ndarray:
+    """One vector from a cached row: (C, H, W) feature maps -> channel means; (tokens, H) -> token mean."""
+    row = np.asarray(row, dtype=np.float32)
+    if row.ndim == 3:
+        return row.mean((1, 2))
+    if row.ndim == 2:
+        return row.mean(0)
+    return row
+
+
+def _subset(labels: np.ndarray, indices: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    classes = len(np.unique(labels[indices]))
+    return balanced_take(indices, labels, per_class * classes, seed)
+
+
+def rank(exp: Experiment, backbones: list[str], depths: list[int] | None = None, per_class: int = 50,
+         ) -> list[Candidate]:
+    """Score every backbone x depth on `exp`'s dataset (its training split, class-balanced, `per_class` examples
+    each; the probe is validated on as many validation examples). `depths` None: each backbone's full depth."""
+    out = []
+    for name in backbones:
+        b = dataclasses.replace(exp.backbone, name=name)
+        backbone = build_backbone(name, b.weights, coarse=b.coarse, pooling=b.pooling, max_length=b.max_length,
+                                  layers=b.layers)
+        n = len(backbone.layer_groups())
+        raw = load_data(exp.data, backbone.modality)
+        split, _ = select(raw, exp.data)
+        train = _subset(raw.labels, split.train, per_class, exp.data.split_seed)
+        val = _subset(raw.labels, split.val, per_class, exp.data.split_seed + 1)
+        # LEEP and NCE judge the whole source model: once per backbone, timed with its first depth
+        t0 = time.perf_counter()
+        head = source_classifier(name) if b.weights == "offline" else None
+        source = _source_scores(exp, backbone, raw, n, train, head)
+        source_seconds = time.perf_counter() - t0
+        for k in depths or [n]:
+            if not 1 <= k <= n:
+                raise UserError(f"--depths: {k} is outside 1..{n} for {name} (the number of frozen groups whose "
+                                f"output is scored)")
+            cand = Candidate(name, k, n, examples=len(train))
+            t0 = time.perf_counter()
+            feats = _features(exp, backbone, raw, k, np.concatenate([train, val]))
+            f_train, f_val = feats[: len(train)], feats[len(train):]
+            y_train, y_val = raw.labels[train], raw.labels[val]
+            cand.scores = {"logme": scores.logme(f_train, y_train), "h_score": scores.h_score(f_train, y_train),
+                           "knn": scores.knn_accuracy(f_train, y_train),
+                           "probe": scores.probe_accuracy(f_train, y_train, f_val, y_val)}
+            cand.scores.update(source)
+            cand.seconds = time.perf_counter() - t0 + source_seconds
+            source_seconds = 0.0
+            out.append(cand)
+    return out
+
+
+def _features(exp: Experiment, backbone: Backbone, raw: RawDataset, k: int, indices: np.ndarray) -> np.ndarray:
+    try:
+        decision = CacheDecision(True, k, "tlr rank", backbone.split(k))
+    except SplitUnsupported as exc:
+        raise UserError(f"--depths: {backbone.name} cannot be cut after group {k - 1} ({exc})") from None
+    rows, _ = cached_rows(exp, backbone, decision, raw, indices)
+    return np.stack([pooled(rows[int(i)]) for i in indices])
+
+
+def _source_scores(exp: Experiment, backbone: Backbone, raw: RawDataset, n: int, train: np.ndarray,
+                   head: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, float]:
+    """LEEP and NCE from the source classifier on the whole network's pooled features (NaN without one)."""
+    if head is None:
+        return {"leep": float("nan"), "nce": float("nan")}
+    feats = torch.as_tensor(_features(exp, backbone, raw, n, train))
+    probs = torch.softmax(feats @ head[0].T + head[1], -1).numpy()
+    y = raw.labels[train]
+    return {"leep": scores.leep(probs, y), "nce": scores.nce(probs.argmax(1), y)}
+
+
+def ordered(candidates: list[Candidate], by: str = "logme") -> list[Candidate]:
+    """Best first by score `by` (candidates without it last)."""
+    if by not in SCORES:
+        raise UserError(f"--by: {by!r} is not a score (allowed: {', '.join(SCORES)})")
+    return sorted(candidates, key=lambda c: (np.isnan(c.scores.get(by, np.nan)), -c.scores.get(by, -np.inf)))
+
+
+def to_markdown(candidates: list[Candidate]) -> str:
+    head = "| backbone | depth | " + " | ".join(SCORES) + " | seconds |"
+    lines = [head, "|" + "---|" * (len(SCORES) + 3)]
+    for c in candidates:
+        vals = " | ".join("–" if np.isnan(c.scores[s]) else f"{c.scores[s]:.4g}" for s in SCORES)
+        lines.append(f"| {c.backbone} | {c.depth}/{c.num_groups} | {vals} | {c.seconds:.2f} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,371 @@
+"""Studies on an Optuna storage: grid ablations and searches; workers; resume; pruning.
+
+A grid cell is an Optuna trial enqueued by the coordinator (`tlr study`) and claimed by exactly one worker
+through the storage's atomic WAITING -> RUNNING transition. Re-running the study command enqueues the cells that
+have no COMPLETE, PRUNED, WAITING or RUNNING trial (so finished cells are skipped and failed ones retried).
+On RDB storages (SQLite, PostgreSQL) workers send Optuna heartbeats: a killed worker's trial turns FAIL after the
+grace period and Optuna's RetryFailedTrialCallback puts its cell back in the queue.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import secrets
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+import optuna
+from optuna.study import MaxTrialsCallback
+from optuna.trial import TrialState
+
+from tl_research.errors import UserError
+from tl_research.records.rundir import trim_checkpoints
+from tl_research.records.tracking import log_study_table
+from tl_research.run import run
+from tl_research.studies import prefilter
+from tl_research.studies.storage import open_storage
+from tl_research.studies.studyspec import StudyConfig, StudySpec, grid_seeds, load_study_json
+
+DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+SPEC_ATTR = "tlr_spec"
+
+
+def _sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
+    if cfg.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=cfg.sampler_seed)
+    return optuna.samplers.TPESampler(seed=cfg.sampler_seed)
+
+
+def _pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
+    return {"median": optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+            "hyperband": optuna.pruners.HyperbandPruner(), "none": optuna.pruners.NopPruner()}[cfg.pruner]
+
+
+def create_or_load(spec: StudySpec, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions,
+                                sampler=_sampler(spec.config), pruner=_pruner(spec.config), load_if_exists=True)
+    saved = study.user_attrs.get(SPEC_ATTR)
+    current = json.loads(json.dumps(spec.to_json()))
+    if saved is not None and _definition(saved) != _definition(current):
+        raise UserError(f"study {spec.name!r} exists in this storage with a different definition; "
+                        f"rename the study or use another storage")
+    if saved != current:  # new, or an operational key changed: workers follow the coordinator
+        study.set_user_attr(SPEC_ATTR, spec.to_json())
+    if saved is None:
+        # the dashboard and Optuna's plots label the objectives with their metric names
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([o.metric for o in spec.objectives])
+    return study
+
+
+# how trials are kept, not what they compute: changing it on a resume is allowed
+OPERATIONAL = ("checkpoints",)
+
+
+def _definition(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored study definition without the study keys at their defaults: a study keeps resuming after a later
+    version adds a study option (stored definitions then lack it)."""
+    defaults = json.loads(json.dumps(dataclasses.asdict(StudyConfig())))
+    study = {k: v for k, v in stored.get("study", {}).items()
+             if k not in OPERATIONAL and (k not in defaults or v != defaults[k])}
+    return {**stored, "study": study}
+
+
+def load_existing(name: str, storage: optuna.storages.BaseStorage, flag: str = "--study",
+                  ) -> tuple[optuna.Study, StudySpec]:
+    """A study and its definition, as a worker on another machine sees them (`flag`: the argument that named
+    the study, for the error)."""
+    try:
+        summary = next(s for s in optuna.get_all_study_summaries(storage) if s.study_name == name)
+    except StopIteration:
+        names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage)) or "none"
+        raise UserError(f"{flag}: no study {name!r} in this storage (studies: {names})") from None
+    spec = load_study_json(summary.user_attrs[SPEC_ATTR])
+    study = optuna.load_study(study_name=name, storage=storage, sampler=_sampler(spec.config),
+                              pruner=_pruner(spec.config))
+    return study, spec
+
+
+def enqueue_missing(study: optuna.Study, spec: StudySpec) -> int:
+    """Queue every grid cell that has no trial that finished, waits or runs; returns how many were queued."""
+    covered = {json.dumps(t.params if t.params else t.system_attrs.get("fixed_params", {}), sort_keys=True)
+               for t in study.get_trials(deepcopy=False,
+                                         states=(*DONE, TrialState.WAITING, TrialState.RUNNING))}
+    queued = 0
+    for cell in spec.cells:
+        if json.dumps(cell, sort_keys=True) not in covered:
+            study.enqueue_trial(cell)
+            queued += 1
+    return queued
+
+
+# ------------------------------------------------------------------ one trial
+
+class OptunaPruning(L.Callback):
+    """Reports the objective metric every validation epoch; raises TrialPruned when the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial, metric: str) -> None:
+        self.trial, self.metric = trial, metric
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self.metric not in trainer.callback_metrics:
+            return
+        value = float(trainer.callback_metrics[self.metric])
+        self.trial.report(value, trainer.current_epoch)
+        self.trial.set_user_attr("last_reported", value)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {trainer.current_epoch} with {self.metric}={value:.4f}")
+
+
+def _suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
+    if spec.config.kind == "grid":
+        # a claimed cell carries its values as Optuna fixed params: suggest returns exactly those
+        space = {**spec.config.grid, "seed": grid_seeds(spec.config)}
+        return {k: trial.suggest_categorical(k, v) for k, v in space.items()}
+    params = {}
+    for key, d in spec.config.params.items():
+        if d["type"] == "categorical":
+            params[key] = trial.suggest_categorical(key, d["choices"])
+        elif d["type"] == "int":
+            params[key] = trial.suggest_int(key, int(d["low"]), int(d["high"]), log=bool(d.get("log")))
+        else:
+            params[key] = trial.suggest_float(key, float(d["low"]), float(d["high"]), log=bool(d.get("log")))
+    return params
+
+
+def objective(trial: optuna.Trial, spec: StudySpec) -> list[float]:
+    """One trial = one `run()`; user attributes get every final metric, the run folder and the W&B run id."""
+    params = _suggest(trial, spec)
+    exp = spec.experiment_for(params)
+    exp = dataclasses.replace(exp, trainer=dataclasses.replace(exp.trainer, progress_bar=False))
+    # unique even when one study name lives in several storages
+    out = Path(exp.output_dir) / "studies" / spec.name / f"trial-{trial.number:04d}-{secrets.token_hex(3)}"
+    # an ablation cell always runs to the end; searches prune (single objective: Optuna cannot prune multi)
+    prune = spec.config.kind == "search" and len(spec.objectives) == 1 and spec.config.pruner != "none"
+    callbacks = [OptunaPruning(trial, spec.objectives[0].metric)] if prune else []
+    label = ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in params.items())
+    try:
+        result = run(exp, out, callbacks=callbacks, group=spec.name, label=label)
+    except optuna.TrialPruned:
+        trim_checkpoints(out, spec.config.checkpoints)
+        raise
+    trim_checkpoints(out, spec.config.checkpoints)  # a failed trial keeps its files, for the post-mortem
+    for key, value in result.metrics.items():
+        if isinstance(value, (int, float, str)):
+            trial.set_user_attr(key, value)
+    values = [float(result.metrics[o.metric]) for o in spec.objectives]
+    if not all(math.isfinite(v) for v in values) or not math.isfinite(result.metrics.get("train/loss", 0.0)):
+        raise FloatingPointError(f"non-finite result: {dict(zip([o.metric for o in spec.objectives], values))}")
+    return values
+
+
+def _heartbeat(storage: Any, trial_id: int, stop: threading.Event, every: float) -> None:
+    while not stop.wait(every):
+        storage.record_heartbeat(trial_id)
+
+
+def run_claimed(study: optuna.Study, trial: optuna.Trial, spec: StudySpec) -> TrialState:
+    """Run a claimed trial to its end state; an exception or NaN fails it with the message kept."""
+    storage = study._storage  # Optuna's heartbeat API lives on the storage object (RDB storages only)
+    stop = threading.Event()
+    beat = None
+    if hasattr(storage, "record_heartbeat") and storage.get_heartbeat_interval():
+        beat = threading.Thread(target=_heartbeat, args=(storage, trial._trial_id, stop,
+                                                         spec.config.heartbeat_interval), daemon=True)
+        beat.start()
+    try:
+        values = objective(trial, spec)
+        study.tell(trial, values)
+        return TrialState.COMPLETE
+    except optuna.TrialPruned as exc:
+        trial.set_user_attr("pruned", str(exc))
+        study.tell(trial, state=TrialState.PRUNED)
+        return TrialState.PRUNED
+    except Exception as exc:  # a trial's failure must not stop the study
+        trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
+        study.tell(trial, state=TrialState.FAIL)
+        return TrialState.FAIL
+    finally:
+        stop.set()
+        if beat is not None:
+            beat.join()
+
+
+def fail_stale(study: optuna.Study) -> None:
+    """Fail trials whose worker stopped sending heartbeats; Optuna's retry callback re-queues their cells."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _hand_back(study: optuna.Study, trial_id: int) -> None:
+    """Fail a trial this worker holds (RUNNING) as it stops, so that a rerun retries its cell at once instead
+    of waiting for its heartbeat to go stale."""
+    storage = study._storage
+    if storage.get_trial(trial_id).state == TrialState.RUNNING:
+        storage.set_trial_user_attr(trial_id, "error", "interrupted")
+        storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+
+
+def _claim(study: optuna.Study, held: list[int]) -> optuna.Trial | None:
+    """Atomically take one WAITING trial (RUNNING on success, its id appended to `held` at once); None when the
+    queue is empty."""
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
+                held.append(frozen._trial_id)
+                if hasattr(study._storage, "record_heartbeat") and study._storage.get_heartbeat_interval():
+                    # at once: a RUNNING trial without any heartbeat is never seen as stale
+                    study._storage.record_heartbeat(frozen._trial_id)
+                return optuna.Trial(study, frozen._trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return None
+
+
+def _running_elsewhere(study: optuna.Study) -> bool:
+    """RUNNING trials on a storage with heartbeats (without them a killed worker's trial never turns stale, so
+    journal storages do not wait: rerun after `tlr` prints the cells that are missing)."""
+    beats = hasattr(study._storage, "get_heartbeat_interval") and study._storage.get_heartbeat_interval()
+    return bool(beats) and bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
+def _work_grid(study: optuna.Study, spec: StudySpec, on_trial: Any, held: list[int]) -> int:
+    done = 0
+    while True:
+        fail_stale(study)  # a killed worker's cell goes back into the queue (RDB storages)
+        held.clear()
+        trial = _claim(study, held)
+        if trial is None:
+            if not _running_elsewhere(study):
+                return done
+            # another worker holds a cell (or held it and was killed): wait for it to finish, or for its
+            # heartbeat to go stale so that fail_stale hands the cell back to this queue
+            time.sleep(min(5.0, float(spec.config.heartbeat_interval)))
+            continue
+        run_claimed(study, trial, spec)
+        done += 1
+        if on_trial:
+            on_trial(study)
+
+
+def work(study: optuna.Study, spec: StudySpec, on_trial: Any = None) -> int:
+    """A worker: grid cells until the queue is empty, or search trials until n_trials are done."""
+    if spec.config.kind == "grid":
+        held: list[int] = []
+        try:
+            return _work_grid(study, spec, on_trial, held)
+        except BaseException:  # Ctrl-C or SIGTERM (Lightning turns both into SystemExit) may land anywhere, even
+            # between claiming a cell and starting it: the cell held is handed back
+            for trial_id in held:
+                _hand_back(study, trial_id)
+            raise
+
+    callbacks = [MaxTrialsCallback(spec.config.n_trials, states=DONE)]
+    if on_trial:
+        callbacks.append(lambda s, t: on_trial(s))
+
+    def func(trial: optuna.Trial) -> list[float]:
+        try:
+            return objective(trial, spec)
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
+            raise
+        except SystemExit as exc:  # Lightning's form of Ctrl-C / SIGTERM: as an interrupt, Optuna fails the trial
+            # (instead of leaving it RUNNING) and stops
+            trial.set_user_attr("error", "interrupted")
+            raise KeyboardInterrupt from exc
+
+    study.optimize(func if len(spec.objectives) > 1 else (lambda t: func(t)[0]), timeout=spec.config.timeout,
+                   n_trials=spec.config.n_trials, callbacks=callbacks, catch=(Exception,),
+                   show_progress_bar=False)
+    return len(study.get_trials(states=DONE))
+
+
+def spawn_workers(n: int, name: str, url: str) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-m", "tl_research.cli", "worker", "--study", name, "--storage", url],
+                             stdout=subprocess.DEVNULL) for _ in range(n)]
+
+
+def total_trials(spec: StudySpec) -> int:
+    return len(spec.cells) if spec.config.kind == "grid" else spec.config.n_trials
+
+
+def progress_line(study: optuna.Study, spec: StudySpec) -> str:
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state in DONE]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = ""
+    if complete and len(spec.objectives) == 1:
+        pick = max if spec.objectives[0].direction == "maximize" else min
+        best = f" best {spec.objectives[0].metric}={pick(t.value for t in complete):.4f}"
+    failed = sum(t.state == TrialState.FAIL for t in trials)
+    return f"{len(done)}/{total_trials(spec)} done{best}" + (f", {failed} failed" if failed else "")
+
+
+def trial_rows(study: optuna.Study, spec: StudySpec) -> tuple[list[str], list[list[Any]]]:
+    """Finished trials as table rows: number, state, swept params, objective metrics and test/acc."""
+    keys = sorted({k for t in study.trials for k in t.params})
+    metrics = list(dict.fromkeys([o.metric for o in spec.objectives] + ["test/acc"]))
+    rows = [[t.number, t.state.name] + [t.params.get(k) for k in keys] + [t.user_attrs.get(m) for m in metrics]
+            for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
+    return ["trial", "state", *keys, *metrics], rows
+
+
+Progress = Callable[[optuna.Study], None]
+
+
+def prepare_study(spec: StudySpec, url: str) -> tuple[optuna.Study, int]:
+    """Create or resume the study and queue its missing grid cells; returns the study and how many were queued."""
+    study = create_or_load(spec, open_storage(url, spec.config))
+    fail_stale(study)  # trials of killed workers: failed, their cells re-queued (RDB storages)
+    record = prefilter.apply(spec, study, create=True)  # only the kept candidates' cells (ranked once)
+    if record is not None and spec.config.kind == "search":
+        prefilter.warm_start(study, record)
+    return study, (enqueue_missing(study, spec) if spec.config.kind == "grid" else 0)
+
+
+def execute_study(study: optuna.Study, spec: StudySpec, url: str, workers: int = 1,
+                  progress: Progress | None = None) -> str | None:
+    """Run the study's trials here or in `workers` processes (calling `progress` as trials finish), then log the
+    trials table to a W&B summary run; returns that run's folder (None when tracking is off)."""
+    if workers > 1:
+        procs = spawn_workers(workers, spec.name, url)
+        try:
+            while any(p.poll() is None for p in procs):
+                time.sleep(2)
+                if progress:
+                    progress(study)
+        except BaseException:  # interrupted or terminated: so are the workers (each hands its cell back)
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait()
+            raise
+    else:
+        work(study, spec, on_trial=progress)
+    if progress:
+        progress(study)
+    columns, rows = trial_rows(study, spec)
+    return log_study_table(spec.experiment, spec.name, columns, rows,
+                           Path(spec.experiment.output_dir) / "studies" / spec.name)
+
+
+def run_study(spec: StudySpec, url: str, workers: int = 1, progress: Progress | None = None) -> optuna.Study:
+    """Create or resume the study, queue missing grid cells, run them, log the trials table. Safe to repeat:
+    finished cells are skipped, failed ones retried."""
+    study, _ = prepare_study(spec, url)
+    execute_study(study, spec, url, workers, progress)
+    return study

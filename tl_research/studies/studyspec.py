@@ -1,0 +1,264 @@
+"""Study YAML: a base experiment plus a `study:` section (grid ablation or Optuna search), validated up front
+so that bad input never touches the storage."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tl_research.backbones import inspect_backbone
+from tl_research.config import SEED, Experiment, from_dict, load_experiment
+from tl_research.errors import ConfigWarning, UserError
+from tl_research.redact import mask_url
+from tl_research.schema import apply_overrides, bounds, read_yaml, set_dotted
+from tl_research.studies import prefilter
+
+
+@dataclass
+class ObjectiveConfig:
+    metric: str = "val/acc"
+    direction: Literal["maximize", "minimize"] = "maximize"
+
+
+@dataclass
+class StudyConfig:
+    name: str = ""
+    kind: Literal["grid", "search"] = "grid"
+    # grid: config key -> list of values; every combination x every seed is one cell ("a+b": a tied axis, each
+    # value set at both keys)
+    grid: Any = None
+    # repeats per grid cell: a number of seeds (0..n-1) or an explicit list
+    seeds: Any = 1
+    # config keys that take a cell's seed value (e.g. [seed, data.subset_seed]: a new support set per seed)
+    seed_keys: list[str] = field(default_factory=lambda: ["seed"])
+    # search: config key -> {type: float|int|categorical, low, high, log, choices}
+    params: Any = None
+    n_trials: int = field(default=20, metadata=bounds(ge=1))
+    timeout: float | None = field(default=None, metadata=bounds(gt=0.0))
+    sampler: Literal["tpe", "random"] = "tpe"
+    sampler_seed: int = field(default=0, metadata=SEED)
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    objectives: list[ObjectiveConfig] | None = None
+    storage: str | None = None
+    # {score: logme, keep: N, per_class: 50}: rank the swept backbone.name / freeze.depth values by a
+    # transferability score before training and run only the best N (prefilter.py)
+    prefilter: Any = None
+    # Optuna heartbeat (RDB storages): a worker silent for `grace_period` s has its trial failed and retried
+    heartbeat_interval: int = field(default=10, metadata=bounds(ge=1))
+    grace_period: int = field(default=60, metadata=bounds(ge=1))
+    # what each finished trial's folder keeps: all (best.ckpt and last.ckpt, as a fit does), best (best.ckpt's
+    # weights alone: loadable by predict/export/head.from_run, about a third of a fine-tuned model's size), none
+    checkpoints: Literal["all", "best", "none"] = "all"
+
+
+# metrics a study may select on; test metrics are recorded, never optimised
+SELECTABLE = {"val/acc", "val/loss", "train/loss", "throughput/train_samples_per_sec",
+              "throughput/infer_samples_per_sec", "time/fit_seconds", "params/trainable", "memory/peak_mb"}
+
+
+@dataclass
+class StudySpec:
+    """A study parsed once: the base experiment (mapping and Experiment), the study section, and for grids every
+    cell's params and Experiment."""
+
+    name: str
+    base: dict  # the experiment mapping every trial starts from
+    config: StudyConfig
+    experiment: Experiment  # the base, parsed
+    objectives: list[ObjectiveConfig] = field(default_factory=list)
+    cells: list[dict[str, Any]] = field(default_factory=list)  # grid only: the params of every cell
+    num_groups: int = 0
+    _cell_experiments: dict[str, Experiment] = field(default_factory=dict, repr=False)
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    def to_json(self) -> dict[str, Any]:
+        study = dataclasses.asdict(self.config)
+        if study.get("storage"):
+            study["storage"] = mask_url(study["storage"])  # stored in the study itself: never a password
+        return {"name": self.name, "base": self.base, "study": study}
+
+    def experiment_for(self, params: dict[str, Any]) -> Experiment:
+        """The experiment of one trial: a grid cell's (parsed when the spec was), or the base with search params."""
+        found = self._cell_experiments.get(_cell_key(params))
+        return found if found is not None else experiment_for(self.base, params, self.config.seed_keys)
+
+
+def _cell_key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True)
+
+
+def experiment_for(base: dict, params: dict[str, Any], seed_keys: list[str] | None = None,
+                   quiet: bool = False) -> Experiment:
+    """`base` with every param set; `seed` goes to each of `seed_keys`. Keys the cell's strategy ignores warn,
+    unless `quiet` or the cell sets the strategy (a strategy sweep's base holds every strategy's options)."""
+    data = base
+    for key, value in params.items():
+        # a grid key "a+b" ties keys: each value goes to both (e.g. keep the first n groups and freeze them)
+        for target in (seed_keys or ["seed"]) if key == "seed" else key.split("+"):
+            data = set_dotted(data, target, value, "study:")
+    with warnings.catch_warnings():
+        if quiet or "freeze.strategy" in params:
+            warnings.simplefilter("ignore", ConfigWarning)
+        return load_experiment(data=data)
+
+
+def _check_params(base: dict, params: dict[str, Any], where: str, seed_keys: list[str] | None = None) -> Experiment:
+    try:
+        return experiment_for(base, params, seed_keys, quiet=True)  # values one by one: types and ranges only
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
+
+
+def seed_list(value: Any) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return list(range(value))
+    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32
+                                                  for s in value):
+        return value
+    raise UserError(f"study.seeds: expected a count >= 1 or a non-empty list of integers, got {value!r}")
+
+
+def _grid_cells(cfg: StudyConfig, base: dict) -> list[dict[str, Any]]:
+    if not isinstance(cfg.grid, dict) or not cfg.grid:
+        raise UserError("study.grid: a grid study needs a mapping of config keys to lists of values")
+    for key, values in cfg.grid.items():
+        if not isinstance(values, list) or not values:
+            raise UserError(f"study.grid.{key}: expected a non-empty list of values, got {values!r}")
+        for v in values:
+            _check_params(base, {key: v}, f"study.grid.{key}", cfg.seed_keys)
+    keys = [k for k in cfg.grid if k != "seed"]
+    cells = [dict(zip(keys, combo)) for combo in itertools.product(*(cfg.grid[k] for k in keys))]
+    return [{**cell, "seed": s} for cell in cells for s in grid_seeds(cfg)]
+
+
+def grid_seeds(cfg: StudyConfig) -> list[int]:
+    """The seeds of every grid cell: `study.seeds`, or a `seed` axis of the grid (each goes to every seed key)."""
+    if "seed" not in cfg.grid:
+        return seed_list(cfg.seeds)
+    if cfg.seeds != 1:
+        raise UserError("study.grid.seed: give the seeds either in study.seeds or as a grid key, not both")
+    return seed_list(cfg.grid["seed"])
+
+
+def _check_search(cfg: StudyConfig, base: dict, num_groups: int) -> None:
+    if not isinstance(cfg.params, dict) or not cfg.params:
+        raise UserError("study.params: a search study needs a mapping of config keys to distributions")
+    for key, dist in cfg.params.items():
+        where = f"study.params.{key}"
+        if not isinstance(dist, dict) or dist.get("type") not in ("float", "int", "categorical"):
+            raise UserError(f"{where}: expected {{type: float|int|categorical, ...}}, got {dist!r}")
+        allowed = ("type", "choices") if dist["type"] == "categorical" else ("type", "low", "high", "log")
+        unknown = [k for k in dist if k not in allowed]
+        if unknown:
+            raise UserError(f"{where}.{unknown[0]}: unknown key (allowed: {', '.join(allowed)})")
+        if dist["type"] == "categorical":
+            if not isinstance(dist.get("choices"), list) or not dist["choices"]:
+                raise UserError(f"{where}: categorical needs a non-empty list `choices`")
+            for v in dist["choices"]:
+                _check_params(base, {key: v}, where)
+            continue
+        if key == "freeze.depth":
+            dist.setdefault("low", 0)
+            dist.setdefault("high", num_groups)  # bounded by the backbone automatically
+            if not 0 <= dist["low"] <= dist["high"] <= num_groups:
+                raise UserError(f"{where}: bounds {dist['low']}..{dist['high']} are outside the backbone's "
+                                f"0..{num_groups} layer groups")
+        for bound in ("low", "high"):
+            if bound not in dist:
+                raise UserError(f"{where}.{bound}: missing (a {dist['type']} range needs low and high)")
+            value = dist[bound]
+            if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+                try:
+                    dist[bound] = value = float(value)
+                except ValueError:
+                    pass
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                raise UserError(f"{where}.{bound}: expected a number, got {value!r}")
+        if not dist["low"] <= dist["high"]:
+            raise UserError(f"{where}: needs low <= high")
+        if dist.get("log") and dist["low"] <= 0:
+            raise UserError(f"{where}: a log-scale range needs low > 0")
+        for v in (dist["low"], dist["high"]):
+            _check_params(base, {key: v}, where)
+
+
+def _resolve(exp: Experiment, num_groups: int, where: str) -> None:
+    """The strategy of `exp` against the backbone's groups: the same check a run makes, before anything runs."""
+    try:
+        exp.freeze.options.resolve(num_groups, exp.optim.lr)
+    except UserError as exc:
+        raise UserError(f"{where}.{exc}" if str(exc).startswith("freeze.") else f"{where}: {exc}") from None
+
+
+def build_spec(name: str, base: dict, cfg: StudyConfig) -> StudySpec:
+    """Validate the study section against the base and parse every grid cell once."""
+    swept = {k for section in (cfg.grid, cfg.params) if isinstance(section, dict) for k in section}
+    first = experiment_for(base, {}, quiet="freeze.strategy" in swept)  # the base itself must be valid
+    objectives = cfg.objectives or [ObjectiveConfig()]
+    for o in objectives:
+        if o.metric not in SELECTABLE:
+            raise UserError(f"study.objectives: cannot select on {o.metric!r} (allowed: {', '.join(sorted(SELECTABLE))}"
+                            "; test metrics are recorded, never optimised)")
+    for key in cfg.seed_keys:
+        _check_params(base, {key: 0}, "study.seed_keys")
+    num_groups = len(inspect_backbone(first.backbone.name, first.backbone.coarse)["groups"])
+    spec = StudySpec(name or first.name, base, cfg, first, objectives, num_groups=num_groups)
+    if cfg.prefilter is not None:
+        prefilter.parse(cfg.prefilter)
+    if cfg.kind == "grid":
+        spec.cells = _grid_cells(cfg, base)
+        for cell in spec.cells:
+            exp = experiment_for(base, cell, cfg.seed_keys)
+            _resolve(exp, num_groups, "study.grid")
+            spec._cell_experiments[_cell_key(cell)] = exp
+    else:
+        _check_search(cfg, base, num_groups)
+    if cfg.prefilter is not None:
+        prefilter.candidates(spec)  # something to rank
+    return spec
+
+
+def load_study(path: str | Path, overrides: list[str] | None = None,
+               study_changes: dict[str, Any] | None = None) -> StudySpec:
+    """Parse and validate a study YAML (`experiment:` path or mapping, optional `set:`, `study:`).
+    `study_changes` replace keys of the `study:` section (`grid`: only the listed keys' values), e.g. a reduced
+    smoke variant of a reproduction."""
+    raw = read_yaml(path)
+    if study_changes:
+        section = dict(raw.get("study") or {})
+        for key, value in study_changes.items():
+            if key == "grid" and isinstance(value, dict):  # replace the values of the axes this study has
+                grid = dict(section.get(key) or {})
+                value = {**grid, **{k: v for k, v in value.items() if k in grid}}
+            section[key] = value
+        raw["study"] = section
+    unknown = set(raw) - {"experiment", "set", "study"}
+    if unknown:
+        raise UserError(f"{sorted(unknown)[0]}: unknown key (allowed at the top of a study: experiment, set, study)")
+    exp = raw.get("experiment")
+    if isinstance(exp, str):
+        exp_path = Path(exp) if Path(exp).is_absolute() else Path(path).parent / exp
+        if not exp_path.exists():
+            exp_path = Path(exp)  # relative to the working directory
+        base = read_yaml(exp_path)
+    elif isinstance(exp, dict):
+        base = exp
+    else:
+        raise UserError("experiment: a study needs its base experiment (a YAML path or an inline mapping)")
+    base = apply_overrides(copy.deepcopy(base), list(raw.get("set") or []) + list(overrides or []))
+    cfg = from_dict(StudyConfig, raw.get("study"), "study.")
+    return build_spec(cfg.name, base, cfg)
+
+
+def load_study_json(data: dict[str, Any]) -> StudySpec:
+    """The StudySpec a coordinator stored in the study (workers on other machines read it from there)."""
+    return build_spec(data["name"], data["base"], from_dict(StudyConfig, data["study"], "study."))

@@ -1,0 +1,302 @@
+"""TransferModule: backbone + head + freezing strategy as a LightningModule."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from tl_research.backbones.base import Backbone
+from tl_research.config import L2SPConfig, OptimConfig
+from tl_research.strategies import FreezePlan, Strategy, prepare_backbone
+from tl_research.strategies.apply import apply_modes, apply_requires_grad
+from tl_research.training.probe import fit_probe
+
+
+def schedule_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
+    """LR factor at `step` for every schedule that is a function of the step.
+
+    cosine / constant / plateau: linear warm-up, then cosine decay to 0, or flat (plateau cuts come on top).
+    one_cycle: cosine ramp from 1/25 to 1 over the first 30 % of steps, then cosine down to 1/250000.
+    slanted_triangular: ULMFiT's STLR (Howard & Ruder 2018, eq. 3; cut_frac 0.1, ratio 32): a linear rise from 1/32
+    to 1 over the first 10 % of steps, then a linear fall back to 1/32.
+    """
+    if schedule == "slanted_triangular":
+        cut = max(1, math.floor(0.1 * total_steps))
+        p = step / cut if step < cut else max(0.0, 1 - (step - cut) / max(1, total_steps - cut))
+        return (1 + p * 31) / 32
+    if schedule == "one_cycle":
+        peak = max(1, int(0.3 * total_steps))
+        if step < peak:
+            return 1 / 25 + (1 - 1 / 25) * 0.5 * (1 - math.cos(math.pi * step / peak))
+        progress = min(1.0, (step - peak) / max(1, total_steps - peak))
+        return 1 / 250000 + (1 - 1 / 250000) * 0.5 * (1 + math.cos(math.pi * progress))
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule in ("constant", "plateau"):
+        return 1.0
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class TransferModule(L.LightningModule):
+    """Trains `head(backbone(x))` under a freezing strategy (a resolved one: see `Strategy.resolve`).
+
+    The optimizer holds one param group per layer group plus one for the head from step 0; the strategy's plan
+    only toggles `requires_grad`, per-group lr factors and module modes, so nothing appears mid-training.
+    With `suffix` (the suffix of `backbone.split(k)`), batches are the cached outputs of the frozen prefix and the
+    forward is `head(suffix(x))`: the same parameters, optimizer, checkpoints and metrics as the uncached run.
+    """
+
+    def __init__(self, backbone: Backbone, head: nn.Module, strategy: Strategy, num_classes: int, *,
+                 optim: OptimConfig | None = None, bn: str = "frozen", l2sp: L2SPConfig | None = None, seed: int = 0,
+                 channels_last: bool = False, suffix: nn.Module | None = None,
+                 probe_grid: list[float] | None = None, class_weights: torch.Tensor | None = None) -> None:
+        super().__init__()
+        prepare_backbone(strategy, backbone)  # e.g. LoRA adapters, before groups and optimizer exist
+        self.backbone = backbone
+        self.head = head
+        self.strategy = strategy
+        self.bn = bn
+        self.suffix = suffix
+        self.groups = backbone.layer_groups()
+        self.lr_scale_sums: dict[int, float] = {}
+        self.lr_scale_steps = 0
+        self.optim = optim or OptimConfig()
+        self.seed = seed
+        self.channels_last = channels_last and backbone.modality == "image" and suffix is None
+        # reduce-on-plateau state: a factor on every group's lr, cut when val/acc stalls (saved in checkpoints)
+        self.plateau = {"scale": 1.0, "best": -math.inf, "bad_epochs": 0}
+        # L2-SP: distance to the pretrained weights (theta_0, taken before any training step; moved to the
+        # module's device once, at fit start)
+        self.l2sp = l2sp or L2SPConfig()
+        self.theta0 = {n: p.detach().clone() for n, p in backbone.named_parameters()} if self.l2sp.alpha > 0 else {}
+        # per-class loss weights (optim.class_weights); a buffer so it follows the module's device
+        self.register_buffer("class_weights", class_weights, persistent=False)
+        # the converged linear probe: one full-batch step fits the head by L-BFGS over this L2 grid (probe.py)
+        self.probe_grid = probe_grid
+        self.automatic_optimization = probe_grid is None
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+        self.test_f1 = MulticlassF1Score(num_classes, average="macro")
+        self.plan: FreezePlan = strategy.plan(len(self.groups), 0)
+        apply_requires_grad(self.groups, self.plan)
+
+    # ------------------------------------------------------------ freezing
+
+    def set_plan(self, plan: FreezePlan) -> None:
+        """Apply a plan: trainable set, BN modes and (when an optimizer exists) per-group learning rates."""
+        self.plan = plan
+        apply_requires_grad(self.groups, plan)
+        if self.training:
+            apply_modes(self.groups, plan, self.bn)
+        if self._trainer is not None and self.trainer.lr_scheduler_configs:
+            sched = self.trainer.lr_scheduler_configs[0].scheduler
+            for group, factor in zip(sched.optimizer.param_groups, sched.lr_lambdas):
+                group["lr"] = group["initial_lr"] * factor(sched.last_epoch)
+
+    def train_every_planned_group(self, epochs: int) -> bool:
+        """Make every parameter that any epoch's plan trains trainable now, and say whether the trainable set
+        changes between epochs: DDP registers the trainable parameters once, when it wraps the module, and would
+        never synchronise a group unfrozen later (the first epoch's plan is re-applied when training starts)."""
+        plans = [self.strategy.plan(len(self.groups), e) for e in range(epochs)]
+        union = tuple(any(p.trainable[i] for p in plans) for i in range(len(self.groups)))
+        apply_requires_grad(self.groups, dataclasses.replace(self.plan, trainable=union))
+        return len({p.trainable for p in plans}) > 1
+
+    def train(self, mode: bool = True) -> TransferModule:
+        # whoever calls train() (a user, another Lightning version) gets the BN policy re-imposed
+        super().train(mode)
+        if mode:
+            apply_modes(self.groups, self.plan, self.bn)
+        return self
+
+    def freeze_stats(self) -> dict[str, float]:
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return {"params/trainable": trainable, "params/total": total, "freeze/depth": self.plan.depth,
+                "freeze/trainable_fraction": trainable / total}
+
+    def on_fit_start(self) -> None:
+        # HF `from_pretrained` returns models in eval mode (dropout off) and Lightning 2.x never calls train():
+        # start fitting from train mode + the BN policy, whatever state the backbone arrived in
+        self.train()
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+        self.theta0 = {n: t.to(self.device) for n, t in self.theta0.items()}
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # a per-epoch seed, set right before the epoch's first step, makes dropout of epoch e the same whether or
+        # not the run was resumed (on resume Lightning builds the loader iterator, which draws from the global
+        # RNG, at a different moment)
+        if batch_idx == 0:
+            torch.manual_seed(self.seed * 100_003 + self.current_epoch)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # strategies that set lrs from the current gradients (Auto-RGN): the scheduler rewrites every group's lr
+        # from its base at each step, so this scaling applies to this step only
+        scales = getattr(self.strategy, "lr_multipliers", None)
+        if scales is None or self.probe_grid is not None:
+            return
+        for i, s in enumerate(scales(self.groups)):
+            optimizer.param_groups[i]["lr"] *= s
+            self.lr_scale_sums[i] = self.lr_scale_sums.get(i, 0.0) + s
+        self.lr_scale_steps += 1
+
+    def lr_scale_stats(self) -> dict[str, float]:
+        """Mean per-step lr multiplier of each layer group (strategies with `lr_multipliers` only)."""
+        n = max(1, self.lr_scale_steps)
+        return {f"rgn/{self.groups[i].name}": v / n for i, v in self.lr_scale_sums.items()}
+
+    def on_train_epoch_start(self) -> None:
+        # Lightning 2.x does not call train() per epoch: it restores each submodule's captured mode after
+        # validation, so the policy is applied here explicitly (idempotent when the plan did not change)
+        self.set_plan(self.strategy.plan(len(self.groups), self.current_epoch))
+        self.log_dict({k: float(v) for k, v in self.freeze_stats().items()}, on_step=False, on_epoch=True)
+
+    # ------------------------------------------------------------ steps
+
+    def forward(self, inputs: Any) -> torch.Tensor:
+        if self.suffix is not None:
+            return self.head(self.suffix(inputs))
+        if self.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        return self.head(self.backbone(inputs))
+
+    def _loss(self, batch: tuple[Any, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        inputs, y = batch
+        logits = self(inputs)
+        loss = F.cross_entropy(logits, y, weight=self.class_weights, label_smoothing=self.optim.label_smoothing)
+        return loss, logits, y
+
+    def l2sp_penalty(self) -> torch.Tensor:
+        """alpha * ||theta - theta_0||^2 over trainable backbone weights + beta * ||theta||^2 over the head."""
+        total = torch.zeros((), device=self.device)
+        if self.l2sp.alpha > 0:
+            pairs = [(p, self.theta0[n]) for n, p in self.backbone.named_parameters()
+                     if p.requires_grad and n in self.theta0]
+            if pairs:  # one foreach kernel per op over all tensors instead of three small kernels per tensor
+                diffs = torch._foreach_sub([p for p, _ in pairs], [t for _, t in pairs])
+                total = total + self.l2sp.alpha * torch.stack(torch._foreach_norm(diffs)).pow(2).sum()
+        if self.l2sp.beta > 0:
+            total = total + self.l2sp.beta * sum(p.pow(2).sum() for p in self.head.parameters())
+        return total
+
+    def training_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.probe_grid is not None:
+            return self._probe_step(batch)
+        loss, _, y = self._loss(batch)
+        if not torch.isfinite(loss):  # stop at once: a diverged run must not end with a finite-looking val/acc
+            raise FloatingPointError(f"the training loss became {float(loss)} at epoch {self.current_epoch}, "
+                                     f"step {self.global_step}")
+        if self.l2sp.alpha > 0 or self.l2sp.beta > 0:
+            penalty = self.l2sp_penalty()
+            self.log("train/l2sp", penalty, on_step=False, on_epoch=True, batch_size=len(y))
+            loss = loss + penalty
+        # explicit names: with on_step and on_epoch together Lightning would rename the key to train/loss_epoch
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=len(y))
+        return loss
+
+    def _probe_step(self, batch: tuple[Any, torch.Tensor]) -> torch.Tensor:
+        """Fit the linear head on the whole training split (one batch of features) by L-BFGS, L2 chosen on val."""
+        x, y = batch
+        x_val, y_val = self.trainer.datamodule.tensors("val")
+        with torch.no_grad():
+            feats, feats_val = self.suffix(x), self.suffix(x_val.to(self.device))
+        t0 = time.perf_counter()
+        fit = fit_probe(feats.cpu(), y.cpu(), feats_val.cpu(), y_val, self.head[-1].out_features, self.probe_grid)
+        solve_seconds = time.perf_counter() - t0
+        with torch.no_grad():
+            self.head[-1].weight.copy_(fit.weight)
+            self.head[-1].bias.copy_(fit.bias)
+        # the solve counts as the run's one optimizer step (no parameter has a gradient, so the step changes
+        # nothing): Lightning's step counter, and with it checkpointing, sees that training happened
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        optimizer.step()
+        loss, _, _ = self._loss(batch)
+        self.log_dict({"probe/l2": fit.l2, "probe/iterations": float(fit.iterations),
+                       "probe/solve_seconds": solve_seconds,
+                       **{f"probe/val_acc@l2={l2:g}": acc for l2, acc in fit.grid.items()}},
+                      on_step=False, on_epoch=True, batch_size=len(y))
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> None:
+        loss, logits, y = self._loss(batch)
+        self.val_acc(logits, y)
+        self.log("val/loss", loss, on_epoch=True, batch_size=len(y))
+        self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=len(y))
+
+    def on_validation_epoch_end(self) -> None:
+        if self.optim.schedule != "plateau" or self.trainer.sanity_checking:
+            return
+        acc, p = float(self.val_acc.compute()), self.plateau
+        if acc > p["best"]:
+            p["best"], p["bad_epochs"] = acc, 0
+        else:
+            p["bad_epochs"] += 1
+            if p["bad_epochs"] > self.optim.plateau_patience:
+                p["scale"], p["bad_epochs"] = p["scale"] * self.optim.plateau_factor, 0
+                self.set_plan(self.plan)  # re-apply the per-group lrs with the cut
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["tl_plateau"] = dict(self.plateau)
+        # the resolved experiment and class names (set by run()): a checkpoint alone reloads (inference.py)
+        checkpoint.update(getattr(self, "run_info", {}))
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.plateau.update(checkpoint.get("tl_plateau", {}))
+
+    def on_test_epoch_start(self) -> None:
+        self.test_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (labels, probabilities) per batch
+
+    def test_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> None:
+        loss, logits, y = self._loss(batch)
+        self.test_outputs.append((y.detach().cpu(), logits.detach().float().softmax(-1).cpu()))
+        for name, metric in (("acc", self.test_acc), ("acc_top5", self.test_top5), ("f1_macro", self.test_f1)):
+            metric(logits, y)
+            self.log(f"test/{name}", metric, on_epoch=True, batch_size=len(y))
+        self.log("test/loss", loss, on_epoch=True, batch_size=len(y))
+
+    def test_predictions(self) -> dict[str, Any]:
+        """The last test pass, example by example in loader order: labels, predicted class, probabilities."""
+        labels = torch.cat([y for y, _ in self.test_outputs]).numpy()
+        probs = torch.cat([p for _, p in self.test_outputs]).numpy()
+        return {"label": labels, "pred": probs.argmax(1), "prob": probs.astype("float32")}
+
+    # ------------------------------------------------------------ optimisation
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """One optimizer param group per layer group, then the head; `name` says which."""
+        lr = self.optim.lr
+        groups = [{"params": list(g.params.values()), "lr": lr, "name": f"group{g.index}:{g.name}"}
+                  for g in self.groups]
+        groups.append({"params": list(self.head.parameters()), "lr": lr * self.optim.head_lr_mult, "name": "head"})
+        return groups
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        a = self.optim
+        if a.name == "sgd":
+            opt = torch.optim.SGD(self.param_groups(), lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay)
+        else:
+            opt = torch.optim.AdamW(self.param_groups(), lr=a.lr, weight_decay=a.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(round(a.warmup_epochs * total / max(1, self.trainer.max_epochs)))
+
+        def factor(i: int):
+            # reads the live plan, so an unfreeze changes a group's lr without touching the optimizer
+            return lambda step: (schedule_factor(step, warmup, total, a.schedule) *
+                                 self.plan.group_lr_scales()[i] * self.plateau["scale"])
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, [factor(i) for i in range(len(opt.param_groups))])
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
