@@ -21,7 +21,8 @@ import torch
 
 from tl_research.reports.tables import completed_trials
 from tl_research.scores.agreement import agreement, measures
-from tl_research.scores.rank import SCORES, rank
+from tl_research.scores.rank import rank
+from tl_research.scores.registry import score_names
 from tl_research.studies.study import run_study
 from tl_research.studies.studyspec import load_study
 
@@ -63,7 +64,7 @@ def evaluate(cells: dict[tuple, float], scores: dict[tuple, dict[str, float]]) -
     for dataset in sorted({k[0] for k in cells}):
         keys = [k for k in cells if k[0] == dataset and k in scores]
         acc = np.array([cells[k] for k in keys])
-        for name in SCORES:
+        for name in score_names():
             vals = np.array([scores[k].get(name, np.nan) for k in keys])
             if np.isnan(vals).sum() > len(vals) - 3:
                 continue  # LEEP / NCE need a source classifier: not every candidate has one
@@ -91,7 +92,7 @@ def by_question(cells: dict[tuple, float], scores: dict[tuple, dict[str, float]]
         for key in cells:
             if key in scores:
                 groups.setdefault(tuple(key[i] for i in fixed), []).append(key)
-        for name in SCORES:
+        for name in score_names():
             found = []
             for keys in groups.values():
                 vals = np.array([scores[k].get(name, np.nan) for k in keys])
@@ -120,7 +121,7 @@ def to_markdown(rows: list[dict[str, Any]], cells: dict[tuple, float], scores: d
                      f"{r['tau_hi']:+.2f}] | {r['wtau']:+.2f} [{r['wtau_lo']:+.2f}, {r['wtau_hi']:+.2f}] | "
                      f"{r['regret']:.3f} [{r['regret_lo']:.3f}, {r['regret_hi']:.3f}] |")
     lines += ["", "Mean over datasets:", "", "| score | Kendall τ | weighted τ | top-1 regret |", "|---|---|---|---|"]
-    for name in SCORES:
+    for name in score_names():
         mine = [r for r in rows if r["score"] == name]
         if mine:
             lines.append(f"| {name} | {np.mean([r['tau'] for r in mine]):+.2f} | "
@@ -132,11 +133,11 @@ def to_markdown(rows: list[dict[str, Any]], cells: dict[tuple, float], scores: d
         lines.append(f"| {r['question']} | {r['score']} | {r['groups']} | {r['tau']:+.2f} | "
                      f"{r['hits']}/{r['groups']} | {r['regret']:.3f} |")
     lines += ["", "Every candidate (test accuracy after fine-tuning, then the scores):", "",
-              "| dataset | backbone | weights | depth | test acc | " + " | ".join(SCORES) + " |",
-              "|" + "---|" * (5 + len(SCORES))]
+              "| dataset | backbone | weights | depth | test acc | " + " | ".join(score_names()) + " |",
+              "|" + "---|" * (5 + len(score_names()))]
     for key in sorted(cells):
         s = scores.get(key, {})
-        vals = " | ".join("–" if np.isnan(s.get(n, np.nan)) else f"{s[n]:.4g}" for n in SCORES)
+        vals = " | ".join("–" if np.isnan(s.get(n, np.nan)) else f"{s[n]:.4g}" for n in score_names())
         lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {cells[key]:.4f} | {vals} |")
     return "\n".join(lines) + "\n"
 

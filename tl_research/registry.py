@@ -1,7 +1,10 @@
-"""Small named registries: backbone families (`timm/`, `hf/`), freezing strategies, datasets."""
+"""Small named registries (backbone families, strategies, datasets, scores, export formats), and the discovery of
+entries that live one per module in a package."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -40,3 +43,11 @@ class Registry(Generic[T]):
 
     def items(self) -> list[tuple[str, T]]:
         return sorted(self._entries.items())
+
+
+def import_package(package: str, skip: set[str] | frozenset[str] = frozenset()) -> None:
+    """Import every module of `package` except `skip`: entries that register themselves one per module (scores,
+    export formats) are found without a list kept by hand."""
+    for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        if info.name not in skip:
+            importlib.import_module(f"{package}.{info.name}")

@@ -121,3 +121,23 @@ def test_export_bad_input(tmp_path, timm_run, capsys):
     assert main(["export", str(mlp.run_dir), "--format", "timm", "--out", str(tmp_path / "y")]) == 2
     assert "this run's head is an MLP" in capsys.readouterr().err
     assert np.isfinite(mlp.metrics["test/acc"])
+
+
+def test_every_registered_format_writes_whole_or_refuses_before_writing(tmp_path, timm_run):
+    """The contract of the format registry, on a timm run: a format either writes every file it names (with the
+    class names) or refuses with one line before the folder exists."""
+    from tl_research.errors import UserError
+    from tl_research.lifecycle.export import export, formats
+
+    loaded = load_run(timm_run)
+    wrote = set()
+    for fmt in formats():
+        out = tmp_path / "all" / fmt.name
+        try:
+            files = export(loaded, fmt.name, out)
+        except UserError as exc:
+            assert str(exc).startswith("--format: ") and not out.exists(), fmt.name
+            continue
+        assert files and all(f.is_file() for f in files) and out / "classes.json" in files, fmt.name
+        wrote.add(fmt.name)
+    assert {"safetensors", "timm"} <= wrote  # what a timm run with a linear head can be held in

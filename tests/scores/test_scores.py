@@ -4,7 +4,12 @@ computation with explicit matrices."""
 import numpy as np
 import pytest
 
-from tl_research.scores.scores import h_score, knn_accuracy, leep, logme, nce, probe_accuracy
+from tl_research.scores.h_score import h_score
+from tl_research.scores.knn import knn_accuracy
+from tl_research.scores.leep import leep
+from tl_research.scores.logme import logme
+from tl_research.scores.nce import nce
+from tl_research.scores.probe import probe_accuracy
 
 
 def clusters(n_per=40, classes=4, dim=16, spread=0.3, seed=0):

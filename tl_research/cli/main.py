@@ -53,6 +53,18 @@ def _keys_epilog() -> str:
     return "config keys (KEY = default; [the strategies that take a freeze option]):\n" + keys_text()
 
 
+def _scores_epilog() -> str:
+    from tl_research.scores.registry import score_names  # the scores import torch: only rank --help pays
+
+    return "scores (--by): " + ", ".join(score_names())
+
+
+def _formats_epilog() -> str:
+    from tl_research.lifecycle.export import formats  # the formats import torch and peft: only export --help pays
+
+    return "formats:\n" + "\n".join(f"  {f.name:12} {f.help}" for f in formats())
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tlr", description="Transfer-learning research: fit, inspect, list.")
     p.add_argument("--version", action="version", version=f"tlr {package_version()}")
@@ -121,12 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--smoke", action="store_true", help="the reduced variant (CI), into a scratch folder")
     rp.add_argument("--out", help="folder for the storage and runs (default: runs/reproductions/FINDING[-smoke])")
 
-    rk = sub.add_parser("rank", help="score backbones x freeze depths from frozen features, before training")
+    rk = sub.add_parser("rank", help="score backbones x freeze depths from frozen features, before training",
+                        epilog=_scores_epilog)
     rk.add_argument("config", help="experiment YAML (dataset, preprocessing, weights)")
     rk.add_argument("--backbones", required=True, help="comma-separated, e.g. timm/mobilenetv2_100,hf/…")
     rk.add_argument("--depths", help="comma-separated freeze depths k (default: each backbone's full depth)")
     rk.add_argument("--per-class", type=int, default=50, help="training examples per class to score on")
-    rk.add_argument("--by", default="logme", help="score to sort by: logme, leep, nce, h_score, knn, probe")
+    rk.add_argument("--by", default="logme", help="score to sort by (the registered scores: see below)")
     rk.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     rk.add_argument("--out", help="folder for rank.md / rank.csv")
     rk.add_argument("--json", action="store_true")
@@ -137,9 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", help="CSV file (default: INPUT-predictions.csv beside the input)")
     pr.add_argument("--batch-size", type=int, default=64)
 
-    ex = sub.add_parser("export", help="a trained run as safetensors, a timm state dict, an HF folder, a PEFT adapter")
+    ex = sub.add_parser("export", help="a trained run as safetensors, a timm state dict, an HF folder, a PEFT adapter",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_formats_epilog)
     ex.add_argument("run", help="a run folder (its best checkpoint) or a checkpoint file")
-    ex.add_argument("--format", required=True, help="safetensors | timm | hf | peft")
+    ex.add_argument("--format", required=True, help="one of the registered formats (see below)")
     ex.add_argument("--out", help="folder (default: RUN/export/FORMAT)")
 
     q = sub.add_parser("quickstart", help="the embedded-default main job, offline")

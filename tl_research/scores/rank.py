@@ -1,9 +1,9 @@
 """`tlr rank`: candidates (backbone x freeze depth) scored from frozen features before any training.
 
 Features at depth k are the feature cache's prefix outputs for the first k groups (computed once, then read),
-pooled to one vector per example (spatial mean for feature maps, token mean for token states). The scores come
-from `scores.py`; LEEP and NCE use the source model's own classifier where the offline weights ship one, and are
-then the same for every depth of that backbone (they judge the whole source model).
+pooled to one vector per example (spatial mean for feature maps, token mean for token states). The scores are the
+registered ones (registry.py); `source` scores (LEEP, NCE) use the source model's own classifier where the offline
+weights ship one, and are then the same for every depth of that backbone (they judge the whole source model).
 """
 
 from __future__ import annotations
@@ -25,9 +25,7 @@ from tl_research.data.datamodule import load_data, select
 from tl_research.data.registry import RawDataset
 from tl_research.data.splits import balanced_take
 from tl_research.errors import UserError
-from tl_research.scores import scores
-
-SCORES = ("logme", "leep", "nce", "h_score", "knn", "probe")
+from tl_research.scores.registry import Score, score_names, scores
 
 
 @dataclass
@@ -89,14 +87,19 @@ def rank(exp: Experiment, backbones: list[str], depths: list[int] | None = None,
             feats = _features(exp, backbone, raw, k, np.concatenate([train, val]))
             f_train, f_val = feats[: len(train)], feats[len(train):]
             y_train, y_val = raw.labels[train], raw.labels[val]
-            cand.scores = {"logme": scores.logme(f_train, y_train), "h_score": scores.h_score(f_train, y_train),
-                           "knn": scores.knn_accuracy(f_train, y_train),
-                           "probe": scores.probe_accuracy(f_train, y_train, f_val, y_val)}
-            cand.scores.update(source)
+            cand.scores = {s.name: source[s.name] if s.kind == "source" else _score(s, f_train, y_train, f_val, y_val)
+                           for s in scores()}
             cand.seconds = time.perf_counter() - t0 + source_seconds
             source_seconds = 0.0
             out.append(cand)
     return out
+
+
+def _score(score: Score, train: np.ndarray, train_labels: np.ndarray, val: np.ndarray, val_labels: np.ndarray,
+           ) -> float:
+    if score.kind == "validated":
+        return float(score.fn(train, train_labels, val, val_labels))
+    return float(score.fn(train, train_labels))
 
 
 def _features(exp: Experiment, backbone: Backbone, raw: RawDataset, k: int, indices: np.ndarray) -> np.ndarray:
@@ -110,26 +113,27 @@ def _features(exp: Experiment, backbone: Backbone, raw: RawDataset, k: int, indi
 
 def _source_scores(exp: Experiment, backbone: Backbone, raw: RawDataset, n: int, train: np.ndarray,
                    head: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, float]:
-    """LEEP and NCE from the source classifier on the whole network's pooled features (NaN without one)."""
+    """The `source` scores from the source classifier on the whole network's pooled features (NaN without one)."""
+    source = [s for s in scores() if s.kind == "source"]
     if head is None:
-        return {"leep": float("nan"), "nce": float("nan")}
+        return {s.name: float("nan") for s in source}
     feats = torch.as_tensor(_features(exp, backbone, raw, n, train))
     probs = torch.softmax(feats @ head[0].T + head[1], -1).numpy()
-    y = raw.labels[train]
-    return {"leep": scores.leep(probs, y), "nce": scores.nce(probs.argmax(1), y)}
+    return {s.name: float(s.fn(probs, raw.labels[train])) for s in source}
 
 
 def ordered(candidates: list[Candidate], by: str = "logme") -> list[Candidate]:
     """Best first by score `by` (candidates without it last)."""
-    if by not in SCORES:
-        raise UserError(f"--by: {by!r} is not a score (allowed: {', '.join(SCORES)})")
+    if by not in score_names():
+        raise UserError(f"--by: {by!r} is not a score (allowed: {', '.join(score_names())})")
     return sorted(candidates, key=lambda c: (np.isnan(c.scores.get(by, np.nan)), -c.scores.get(by, -np.inf)))
 
 
 def to_markdown(candidates: list[Candidate]) -> str:
-    head = "| backbone | depth | " + " | ".join(SCORES) + " | seconds |"
-    lines = [head, "|" + "---|" * (len(SCORES) + 3)]
+    names = score_names()
+    head = "| backbone | depth | " + " | ".join(names) + " | seconds |"
+    lines = [head, "|" + "---|" * (len(names) + 3)]
     for c in candidates:
-        vals = " | ".join("–" if np.isnan(c.scores[s]) else f"{c.scores[s]:.4g}" for s in SCORES)
+        vals = " | ".join("–" if np.isnan(c.scores[s]) else f"{c.scores[s]:.4g}" for s in names)
         lines.append(f"| {c.backbone} | {c.depth}/{c.num_groups} | {vals} | {c.seconds:.2f} |")
     return "\n".join(lines) + "\n"

@@ -15,7 +15,8 @@ import optuna
 
 from tl_research.errors import UserError
 from tl_research.schema import bounds, from_dict
-from tl_research.scores.rank import SCORES, ordered, rank
+from tl_research.scores.rank import ordered, rank
+from tl_research.scores.registry import score_names
 
 ATTR = "tlr_prefilter"
 KEYS = ("backbone.name", "freeze.depth")
@@ -33,8 +34,8 @@ def parse(value: Any) -> PrefilterConfig | None:
         return None
 
     cfg = from_dict(PrefilterConfig, value, "study.prefilter.")
-    if cfg.score not in SCORES:
-        raise UserError(f"study.prefilter.score: {cfg.score!r} is not a score (allowed: {', '.join(SCORES)})")
+    if cfg.score not in score_names():
+        raise UserError(f"study.prefilter.score: {cfg.score!r} is not a score (allowed: {', '.join(score_names())})")
     return cfg
 
 
@@ -102,7 +103,7 @@ def warm_start(study: optuna.Study, record: dict[str, Any]) -> None:
 
 def to_markdown(record: dict[str, Any]) -> str:
     keys = [k for k in KEYS if k in record["ranking"][0]]
-    cols = ["logme", "leep", "nce", "h_score", "knn", "probe", "seconds"]
+    cols = [*score_names(), "seconds"]
     lines = [f"Pre-filter: candidates ranked by {record['score']} before training; kept: "
              f"{', '.join(str(list(c.values())) for c in record['keep'])}.", "",
              "| " + " | ".join([*keys, *cols]) + " |", "|" + "---|" * (len(keys) + len(cols))]

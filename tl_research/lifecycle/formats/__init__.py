@@ -1,0 +1,1 @@
+"""Export formats, one module each (registered with `lifecycle.export.export_format`)."""
