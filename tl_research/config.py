@@ -15,8 +15,10 @@ from typing import Any, Literal
 
 import yaml
 
+from tl_research.data.options import AugmentConfig, DataConfig  # noqa: F401  (AugmentConfig: this module's API)
 from tl_research.errors import ConfigWarning, UserError
 from tl_research.schema import (  # noqa: F401  (from_dict, read_yaml, apply_overrides: part of this module's API)
+    SEED,
     apply_overrides,
     bounds,
     from_dict,
@@ -26,10 +28,9 @@ from tl_research.schema import (  # noqa: F401  (from_dict, read_yaml, apply_ove
     read_yaml,
 )
 from tl_research.strategies.plan import STRATEGIES
+from tl_research.training.optim import L2SPConfig, OptimConfig
 
 _range = bounds
-# seeds feed numpy and torch generators: unsigned 32-bit
-SEED = bounds(ge=0, lt=2**32)
 
 @dataclass
 class BackboneConfig:
@@ -61,13 +62,6 @@ class HeadConfig:
     # start the head from the run folder given as backbone.weights (same classes): adapting a trained model to a
     # shifted domain keeps its classifier, as in surgical fine-tuning (Lee et al. 2023)
     from_run: bool = False
-
-
-@dataclass
-class L2SPConfig:
-    # alpha * ||theta - theta_0||^2 over trainable backbone weights, beta * ||theta||^2 over the head
-    alpha: float = field(default=0.0, metadata=_range(ge=0.0))
-    beta: float = field(default=0.0, metadata=_range(ge=0.0))
 
 
 COMMON_FREEZE_KEYS = ("strategy", "bn", "l2sp")
@@ -136,84 +130,6 @@ def _option_keys() -> dict[str, list[str]]:
             if not f.metadata.get("derived"):
                 keys.setdefault(f.name, []).append(name)
     return keys
-
-
-@dataclass
-class AugmentConfig:
-    """Train-time image augmentation (evaluation is never augmented); everything off by default."""
-
-    random_resized_crop: bool = False  # a random crop of the image, resized to the input size
-    crop_scale: float = field(default=0.5, metadata=_range(gt=0.0, le=1.0))  # smallest crop area share
-    hflip: bool = False  # random horizontal flips
-    rotation: float = field(default=0.0, metadata=_range(ge=0.0, le=180.0))  # random rotation up to this, in degrees
-    shear: float = field(default=0.0, metadata=_range(ge=0.0, le=45.0))  # random shear up to this, in degrees
-    zoom: float = field(default=0.0, metadata=_range(ge=0.0, lt=1.0))  # scale in [1 - zoom, 1 + zoom]
-    translate: float = field(default=0.0, metadata=_range(ge=0.0, lt=1.0))  # shift by up to this share of the side
-
-
-@dataclass
-class DataConfig:
-    # a registered dataset (tlr datasets)
-    name: str = "animal-mnist"
-    # folder or file for datasets that read from disk (None: the dataset's default location)
-    root: str | None = None
-    # seeds the train/val/test split (and, unless subset_seed is set, the k-shot subsets); independent of the
-    # training seed
-    split_seed: int = field(default=0, metadata=SEED)
-    # seeds the k-shot / fraction draw from the training split (None: split_seed); a few-shot study varies it with
-    # the seed (study.seed_keys) to average over support sets on one fixed split
-    subset_seed: int | None = field(default=None, metadata=SEED)
-    # split shares per class (validation, test)
-    val_fraction: float = field(default=0.1, metadata=_range(gt=0.0, lt=1.0))
-    test_fraction: float = field(default=0.2, metadata=_range(gt=0.0, lt=1.0))
-    # k examples per class from the training split (nested across k), or a stratified share of it
-    shots: int | None = field(default=None, metadata=_range(ge=1))
-    fraction: float | None = field(default=None, metadata=_range(gt=0.0, le=1.0))
-    # train and evaluate on these classes only (names as `tlr datasets` data shows them; None: every class)
-    classes: list[str] | None = None
-    # shifted copies of the test split evaluated after the test, each logged as test_<name>_<severity>/acc:
-    # "<name>[:<severity 1-5>]" with name gaussian_noise | blur | contrast | rotation | brightness (images only)
-    eval_shifts: list[str] | None = None
-    # one corruption ("<name>[:<severity>]", as above) applied to every split: train, val and test come from the
-    # shifted domain (adapting a model to a distribution shift, as in surgical fine-tuning; images only)
-    shift: str | None = None
-    # stratified caps on split sizes (None: everything the split holds)
-    train_limit: int | None = field(default=None, metadata=_range(ge=1))
-    eval_limit: int | None = field(default=None, metadata=_range(ge=1))
-    # csv_text: column names (a .tsv file is read tab-separated); npz: array names
-    text_column: str = "text"
-    label_column: str = "label"
-    x_key: str = "x"
-    y_key: str = "y"
-    augment: AugmentConfig = field(default_factory=AugmentConfig)  # train-time augmentation
-    # image side in pixels (None: the backbone's pretrained input size)
-    image_size: int | None = field(default=None, metadata=_range(ge=8, le=1024))
-    batch_size: int = field(default=32, metadata=_range(ge=1))  # the training batch size
-    # validation / test batch size (None: batch_size); DataLoader worker processes
-    eval_batch_size: int | None = field(default=None, metadata=_range(ge=1))
-    num_workers: int = field(default=0, metadata=_range(ge=0))
-
-
-@dataclass
-class OptimConfig:
-    # the optimizer
-    name: Literal["adamw", "sgd"] = "adamw"
-    lr: float = field(default=1e-3, metadata=_range(gt=0.0))  # the base learning rate
-    weight_decay: float = field(default=0.01, metadata=_range(ge=0.0))  # decoupled (adamw) or L2 (sgd)
-    momentum: float = field(default=0.9, metadata=_range(ge=0.0, lt=1.0))  # sgd's momentum
-    # the head's lr is lr * head_lr_mult
-    head_lr_mult: float = field(default=1.0, metadata=_range(gt=0.0))
-    # cosine / constant after warm-up; one_cycle; slanted_triangular (ULMFiT's STLR); plateau: cut all lrs by
-    # plateau_factor when val/acc stalls
-    schedule: Literal["cosine", "constant", "one_cycle", "slanted_triangular", "plateau"] = "cosine"
-    # linear warm-up length in epochs (stepped per batch)
-    warmup_epochs: float = field(default=0.0, metadata=_range(ge=0.0))
-    # plateau schedule: epochs without improvement before a cut, and the cut
-    plateau_patience: int = field(default=1, metadata=_range(ge=0))
-    plateau_factor: float = field(default=0.5, metadata=_range(gt=0.0, lt=1.0))
-    label_smoothing: float = field(default=0.0, metadata=_range(ge=0.0, lt=1.0))  # cross-entropy label smoothing
-    # balanced: weight each class's loss by N / (classes x its training count), for imbalanced data
-    class_weights: Literal["none", "balanced"] = "none"
 
 
 @dataclass

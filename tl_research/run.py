@@ -7,11 +7,11 @@ prefix outputs and the module trains `head(suffix(x))`; otherwise it serves raw 
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,19 +25,13 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from tl_research.backbones import Backbone, build_backbone
 from tl_research.backbones.base import reinit_groups, weights_digest
 from tl_research.backbones.runs import load_run_head
-from tl_research.cache.features import CacheReport, cached_datamodule, cached_rows, decide
+from tl_research.cache.features import CacheReport, FeatureCollate, cached_datamodule, cached_rows
+from tl_research.cache.plan import plan_features
 from tl_research.config import Experiment, dump_yaml
 from tl_research.data.datamodule import ImageCollate, TransferDataModule, input_collates, load_data, select
 from tl_research.data.shifts import evaluate_shifts, parse_shift, parse_shifts
 from tl_research.errors import UserError
-from tl_research.records.record import run_record
-from tl_research.records.rundir import create_run_dir, make_run_dir, write_json
-from tl_research.records.tracking import Tracker, preflight, start_tracking
-from tl_research.stats import wilson
-from tl_research.strategies import Strategy, frozen_prefix
-from tl_research.strategies.lora import merge_lora
-from tl_research.training.callbacks import Throughput
-from tl_research.training.distributed import (
+from tl_research.runs.distributed import (
     check_distributed,
     fit_trainer,
     global_rank,
@@ -48,9 +42,15 @@ from tl_research.training.distributed import (
     wait_for_launched,
     world_size,
 )
+from tl_research.runs.record import run_record
+from tl_research.runs.rundir import create_run_dir, make_run_dir, write_json
+from tl_research.runs.tracking import Tracker, preflight, start_tracking
+from tl_research.stats import wilson
+from tl_research.strategies import ProbePhase, Strategy, after_run, frozen_prefix, probe_phase
+from tl_research.training.callbacks import Throughput, peak_memory_mb, reset_peak_memory
 from tl_research.training.heads import build_head
 from tl_research.training.module import TransferModule
-from tl_research.training.probe import DEFAULT_GRID, fit_probe
+from tl_research.training.probe import fit_probe
 
 
 @dataclass
@@ -85,48 +85,26 @@ def build_strategy_from(exp: Experiment, backbone: Backbone) -> Strategy:
     return exp.freeze.options.resolve(len(backbone.layer_groups()), exp.optim.lr)
 
 
-def probe_solver(exp: Experiment, cached: bool) -> str:
-    """`lbfgs` or `sgd` for strategies with a linear-probe phase (auto: L-BFGS when features are cached)."""
-    choice = getattr(exp.freeze.options, "probe", "sgd")
-    linear = exp.head.type == "linear" and exp.backbone.layers != "weighted"
-    if choice == "lbfgs" and not linear:
-        raise UserError("freeze.probe: lbfgs fits a linear head on fixed features; with head.type=mlp or "
-                        "backbone.layers=weighted (a learned mix) use freeze.probe=sgd")
-    if exp.optim.class_weights != "none":
-        if choice == "lbfgs":
-            raise UserError("freeze.probe: the lbfgs probe fits an unweighted logistic regression; with "
-                            "optim.class_weights=balanced use freeze.probe=sgd")
-        linear = False
-    solver = ("lbfgs" if cached and linear else "sgd") if choice == "auto" else choice
-    if solver == "lbfgs" and world_size(exp.trainer) > 1:
-        raise UserError("freeze.probe: the L-BFGS probe is one full-batch solve on one process (seconds); with "
-                        "trainer.devices x trainer.num_nodes > 1 use one device, or freeze.probe=sgd")
-    return solver
-
-
-def require_features(decision: Any) -> None:
-    """An L-BFGS probe asked for explicitly needs features it can compute once."""
-    if not decision.use:
-        raise UserError(f"freeze.probe: lbfgs fits the head on features computed once, but here {decision.reason}; "
-                        f"use freeze.probe=sgd")
-
-
 @dataclass
 class RunData:
-    """The data step's result: the data module, the split the suffix runs on (None: raw inputs) and the cache's
-    report."""
+    """The data step's result: the data module, the split the suffix runs on (None: raw inputs), the cache's
+    report, and the probe phase's features (rows of the whole frozen backbone, when the L-BFGS probe fits)."""
 
     data: TransferDataModule
     suffix: Any
     cache: Any
-    probe: str  # lbfgs | sgd | none
+    probe: str  # the probe phase's solver: lbfgs | sgd | none
     weights: str  # digest of the backbone's weights as loaded
     raw: Any = None  # the pool of raw inputs (shifted test sets are made from it)
     prefix: Any = None  # the frozen prefix the cached rows came from (None: raw inputs)
+    probe_rows: Any = None  # cached rows of the whole backbone (lbfgs only)
+    probe_split: Any = None  # the backbone split those rows came from
+    probe_report: Any = None  # the cache's report on them
 
 
 def build_data_from(exp: Experiment, backbone: Backbone, strategy: Strategy, scratch: Path) -> RunData:
-    """Raw inputs, or cached outputs of the frozen prefix (the feature-cache slot)."""
+    """Raw inputs, or cached outputs of the frozen prefix (the feature-cache slot), and the features a probe phase
+    fits on."""
     raw = load_data(exp.data, backbone.modality)
     parse_shifts(exp.data.eval_shifts)  # bad shifts fail before training
     if exp.data.shift:
@@ -134,85 +112,81 @@ def build_data_from(exp: Experiment, backbone: Backbone, strategy: Strategy, scr
         if exp.data.eval_shifts:
             raise UserError("data.eval_shifts: cannot be combined with data.shift (the test split is already shifted)")
     split, info = select(raw, exp.data)
-    n = len(backbone.layer_groups())
-    k = frozen_prefix(strategy, n)
-    is_probe = exp.freeze.strategy == "linear_probe"
-    wants_lbfgs = is_probe and getattr(strategy, "probe", "auto") == "lbfgs"
-    decision = decide(exp, backbone, k, required=wants_lbfgs)
-    probe = probe_solver(exp, decision.use) if is_probe else "none"
-    if probe == "lbfgs":
-        require_features(decision)
-    if not decision.use:
+    k = frozen_prefix(strategy, len(backbone.layer_groups()))
+    plan = plan_features(exp, backbone, k, probe_phase(strategy))
+    # features that must be computed with cache.mode=off (an L-BFGS probe) go to a store that ends with the run
+    root = scratch if exp.cache.mode == "off" else None
+    pool = np.concatenate([split.train, split.val, split.test])
+    probe: dict[str, Any] = {}
+    if plan.solver == "lbfgs" and plan.probe is not plan.data:
+        rows, report = cached_rows(exp, backbone, plan.probe, raw, pool, root)
+        probe = {"probe_rows": rows, "probe_split": plan.probe.split, "probe_report": report}
+    if not plan.data.use:
         collate, train_collate = input_collates(backbone.preprocessing, exp.data)
         d = exp.data
         module_data = TransferDataModule(raw, split, collate, d.batch_size, d.eval_batch_size, d.num_workers,
                                          exp.seed, train_collate, info)
-        return RunData(module_data, None, CacheReport(False, decision.reason, k), probe, weights_digest(backbone),
-                       raw)
-    # an L-BFGS probe with cache.mode=off computes features once into a store that ends with the run
-    root = scratch if exp.cache.mode == "off" else None
-    pool = _pool(split)
-    rows, report = cached_rows(exp, backbone, decision, raw, pool, root)
-    module_data = cached_datamodule(exp, raw, split, rows, decision.split.kind, info)
-    if probe == "lbfgs":
-        module_data.batch_size = len(split.train)  # one full batch: the solver sees the whole training split
-    return RunData(module_data, decision.split.suffix, report, probe, report.weights, raw, decision.split.prefix)
+        return RunData(module_data, None, CacheReport(False, plan.data.reason, k), plan.solver,
+                       weights_digest(backbone), raw, **probe)
+    rows, report = cached_rows(exp, backbone, plan.data, raw, pool, root)
+    if plan.solver == "lbfgs" and plan.probe is plan.data:
+        probe = {"probe_rows": rows, "probe_split": plan.data.split, "probe_report": report}
+    module_data = cached_datamodule(exp, raw, split, rows, plan.data.split.kind, info)
+    return RunData(module_data, plan.data.split.suffix, report, plan.solver, report.weights, raw,
+                   plan.data.split.prefix, **probe)
 
 
-def _pool(split: Any) -> Any:
-    return np.concatenate([split.train, split.val, split.test])
+def fit_probe_phase(head: torch.nn.Module, run_data: RunData, phase: ProbePhase) -> dict[str, Any]:
+    """The converged linear probe, before Lightning trains anything: the head's last (linear) layer fitted by
+    L-BFGS on the whole frozen backbone's features of the training split, its L2 chosen on validation."""
+    split, labels = run_data.data.split, run_data.raw.labels
+    collate = FeatureCollate(run_data.probe_split.kind)
 
+    def features(part: str) -> tuple[torch.Tensor, torch.Tensor]:
+        indices = getattr(split, part)
+        inputs, y = collate([(run_data.probe_rows[int(i)], int(labels[int(i)])) for i in indices])
+        with torch.no_grad():
+            return run_data.probe_split.suffix(inputs), y
 
-def warm_start_probe(exp: Experiment, backbone: Backbone, module: TransferModule, run_data: RunData,
-                     scratch: Path) -> dict[str, Any]:
-    """LP-FT with the L-BFGS probe: fit the head on features of the whole frozen backbone before fine-tuning."""
-    n = len(backbone.layer_groups())
-    want = getattr(exp.freeze.options, "probe", "auto")
-    decision = decide(exp, backbone, n, required=want == "lbfgs")
-    if want == "lbfgs":
-        require_features(decision)
-    if probe_solver(exp, decision.use) != "lbfgs":
-        return {"probe/solver": "sgd"}
-    data = run_data.data
-    split = data.split
-    rows, report = cached_rows(exp, backbone, decision, data.raw, _pool(split),
-                               scratch if exp.cache.mode == "off" else None)
-
-    def gather(idx: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        return (torch.stack([torch.as_tensor(rows[int(j)], dtype=torch.float32) for j in idx]),
-                torch.as_tensor(data.raw.labels[idx]))
-
-    fit = fit_probe(*gather(split.train), *gather(split.val), data.num_classes,
-                    getattr(exp.freeze.options, "probe_l2", None))
+    (x, y), (x_val, y_val) = features("train"), features("val")
+    reset_peak_memory(torch.device("cpu"))
+    t0 = time.perf_counter()
+    fit = fit_probe(x, y, x_val, y_val, run_data.data.num_classes, list(phase.l2) if phase.l2 else None)
+    seconds = time.perf_counter() - t0
+    last = head[-1]
     with torch.no_grad():
-        module.head[-1].weight.copy_(fit.weight)
-        module.head[-1].bias.copy_(fit.bias)
-    module.strategy = dataclasses.replace(module.strategy, probe_epochs=0)
-    module.set_plan(module.strategy.plan(n, 0))
+        last.weight.copy_(fit.weight)
+        last.bias.copy_(fit.bias)
+        train_loss = float(torch.nn.functional.cross_entropy(head(x), y))
     return {"probe/solver": "lbfgs", "probe/l2": fit.l2, "probe/val_acc": fit.grid[fit.l2],
-            "probe/cache_key": report.key}
+            "probe/iterations": float(fit.iterations), "probe/solve_seconds": seconds,
+            "probe/cache_key": run_data.probe_report.key, "train/loss": train_loss,
+            "throughput/train_samples_per_sec": len(y) / max(seconds, 1e-9), "time/fit_seconds": seconds,
+            "memory/peak_mb": peak_memory_mb(torch.device("cpu")),
+            **{f"probe/val_acc@l2={l2:g}": acc for l2, acc in fit.grid.items()}}
 
 
 def build_module_from(exp: Experiment, backbone: Backbone, num_classes: int, strategy: Strategy | None = None,
-                      suffix: Any = None, probe: str = "none", train_labels: Any = None) -> TransferModule:
+                      suffix: Any = None, train_labels: Any = None, head: torch.nn.Module | None = None,
+                      ) -> TransferModule:
     """The module of `exp` (strategy: resolved from `exp` unless given; `suffix`: train on cached prefix outputs;
-    `probe`: lbfgs fits the head by L-BFGS in one full-batch step)."""
+    `head`: a head already built, e.g. fitted by the probe phase)."""
     strategy = strategy or build_strategy_from(exp, backbone)
     class_weights = None
     if exp.optim.class_weights == "balanced" and train_labels is not None:
         counts = torch.bincount(torch.as_tensor(train_labels), minlength=num_classes).float()
         class_weights = counts.sum() / (num_classes * counts.clamp_min(1.0))
+    return TransferModule(backbone, head or build_head_from(exp, backbone, num_classes), strategy, num_classes,
+                          optim=exp.optim, bn=exp.freeze.bn, class_weights=class_weights, l2sp=exp.freeze.l2sp,
+                          seed=exp.seed, channels_last=exp.trainer.channels_last, suffix=suffix)
+
+
+def build_head_from(exp: Experiment, backbone: Backbone, num_classes: int) -> torch.nn.Module:
     head = build_head(backbone.num_features, num_classes, exp.head.type, exp.head.hidden, exp.head.dropout,
                       getattr(backbone, "mixed_layers", None))
     if exp.head.from_run:
         load_run_head(head, exp.backbone.weights)
-    grid = None
-    if probe == "lbfgs":
-        grid = list(getattr(strategy, "probe_l2", None) or DEFAULT_GRID)
-    return TransferModule(backbone, head, strategy, num_classes, optim=exp.optim, bn=exp.freeze.bn,
-                          class_weights=class_weights,
-                          l2sp=exp.freeze.l2sp, seed=exp.seed, channels_last=exp.trainer.channels_last,
-                          suffix=suffix, probe_grid=grid)
+    return head
 
 
 def run(exp: Experiment, out: str | Path | None = None, callbacks: Sequence[L.Callback] = (),
@@ -249,17 +223,27 @@ def _build_and_run(exp: Experiment, run_dir: Path, resume: Path | None, callback
     with tempfile.TemporaryDirectory(prefix="tlr-features-") as scratch:
         run_data = build_data_from(exp, backbone, strategy, Path(scratch))
         data = run_data.data
-        module = build_module_from(exp, backbone, data.num_classes, strategy, run_data.suffix, run_data.probe,
-                                   data.raw.labels[data.split.train])
+        head = build_head_from(exp, backbone, data.num_classes)
         extra: dict[str, Any] = {"probe/solver": run_data.probe} if run_data.probe != "none" else {}
-        if exp.freeze.strategy == "lp_ft":
-            extra = warm_start_probe(exp, backbone, module, run_data, Path(scratch))
-        return _fit_and_test(exp, run_dir, resume, callbacks, group, label, backbone, run_data, module, extra)
+        probe_fit: dict[str, Any] = {}
+        phase = probe_phase(strategy)
+        if run_data.probe == "lbfgs" and phase is not None:
+            probe_fit = fit_probe_phase(head, run_data, phase)
+            extra.update({k: v for k, v in probe_fit.items() if k.startswith("probe/")})
+            # what trains after the probe; a linear probe keeps its all-frozen plan and trains nothing more
+            strategy = phase.then or strategy
+        module = build_module_from(exp, backbone, data.num_classes, strategy, run_data.suffix,
+                                   data.raw.labels[data.split.train], head)
+        trains = not probe_fit or phase.then is not None
+        return _fit_and_test(exp, run_dir, resume, callbacks, group, label, backbone, run_data, module, extra,
+                             None if trains else probe_fit)
 
 
 def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks: Sequence[L.Callback],
                   group: str | None, label: str | None, backbone: Backbone, run_data: RunData,
-                  module: TransferModule, extra: dict[str, Any]) -> RunResult:
+                  module: TransferModule, extra: dict[str, Any], probe_only: dict[str, Any] | None) -> RunResult:
+    """Fit (or, when the probe phase was the whole run, `probe_only` holds its results and nothing trains), restore
+    the best checkpoint, test, and write the run's files."""
     data = run_data.data
     primary = global_rank(exp.trainer) == 0  # under DDP only rank 0 writes
     module.run_info = {"tl_config": exp.to_dict(), "tl_classes": list(run_data.raw.classes)}
@@ -282,19 +266,20 @@ def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks
     latest = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
                              save_on_train_epoch_end=True, enable_version_counter=False)
     throughput = Throughput()
-    # a one-step L-BFGS probe has no schedule to resume: its best checkpoint is all there is to keep
-    callbacks = [best, *([] if run_data.probe == "lbfgs" else [latest]), throughput, *callbacks]
-    if t.patience is not None:
+    # a whole-run probe has nothing to resume: its best checkpoint is all there is to keep
+    callbacks = [best, *([] if probe_only is not None else [latest]), throughput, *callbacks]
+    if t.patience is not None and probe_only is None:
         callbacks.append(EarlyStopping(monitor=t.monitor, mode=mode, patience=t.patience))
     tracker = start_tracking(exp, run_dir, record, group, label) if primary else Tracker(None)
-    # the L-BFGS probe is one full-batch solve: a single epoch
-    epochs = 1 if run_data.probe == "lbfgs" else t.max_epochs
-    varying = module.train_every_planned_group(epochs) if world_size(t) > 1 else False
-    if t.compile:
+    varying = module.train_every_planned_group(t.max_epochs) if world_size(t) > 1 else False
+    if t.compile and probe_only is None:
         (module.suffix or module.backbone).compile()
-    trainer = fit_trainer(exp, run_dir, callbacks, tracker.logger, epochs, varying)
+    trainer = fit_trainer(exp, run_dir, callbacks, tracker.logger, t.max_epochs, varying)
     try:
-        trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+        if probe_only is None:
+            trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+        else:
+            _keep_probe(trainer, module, data, Path(best.dirpath) / "best.ckpt", best)
         if not trainer.is_global_zero:
             leave_group()
             return RunResult(run_dir, {})  # rank 0 tests and writes
@@ -309,6 +294,7 @@ def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks
             if t.monitor != "val/acc":  # and its validation accuracy, which no epoch-end value is
                 tester.validate(module, datamodule=data, ckpt_path=restored, weights_only=True, verbose=False)
                 metrics["val/acc"] = float(tester.callback_metrics["val/acc"])
+        metrics.update(probe_only or {})
         metrics.update(throughput.metrics)
         metrics.update(module.freeze_stats())
         metrics.update(module.lr_scale_stats())
@@ -320,7 +306,8 @@ def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks
         metrics.update({
             "weights_source": backbone.weights_source, "run_dir": str(run_dir.resolve()),
             "backbone": backbone.name, "dataset": exp.data.name, "strategy": exp.freeze.strategy,
-            "seed": exp.seed, "split_seed": exp.data.split_seed, "epochs": trainer.current_epoch,
+            "seed": exp.seed, "split_seed": exp.data.split_seed,
+            "epochs": trainer.current_epoch if probe_only is None else 0,
             "data/train_size": len(data.sets["train"]), "data/val_size": len(data.sets["val"]),
             "data/test_size": len(data.sets["test"]), "data/num_classes": data.num_classes, **data.subset_info,
             **cache, **extra,
@@ -329,12 +316,20 @@ def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks
     except BaseException:
         tracker.finish(None)
         raise
-    lora = getattr(exp.freeze.options, "lora", None)
-    if lora is not None and lora.merge:
-        export_merged(module, run_dir / "export")
+    after_run(module.strategy, module.backbone, module.head, run_dir)
     write_json(run_dir / "metrics.json", metrics)
     wait_for_launched(trainer)
     return RunResult(run_dir, metrics)
+
+
+def _keep_probe(trainer: L.Trainer, module: TransferModule, data: TransferDataModule, path: Path,
+                best: ModelCheckpoint) -> None:
+    """A whole-run probe: nothing trains after the solve, so its model is validated once and kept as the run's
+    best checkpoint (what testing, `load_run`, predict and export read), scored like any other."""
+    trainer.validate(module, datamodule=data, verbose=False)
+    trainer.save_checkpoint(path, weights_only=True)
+    best.best_model_path = str(path)
+    best.best_model_score = trainer.callback_metrics[best.monitor]
 
 
 def shifted_test_sets(exp: Experiment, backbone: Backbone, module: TransferModule, run_data: RunData,
@@ -371,12 +366,3 @@ def save_predictions(path: Path, test_indices: Any, predictions: dict[str, Any],
     per_class = {n: float(confusion[i, i] / confusion[i].sum()) for i, n in enumerate(names) if present[i]}
     return {"test/acc_ci_low": low, "test/acc_ci_high": high,
             "test/balanced_acc": float(np.mean(list(per_class.values()))), "test/acc_per_class": per_class}
-
-
-def export_merged(module: TransferModule, folder: Path) -> None:
-    """Fold LoRA adapters into the (tested) model and save plain state dicts: `backbone.pth` loads back with
-    `backbone.weights: <path>`, `head.pth` into the head."""
-    folder.mkdir(parents=True, exist_ok=True)
-    merge_lora(module.backbone.model)
-    torch.save(module.backbone.model.state_dict(), folder / "backbone.pth")
-    torch.save(module.head.state_dict(), folder / "head.pth")

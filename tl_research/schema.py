@@ -25,6 +25,10 @@ def bounds(**limits: float) -> dict:
     return {"range": limits}
 
 
+# seeds feed numpy and torch generators: unsigned 32-bit
+SEED = bounds(ge=0, lt=2**32)
+
+
 def public_dict(obj: Any) -> dict[str, Any]:
     """An options dataclass as a plain mapping of its YAML keys (derived fields left out)."""
     return {f.name: (public_dict(v) if dataclasses.is_dataclass(v := getattr(obj, f.name)) else copy.deepcopy(v))

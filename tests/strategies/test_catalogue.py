@@ -204,7 +204,7 @@ def test_schedulers_across_unfreezing_keep_group_ratios(tmp_path, schedule):
 
 def test_slanted_triangular_is_ulmfits_formula():
     """Howard & Ruder 2018, eq. 3, written out independently: T = 1000, cut_frac 0.1, ratio 32."""
-    from tl_research.training.module import schedule_factor
+    from tl_research.training.optim import schedule_factor
 
     def stlr(t, total=1000):
         cut = int(total * 0.1)

@@ -29,7 +29,7 @@ from tl_research.data.datamodule import TransferDataModule, build_augment, input
 from tl_research.data.registry import RawDataset
 from tl_research.data.splits import Split
 from tl_research.inputs import ImageSpec, TextSpec
-from tl_research.training.distributed import global_rank
+from tl_research.runs.distributed import global_rank
 
 FORMAT = 1  # bump when what a row holds changes
 

@@ -20,10 +20,10 @@ from tl_research.errors import UserError
 from tl_research.findings.claims import check_claims, load_claims
 from tl_research.findings.claims import to_markdown as claims_markdown
 from tl_research.findings.reproduce import load_finding, reproduce
-from tl_research.records.tracking import log_summary_run
 from tl_research.redact import mask_url
 from tl_research.reports.report import run_report, write_csv
 from tl_research.reports.report import to_markdown as table_markdown
+from tl_research.runs.tracking import log_summary_run
 from tl_research.scores.rank import ordered, rank
 from tl_research.scores.rank import to_markdown as rank_markdown
 from tl_research.studies.storage import dashboard_arg, default_storage, open_storage

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
-from tl_research.config import DataConfig
 from tl_research.data.fewshot import fraction, k_shot
+from tl_research.data.options import DataConfig
 from tl_research.data.registry import LoadOptions, RawDataset, load_dataset, restrict_classes
 from tl_research.data.shifts import parse_shift
 from tl_research.data.splits import Split, balanced_take, split_pool

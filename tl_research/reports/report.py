@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from tl_research.errors import UserError
-from tl_research.records.tracking import log_summary_run
 from tl_research.reports.plots import curve_plot, pareto_plot, search_plots
 from tl_research.reports.tables import (  # noqa: F401  (Table, build_table: used by callers of this module)
     THROUGHPUT,
@@ -18,6 +17,7 @@ from tl_research.reports.tables import (  # noqa: F401  (Table, build_table: use
     default_axes,
     sort_key,
 )
+from tl_research.runs.tracking import log_summary_run
 from tl_research.studies import prefilter
 from tl_research.studies.storage import open_storage
 from tl_research.studies.study import load_existing

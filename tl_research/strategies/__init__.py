@@ -1,14 +1,20 @@
-"""Freezing strategies: registered options dataclasses that plan which layer groups train (see plan.py)."""
+"""Freezing strategies: registered options dataclasses that plan which layer groups train (see plan.py).
+
+May import: backbones, the root modules except config (config reads this registry)."""
 
 from tl_research.strategies import catalogue  # noqa: F401  (registers the strategies)
 from tl_research.strategies.plan import (
     STRATEGIES,
     FreezePlan,
+    ProbePhase,
     Strategy,
+    after_run,
     frozen_prefix,
     prefix_plan,
     prepare_backbone,
+    probe_phase,
     register,
 )
 
-__all__ = ["STRATEGIES", "FreezePlan", "Strategy", "frozen_prefix", "prefix_plan", "prepare_backbone", "register"]
+__all__ = ["STRATEGIES", "FreezePlan", "ProbePhase", "Strategy", "after_run", "frozen_prefix", "prefix_plan",
+           "prepare_backbone", "probe_phase", "register"]

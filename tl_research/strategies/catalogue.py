@@ -4,19 +4,15 @@ adding a strategy means adding one such class here (or in any imported file) und
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any
 
 import torch
 
 from tl_research.errors import UserError
 from tl_research.schema import bounds
-from tl_research.strategies.lora import add_lora
-from tl_research.strategies.plan import FreezePlan, prefix_plan, register
-
-# freeze.probe: how a linear probe's head is fitted. auto: L-BFGS on cached features when the run uses the
-# feature cache, SGD epochs otherwise; lbfgs: converged L2 logistic regression (computing features once when the
-# cache is off); sgd: the head trains with the run's optimizer for trainer.max_epochs.
-ProbeSolver = Literal["auto", "lbfgs", "sgd"]
+from tl_research.strategies.lora import add_lora, merge_lora
+from tl_research.strategies.plan import FreezePlan, ProbePhase, ProbeSolver, prefix_plan, register
 
 
 @register("linear_probe")
@@ -36,6 +32,9 @@ class LinearProbe:
 
     def frozen_prefix(self, num_groups: int) -> int:
         return num_groups
+
+    def probe_phase(self) -> ProbePhase:
+        return ProbePhase(self.probe, tuple(self.probe_l2) if self.probe_l2 else None)
 
 
 @register("full")
@@ -122,6 +121,10 @@ class LinearProbeThenFinetune:
 
     def frozen_prefix(self, num_groups: int) -> int:
         return self.ft_depth
+
+    def probe_phase(self) -> ProbePhase:
+        # after the L-BFGS probe, fine-tuning starts at epoch 0
+        return ProbePhase(self.probe, tuple(self.probe_l2) if self.probe_l2 else None, replace(self, probe_epochs=0))
 
 
 @register("llrd")
@@ -240,3 +243,14 @@ class Lora:
 
     def plan(self, num_groups: int, epoch: int) -> FreezePlan:
         return FreezePlan((True,) * num_groups, (1.0,) * num_groups, params="lora")
+
+    def after_run(self, backbone: Any, head: torch.nn.Module, folder: Path) -> None:
+        """`lora.merge`: fold the adapters into the (tested) model and save plain state dicts in `folder/export`:
+        `backbone.pth` loads back with `backbone.weights: <path>`, `head.pth` into the head."""
+        if not self.lora.merge:
+            return
+        out = folder / "export"
+        out.mkdir(parents=True, exist_ok=True)
+        merge_lora(backbone.model)
+        torch.save(backbone.model.state_dict(), out / "backbone.pth")
+        torch.save(head.state_dict(), out / "head.pth")

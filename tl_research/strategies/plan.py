@@ -34,11 +34,30 @@ class FreezePlan:
         return [s if t else 0.0 for s, t in zip(self.lr_scale, self.trainable)] + [self.head_lr_scale]
 
 
+# freeze.probe: how a linear probe's head is fitted. auto: L-BFGS on cached features when the run uses the
+# feature cache, SGD epochs otherwise; lbfgs: converged L2 logistic regression (computing features once when the
+# cache is off); sgd: the head trains with the run's optimizer.
+ProbeSolver = Literal["auto", "lbfgs", "sgd"]
+
+
+@dataclass(frozen=True)
+class ProbePhase:
+    """A linear-probe phase a strategy declares: the head fitted on the frozen features of the whole backbone, by
+    the converged L-BFGS probe (before Lightning trains anything) or by SGD epochs within the strategy's plan."""
+
+    solver: ProbeSolver
+    l2: tuple[float, ...] | None  # the L2 grid the L-BFGS probe chooses from on validation (None: its default)
+    # what trains once the L-BFGS probe has fitted the head (None: nothing, the probe is the whole run)
+    then: Any = None
+
+
 class Strategy(Protocol):
     """A freezing strategy. Optional hooks: `prepare(backbone)` changes the backbone before groups and optimizer
     exist (LoRA adds adapters); `frozen_prefix(num_groups)` is how many leading groups stay frozen, untouched, for
     the whole run (what a feature cache may precompute; 0 when absent); `lr_multipliers(groups)` scales each
-    layer group's lr at every step from that step's gradients (Auto-RGN)."""
+    layer group's lr at every step from that step's gradients (Auto-RGN); `probe_phase()` declares a linear-probe
+    phase (a `ProbePhase`) that the run may fit in closed form first; `after_run(backbone, head, folder)` writes
+    what the strategy leaves beside a finished run (LoRA: the merged weights)."""
 
     name: ClassVar[str]
 
@@ -79,3 +98,15 @@ def prepare_backbone(strategy: Any, backbone: Any) -> None:
     hook = getattr(strategy, "prepare", None)
     if hook is not None:
         hook(backbone)
+
+
+def probe_phase(strategy: Any) -> ProbePhase | None:
+    """The strategy's linear-probe phase, if it has one."""
+    hook = getattr(strategy, "probe_phase", None)
+    return hook() if hook is not None else None
+
+
+def after_run(strategy: Any, backbone: Any, head: Any, folder: Any) -> None:
+    hook = getattr(strategy, "after_run", None)
+    if hook is not None:
+        hook(backbone, head, folder)

@@ -28,9 +28,9 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from tl_research.errors import UserError
-from tl_research.records.rundir import trim_checkpoints
-from tl_research.records.tracking import log_study_table
 from tl_research.run import run
+from tl_research.runs.rundir import trim_checkpoints
+from tl_research.runs.tracking import log_study_table
 from tl_research.studies import prefilter
 from tl_research.studies.storage import open_storage
 from tl_research.studies.studyspec import StudyConfig, StudySpec, grid_seeds, load_study_json

@@ -1,4 +1,5 @@
-"""What trains inside a run: the LightningModule, heads, the converged probe, callbacks, the trainers (DDP).
+"""What trains inside a run: the LightningModule, heads, the optimizer's options and schedules, the converged
+probe, callbacks. Training code receives built objects and plain values, never the experiment's config.
 
-May import: backbones, strategies, the root modules.
+May import: backbones, strategies, the root modules except config.
 """

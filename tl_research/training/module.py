@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from typing import Any
 
 import lightning.pytorch as L
@@ -14,36 +13,9 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from tl_research.backbones.base import Backbone
-from tl_research.config import L2SPConfig, OptimConfig
 from tl_research.strategies import FreezePlan, Strategy, prepare_backbone
 from tl_research.strategies.apply import apply_modes, apply_requires_grad
-from tl_research.training.probe import fit_probe
-
-
-def schedule_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
-    """LR factor at `step` for every schedule that is a function of the step.
-
-    cosine / constant / plateau: linear warm-up, then cosine decay to 0, or flat (plateau cuts come on top).
-    one_cycle: cosine ramp from 1/25 to 1 over the first 30 % of steps, then cosine down to 1/250000.
-    slanted_triangular: ULMFiT's STLR (Howard & Ruder 2018, eq. 3; cut_frac 0.1, ratio 32): a linear rise from 1/32
-    to 1 over the first 10 % of steps, then a linear fall back to 1/32.
-    """
-    if schedule == "slanted_triangular":
-        cut = max(1, math.floor(0.1 * total_steps))
-        p = step / cut if step < cut else max(0.0, 1 - (step - cut) / max(1, total_steps - cut))
-        return (1 + p * 31) / 32
-    if schedule == "one_cycle":
-        peak = max(1, int(0.3 * total_steps))
-        if step < peak:
-            return 1 / 25 + (1 - 1 / 25) * 0.5 * (1 - math.cos(math.pi * step / peak))
-        progress = min(1.0, (step - peak) / max(1, total_steps - peak))
-        return 1 / 250000 + (1 - 1 / 250000) * 0.5 * (1 + math.cos(math.pi * progress))
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if schedule in ("constant", "plateau"):
-        return 1.0
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+from tl_research.training.optim import L2SPConfig, OptimConfig, schedule_factor
 
 
 class TransferModule(L.LightningModule):
@@ -58,7 +30,7 @@ class TransferModule(L.LightningModule):
     def __init__(self, backbone: Backbone, head: nn.Module, strategy: Strategy, num_classes: int, *,
                  optim: OptimConfig | None = None, bn: str = "frozen", l2sp: L2SPConfig | None = None, seed: int = 0,
                  channels_last: bool = False, suffix: nn.Module | None = None,
-                 probe_grid: list[float] | None = None, class_weights: torch.Tensor | None = None) -> None:
+                 class_weights: torch.Tensor | None = None) -> None:
         super().__init__()
         prepare_backbone(strategy, backbone)  # e.g. LoRA adapters, before groups and optimizer exist
         self.backbone = backbone
@@ -80,9 +52,6 @@ class TransferModule(L.LightningModule):
         self.theta0 = {n: p.detach().clone() for n, p in backbone.named_parameters()} if self.l2sp.alpha > 0 else {}
         # per-class loss weights (optim.class_weights); a buffer so it follows the module's device
         self.register_buffer("class_weights", class_weights, persistent=False)
-        # the converged linear probe: one full-batch step fits the head by L-BFGS over this L2 grid (probe.py)
-        self.probe_grid = probe_grid
-        self.automatic_optimization = probe_grid is None
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
@@ -144,7 +113,7 @@ class TransferModule(L.LightningModule):
         # strategies that set lrs from the current gradients (Auto-RGN): the scheduler rewrites every group's lr
         # from its base at each step, so this scaling applies to this step only
         scales = getattr(self.strategy, "lr_multipliers", None)
-        if scales is None or self.probe_grid is not None:
+        if scales is None:
             return
         for i, s in enumerate(scales(self.groups)):
             optimizer.param_groups[i]["lr"] *= s
@@ -191,8 +160,6 @@ class TransferModule(L.LightningModule):
         return total
 
     def training_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        if self.probe_grid is not None:
-            return self._probe_step(batch)
         loss, _, y = self._loss(batch)
         if not torch.isfinite(loss):  # stop at once: a diverged run must not end with a finite-looking val/acc
             raise FloatingPointError(f"the training loss became {float(loss)} at epoch {self.current_epoch}, "
@@ -204,31 +171,6 @@ class TransferModule(L.LightningModule):
         # explicit names: with on_step and on_epoch together Lightning would rename the key to train/loss_epoch
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=len(y))
-        return loss
-
-    def _probe_step(self, batch: tuple[Any, torch.Tensor]) -> torch.Tensor:
-        """Fit the linear head on the whole training split (one batch of features) by L-BFGS, L2 chosen on val."""
-        x, y = batch
-        x_val, y_val = self.trainer.datamodule.tensors("val")
-        with torch.no_grad():
-            feats, feats_val = self.suffix(x), self.suffix(x_val.to(self.device))
-        t0 = time.perf_counter()
-        fit = fit_probe(feats.cpu(), y.cpu(), feats_val.cpu(), y_val, self.head[-1].out_features, self.probe_grid)
-        solve_seconds = time.perf_counter() - t0
-        with torch.no_grad():
-            self.head[-1].weight.copy_(fit.weight)
-            self.head[-1].bias.copy_(fit.bias)
-        # the solve counts as the run's one optimizer step (no parameter has a gradient, so the step changes
-        # nothing): Lightning's step counter, and with it checkpointing, sees that training happened
-        optimizer = self.optimizers()
-        optimizer.zero_grad(set_to_none=True)
-        optimizer.step()
-        loss, _, _ = self._loss(batch)
-        self.log_dict({"probe/l2": fit.l2, "probe/iterations": float(fit.iterations),
-                       "probe/solve_seconds": solve_seconds,
-                       **{f"probe/val_acc@l2={l2:g}": acc for l2, acc in fit.grid.items()}},
-                      on_step=False, on_epoch=True, batch_size=len(y))
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
     def validation_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> None:

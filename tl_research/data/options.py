@@ -1,0 +1,64 @@
+"""The data section's options (`data:` of an experiment, declared here next to the loaders and the data module that
+read them): which dataset, its split, few-shot subsets, shifts, augmentation and batching."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tl_research.schema import SEED, bounds
+
+
+@dataclass
+class AugmentConfig:
+    """Train-time image augmentation (evaluation is never augmented); everything off by default."""
+
+    random_resized_crop: bool = False  # a random crop of the image, resized to the input size
+    crop_scale: float = field(default=0.5, metadata=bounds(gt=0.0, le=1.0))  # smallest crop area share
+    hflip: bool = False  # random horizontal flips
+    rotation: float = field(default=0.0, metadata=bounds(ge=0.0, le=180.0))  # random rotation up to this, in degrees
+    shear: float = field(default=0.0, metadata=bounds(ge=0.0, le=45.0))  # random shear up to this, in degrees
+    zoom: float = field(default=0.0, metadata=bounds(ge=0.0, lt=1.0))  # scale in [1 - zoom, 1 + zoom]
+    translate: float = field(default=0.0, metadata=bounds(ge=0.0, lt=1.0))  # shift by up to this share of the side
+
+
+@dataclass
+class DataConfig:
+    # a registered dataset (tlr datasets)
+    name: str = "animal-mnist"
+    # folder or file for datasets that read from disk (None: the dataset's default location)
+    root: str | None = None
+    # seeds the train/val/test split (and, unless subset_seed is set, the k-shot subsets); independent of the
+    # training seed
+    split_seed: int = field(default=0, metadata=SEED)
+    # seeds the k-shot / fraction draw from the training split (None: split_seed); a few-shot study varies it with
+    # the seed (study.seed_keys) to average over support sets on one fixed split
+    subset_seed: int | None = field(default=None, metadata=SEED)
+    # split shares per class (validation, test)
+    val_fraction: float = field(default=0.1, metadata=bounds(gt=0.0, lt=1.0))
+    test_fraction: float = field(default=0.2, metadata=bounds(gt=0.0, lt=1.0))
+    # k examples per class from the training split (nested across k), or a stratified share of it
+    shots: int | None = field(default=None, metadata=bounds(ge=1))
+    fraction: float | None = field(default=None, metadata=bounds(gt=0.0, le=1.0))
+    # train and evaluate on these classes only (names as `tlr datasets` data shows them; None: every class)
+    classes: list[str] | None = None
+    # shifted copies of the test split evaluated after the test, each logged as test_<name>_<severity>/acc:
+    # "<name>[:<severity 1-5>]" with name gaussian_noise | blur | contrast | rotation | brightness (images only)
+    eval_shifts: list[str] | None = None
+    # one corruption ("<name>[:<severity>]", as above) applied to every split: train, val and test come from the
+    # shifted domain (adapting a model to a distribution shift, as in surgical fine-tuning; images only)
+    shift: str | None = None
+    # stratified caps on split sizes (None: everything the split holds)
+    train_limit: int | None = field(default=None, metadata=bounds(ge=1))
+    eval_limit: int | None = field(default=None, metadata=bounds(ge=1))
+    # csv_text: column names (a .tsv file is read tab-separated); npz: array names
+    text_column: str = "text"
+    label_column: str = "label"
+    x_key: str = "x"
+    y_key: str = "y"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # train-time augmentation
+    # image side in pixels (None: the backbone's pretrained input size)
+    image_size: int | None = field(default=None, metadata=bounds(ge=8, le=1024))
+    batch_size: int = field(default=32, metadata=bounds(ge=1))  # the training batch size
+    # validation / test batch size (None: batch_size); DataLoader worker processes
+    eval_batch_size: int | None = field(default=None, metadata=bounds(ge=1))
+    num_workers: int = field(default=0, metadata=bounds(ge=0))
