@@ -137,3 +137,43 @@ def test_every_key_is_documented_in_help_and_readme(capsys):
     shown = capsys.readouterr().out
     assert all(f"  {d.key} = " in shown for d in docs)
     assert keys_markdown() in Path("README.md").read_text()
+
+
+def test_an_option_of_another_backbone_family_is_refused_not_ignored(tmp_path, tiny_bert):
+    from tests.conftest import tiny_experiment
+    from tl_research.errors import UserError
+
+    with pytest.raises(UserError, match=r"backbone.pooling: 'cls' is an option of hf backbones; "
+                                        r"timm/test_efficientnet does not take it"):
+        load_experiment(data=tiny_experiment(tmp_path, backbone={"pooling": "cls"}))
+    with pytest.raises(UserError, match=r"backbone.coarse: True is an option of timm backbones"):
+        load_experiment(data=tiny_experiment(tmp_path, backbone={"name": f"hf/{tiny_bert}", "coarse": True}))
+    # left at their defaults (as every config.yaml a run wrote holds them), other families' options load
+    exp = load_experiment(data=tiny_experiment(tmp_path, backbone={"pooling": "mean", "max_length": 128}))
+    assert exp.backbone.pooling == "mean"
+
+
+def test_grid_cells_sweeping_backbones_are_checked_against_their_own_backbone(tmp_path, tiny_bert):
+    """A family sweep shares one base: each cell keeps the options its family takes; a freeze depth is checked
+    against the cell's own backbone (timm/test_efficientnet has 6 groups, mobilenetv2 18)."""
+    import yaml
+
+    from tests.conftest import tiny_experiment
+    from tl_research.errors import UserError
+    from tl_research.studies.studyspec import load_study
+
+    def study(grid, **backbone):
+        path = tmp_path / "s.yaml"
+        path.write_text(yaml.safe_dump({"experiment": tiny_experiment(tmp_path, backbone=backbone),
+                                        "study": {"name": "s", "kind": "grid", "grid": grid}}))
+        return load_study(path)
+
+    spec = study({"backbone.name": ["timm/test_efficientnet", f"hf/{tiny_bert}"]}, name=f"hf/{tiny_bert}",
+                 max_length=24, pooling="cls")
+    cells = {spec.experiment_for(c).backbone.name: spec.experiment_for(c).backbone for c in spec.cells}
+    assert cells[f"hf/{tiny_bert}"].max_length == 24 and cells[f"hf/{tiny_bert}"].pooling == "cls"
+    assert cells["timm/test_efficientnet"].max_length == 128  # not an option of timm: back to its default
+    grid = {"backbone.name": ["timm/mobilenetv2_100", "timm/test_efficientnet"], "freeze.strategy": ["depth"],
+            "freeze.depth": [10]}
+    with pytest.raises(UserError, match="freeze.depth: 10 is more than the backbone's 6 layer groups"):
+        study(grid, name="timm/mobilenetv2_100")

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
+from tl_research.backbones.families import family_options, option_names
 from tl_research.data.options import AugmentConfig, DataConfig  # noqa: F401  (AugmentConfig: this module's API)
 from tl_research.errors import ConfigWarning, UserError
 from tl_research.schema import (  # noqa: F401  (from_dict, read_yaml, apply_overrides: part of this module's API)
@@ -23,33 +24,43 @@ from tl_research.schema import (  # noqa: F401  (from_dict, read_yaml, apply_ove
     bounds,
     from_dict,
     json_schema,
+    keyed,
     parse_fields,
     public_dict,
     read_yaml,
+    unkeyed,
 )
 from tl_research.strategies.plan import STRATEGIES
 from tl_research.training.optim import L2SPConfig, OptimConfig
 
 _range = bounds
 
+LayerChoice = Literal["last", "second_to_last", "sum_last_four", "concat_last_four", "embeddings", "weighted"]
+
+
 @dataclass
 class BackboneConfig:
     # timm/<any timm model> or hf/<model id or local folder> (tlr backbones lists the offline ones)
-    name: str = "timm/mobilenetv2_100"
+    name: str = field(default="timm/mobilenetv2_100", metadata=keyed())
     # offline (installed weight package) | hub | none (random init) | a local weight file or folder | a run folder
-    weights: str = "offline"
+    weights: str = field(default="offline", metadata=unkeyed())
     # timm: coarse groups (one per stage) instead of one per block
-    coarse: bool = False
+    coarse: bool = field(default=False, metadata=keyed())
     # keep only the first n layer groups of the loaded weights and re-initialise the rest at random, as from
     # scratch (Yosinski et al. 2014's AnB: the first n layers of a network trained on A, the rest new); None: all
-    keep_groups: int | None = field(default=None, metadata=_range(ge=0))
+    keep_groups: int | None = field(default=None, metadata=keyed(_range(ge=0)))
     # hf encoders: how token states become one vector
-    pooling: Literal["mean", "cls", "pooler"] = "mean"
+    pooling: Literal["mean", "cls", "pooler"] = field(default="mean", metadata=keyed())
     # hf encoders: tokenizer truncation length
-    max_length: int = field(default=128, metadata=_range(ge=8, le=4096))
+    max_length: int = field(default=128, metadata=keyed(_range(ge=8, le=4096)))
     # hf encoders: which layers' states are the features (BERT's Table 7): last, second_to_last, sum_last_four,
     # concat_last_four, embeddings, or weighted (a learned softmax-weighted sum of all layers, trained with the head)
-    layers: Literal["last", "second_to_last", "sum_last_four", "concat_last_four", "embeddings", "weighted"] = "last"
+    layers: LayerChoice = field(default="last", metadata=keyed())
+
+    def __post_init__(self) -> None:
+        # an option of another family, set, would be ignored: refused when the experiment is read (fit, config,
+        # every study cell), not when the model is built
+        family_options(self.name, {k: getattr(self, k) for k in option_names()})
 
 
 @dataclass
@@ -179,11 +190,11 @@ class CacheConfig:
     """The feature cache of frozen-prefix outputs (see cache/)."""
 
     # auto: cache when the prefix is frozen for the whole run and nothing random touches it; off; refresh: recompute
-    mode: Literal["auto", "off", "refresh"] = "auto"
+    mode: Literal["auto", "off", "refresh"] = field(default="auto", metadata=unkeyed())
     # None: $TLR_CACHE_DIR, else ~/.cache/tl_research/features
-    dir: str | None = None
+    dir: str | None = field(default=None, metadata=unkeyed())
     # float16 halves disk and memory; float32 (default) keeps cached and uncached runs equal to float precision
-    dtype: Literal["float32", "float16"] = "float32"
+    dtype: Literal["float32", "float16"] = field(default="float32", metadata=keyed())
 
 
 @dataclass

@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from tl_research.backbones import Backbone, build_backbone
 from tl_research.backbones.base import reinit_groups, weights_digest
+from tl_research.backbones.families import option_names
 from tl_research.backbones.runs import load_run_head
 from tl_research.cache.features import CacheReport, FeatureCollate, cached_datamodule, cached_rows
 from tl_research.cache.plan import plan_features
@@ -72,7 +73,7 @@ def check_accelerator(exp: Experiment) -> None:
 
 def build_backbone_from(exp: Experiment) -> Backbone:
     b = exp.backbone
-    options = {"coarse": b.coarse, "pooling": b.pooling, "max_length": b.max_length, "layers": b.layers}
+    options = {k: getattr(b, k) for k in option_names()}
     backbone = build_backbone(b.name, b.weights, **options)
     if b.keep_groups is not None:
         # the new upper groups are what a from-scratch backbone would start with (drawn from the run's seed)

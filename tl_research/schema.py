@@ -25,6 +25,31 @@ def bounds(**limits: float) -> dict:
     return {"range": limits}
 
 
+def keyed(metadata: dict | None = None) -> dict:
+    """Field metadata: this option of a component a frozen prefix's output may depend on (backbone, data, cache)
+    does shape that output, so it is part of the feature cache's key (`features_options`). Every option of such a
+    component declares `keyed` or `unkeyed` (a test checks), so a new option cannot be left out of the key by
+    oversight."""
+    return {**(metadata or {}), "features": True}
+
+
+def unkeyed(metadata: dict | None = None) -> dict:
+    """Field metadata: this option of such a component does not change a cached row (see `keyed`)."""
+    return {**(metadata or {}), "features": False}
+
+
+def features_options(obj: Any) -> dict[str, Any]:
+    """The options of `obj` (an options dataclass, nested sections included) declared to shape frozen features."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value) and "features" not in f.metadata:
+            out.update({f"{f.name}.{k}": v for k, v in features_options(value).items()})
+        elif f.metadata.get("features"):
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
 # seeds feed numpy and torch generators: unsigned 32-bit
 SEED = bounds(ge=0, lt=2**32)
 

@@ -13,6 +13,7 @@ from tl_research.config import load_experiment
 from tl_research.data.registry import load_dataset, restrict_classes
 from tl_research.data.shifts import MEAN_METRIC, SHIFTS, parse_shifts
 from tl_research.run import run
+from tl_research.schema import features_options
 
 
 def _fit(tmp_path, name, **sections):
@@ -84,7 +85,6 @@ def test_shifted_test_sets_are_reported_and_agree_cached_and_uncached(tmp_path):
 def test_a_shifted_domain_shifts_every_split_and_keys_the_cache(tmp_path):
     """data.shift corrupts train, val and test alike (the cached rows differ from the clean ones), and the cached
     and uncached runs agree on it."""
-    from tl_research.cache.features import preprocessing_key
     from tl_research.data.datamodule import input_collates
     from tl_research.inputs import ImageSpec
 
@@ -97,7 +97,7 @@ def test_a_shifted_domain_shifts_every_split_and_keys_the_cache(tmp_path):
     for collate in (shifted_eval, shifted_train):
         assert not torch.equal(collate([(img, 0)])[0], plain_eval([(img, 0)])[0])
     assert torch.equal(shifted_eval([(img, 0)])[0], shifted_train([(img, 0)])[0])  # the same corrupted image
-    assert preprocessing_key(spec, exp) != preprocessing_key(spec, clean)
+    assert features_options(exp.data) != features_options(clean.data)  # data.shift is keyed
     sections = {"freeze": {"strategy": "depth", "depth": 2}, "trainer": {"max_epochs": 2}}
     cached = _fit(tmp_path, "c", **sections, data={"shift": "gaussian_noise:5"}).metrics
     plain = _fit(tmp_path, "p", **sections, data={"shift": "gaussian_noise:5"}, cache={"mode": "off"}).metrics

@@ -52,16 +52,46 @@ def _stamp(name: str, weights: str) -> Any:
     return tuple((str(p), p.stat().st_mtime_ns) for p in paths if p.exists())
 
 
+def option_names() -> list[str]:
+    """Every option some family's builder takes (the `backbone.*` keys besides name, weights and keep_groups)."""
+    names = {p for _, builder in FAMILIES.items() for p in inspect.signature(builder).parameters}
+    return sorted(names - {"ident", "weights"})
+
+
+def accepted_options(name: str) -> set[str]:
+    """The options backbone `name`'s family takes (none for an unknown family: build_backbone reports it)."""
+    family = name.partition("/")[0]
+    if family not in FAMILIES.names():
+        return set()
+    return set(inspect.signature(FAMILIES.get(family, "backbone.name")).parameters) - {"ident", "weights"}
+
+
+def family_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options of `options` that backbone `name`'s family takes. An option only another family takes must be
+    left at its default: set otherwise it would be silently ignored, so it is refused (one line naming the key)."""
+    if name.partition("/")[0] not in FAMILIES.names():
+        return {}  # an unknown family is reported by build_backbone
+    accepted = accepted_options(name)
+    for key, value in options.items():
+        if key in accepted:
+            continue
+        owners = {f: p[key] for f, b in FAMILIES.items() if key in (p := inspect.signature(b).parameters)}
+        if owners and all(value != p.default for p in owners.values()):
+            raise UserError(f"backbone.{key}: {value!r} is an option of {' and '.join(owners)} backbones; {name} "
+                            f"does not take it (leave it unset)")
+    return {k: v for k, v in options.items() if k in accepted}
+
+
 def build_backbone(name: str, weights: str = "offline", **options: Any) -> Backbone:
     """Backbone `family/ident` with the requested weights; `options` the family takes (timm: coarse; hf: pooling,
-    max_length), others ignored. Errors are UserErrors naming the config key. Random weights (`none`) are drawn
+    max_length, layers), others left at their defaults (see family_options). Errors are UserErrors naming the
+    config key. Random weights (`none`) are drawn
     anew on every call, from the global torch seed."""
     family, sep, ident = name.partition("/")
     if not sep or not ident:
         raise UserError(f"backbone.name: {name!r} must look like timm/<model> or hf/<model id or folder>")
     builder = FAMILIES.get(family, "backbone.name")
-    accepted = inspect.signature(builder).parameters
-    kwargs = {k: v for k, v in options.items() if k in accepted}
+    kwargs = family_options(name, options)
     if weights == "none" or torch.empty(0).device.type != "cpu":
         return builder(ident, weights, **kwargs)
     key, stamp = (name, weights, tuple(sorted(kwargs.items()))), _stamp(name, weights)

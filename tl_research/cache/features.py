@@ -3,8 +3,9 @@ module that serves them.
 
 A run may use the cache when the first k groups stay frozen and untouched for the whole run (`frozen_prefix`), the
 backbone can be split there, and nothing random reaches the prefix: no train-time augmentation, and frozen BN layers
-in eval mode (`freeze.bn` frozen or eval_stats). Rows are keyed by everything that determines them: the backbone and
-a digest of the weights loaded, k and the grouping, the preprocessing, the dataset's content, and the storage dtype.
+in eval mode (`freeze.bn` frozen or eval_stats). Rows are keyed by everything that determines them: the options the
+backbone, data and cache sections declare `keyed`, a digest of the weights loaded, k and the grouping, what the
+backbone asks of its inputs, and the dataset's content.
 Rows are stored per pool index, so runs that need other rows of the same pool (other shots, caps, seeds) compute
 only what is missing.
 """
@@ -30,8 +31,9 @@ from tl_research.data.registry import RawDataset
 from tl_research.data.splits import Split
 from tl_research.inputs import ImageSpec, TextSpec
 from tl_research.runs.distributed import global_rank
+from tl_research.schema import features_options
 
-FORMAT = 1  # bump when what a row holds changes
+FORMAT = 2  # bump when what a row holds (or how its key is made) changes
 
 
 def default_cache_dir() -> Path:
@@ -95,24 +97,25 @@ def _digest(raw: RawDataset) -> str:
     return h.hexdigest()
 
 
-def preprocessing_key(spec: ImageSpec | TextSpec, exp: Experiment) -> dict[str, Any]:
+def input_key(spec: ImageSpec | TextSpec) -> dict[str, Any]:
+    """What the backbone asks of its inputs (from its pretrained config): image size and normalisation, or the
+    tokenizer (its class and a digest of its vocabulary) and truncation length."""
     if isinstance(spec, ImageSpec):
-        key = {"image_size": exp.data.image_size or spec.input_size, "mean": list(spec.mean), "std": list(spec.std),
-               "resize": "bilinear-antialias"}
-        # only when set, so that the keys of unshifted caches stay what they were
-        return {**key, "shift": exp.data.shift} if exp.data.shift else key
+        return {"input_size": spec.input_size, "mean": list(spec.mean), "std": list(spec.std),
+                "resize": "bilinear-antialias"}
     vocab = spec.tokenizer.get_vocab()
     return {"tokenizer": type(spec.tokenizer).__name__, "max_length": spec.max_length,
-            "vocab": hashlib.blake2b(repr(sorted(vocab.items())).encode(), digest_size=8).hexdigest(),
-            "pooling": exp.backbone.pooling, "layers": exp.backbone.layers}
+            "vocab": hashlib.blake2b(repr(sorted(vocab.items())).encode(), digest_size=8).hexdigest()}
 
 
 def cache_key(exp: Experiment, backbone: Backbone, raw: RawDataset, k: int, weights: str) -> dict[str, Any]:
-    """Everything that determines a row, in words (the store hashes it)."""
-    return {"format": FORMAT, "backbone": backbone.name, "weights": weights,
+    """Everything that determines a row, in words (the store hashes it): the options of the backbone, data and
+    cache sections declared `keyed` (schema.py), the weights actually loaded, the cut, what the backbone asks of
+    its inputs, and the dataset's content."""
+    return {"format": FORMAT, "backbone": features_options(exp.backbone), "weights": weights,
             "weights_source": backbone.weights_source, "k": k, "groups": [g.name for g in backbone.layer_groups()],
-            "preprocessing": preprocessing_key(backbone.preprocessing, exp), "dataset": exp.data.name,
-            "data": dataset_digest(raw), "dtype": exp.cache.dtype}
+            "inputs": input_key(backbone.preprocessing), "data": features_options(exp.data),
+            "content": dataset_digest(raw), "cache": features_options(exp.cache)}
 
 
 def extract(split: BackboneSplit, backbone: Backbone, raw: RawDataset, collate: Any, indices: np.ndarray,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tl_research.schema import SEED, bounds
+from tl_research.schema import SEED, bounds, keyed, unkeyed
 
 
 @dataclass
@@ -24,41 +24,41 @@ class AugmentConfig:
 @dataclass
 class DataConfig:
     # a registered dataset (tlr datasets)
-    name: str = "animal-mnist"
+    name: str = field(default="animal-mnist", metadata=keyed())
     # folder or file for datasets that read from disk (None: the dataset's default location)
-    root: str | None = None
+    root: str | None = field(default=None, metadata=unkeyed())
     # seeds the train/val/test split (and, unless subset_seed is set, the k-shot subsets); independent of the
     # training seed
-    split_seed: int = field(default=0, metadata=SEED)
+    split_seed: int = field(default=0, metadata=unkeyed(SEED))
     # seeds the k-shot / fraction draw from the training split (None: split_seed); a few-shot study varies it with
     # the seed (study.seed_keys) to average over support sets on one fixed split
-    subset_seed: int | None = field(default=None, metadata=SEED)
+    subset_seed: int | None = field(default=None, metadata=unkeyed(SEED))
     # split shares per class (validation, test)
-    val_fraction: float = field(default=0.1, metadata=bounds(gt=0.0, lt=1.0))
-    test_fraction: float = field(default=0.2, metadata=bounds(gt=0.0, lt=1.0))
+    val_fraction: float = field(default=0.1, metadata=unkeyed(bounds(gt=0.0, lt=1.0)))
+    test_fraction: float = field(default=0.2, metadata=unkeyed(bounds(gt=0.0, lt=1.0)))
     # k examples per class from the training split (nested across k), or a stratified share of it
-    shots: int | None = field(default=None, metadata=bounds(ge=1))
-    fraction: float | None = field(default=None, metadata=bounds(gt=0.0, le=1.0))
+    shots: int | None = field(default=None, metadata=unkeyed(bounds(ge=1)))
+    fraction: float | None = field(default=None, metadata=unkeyed(bounds(gt=0.0, le=1.0)))
     # train and evaluate on these classes only (names as `tlr datasets` data shows them; None: every class)
-    classes: list[str] | None = None
+    classes: list[str] | None = field(default=None, metadata=unkeyed())
     # shifted copies of the test split evaluated after the test, each logged as test_<name>_<severity>/acc:
     # "<name>[:<severity 1-5>]" with name gaussian_noise | blur | contrast | rotation | brightness (images only)
-    eval_shifts: list[str] | None = None
+    eval_shifts: list[str] | None = field(default=None, metadata=unkeyed())
     # one corruption ("<name>[:<severity>]", as above) applied to every split: train, val and test come from the
     # shifted domain (adapting a model to a distribution shift, as in surgical fine-tuning; images only)
-    shift: str | None = None
+    shift: str | None = field(default=None, metadata=keyed())
     # stratified caps on split sizes (None: everything the split holds)
-    train_limit: int | None = field(default=None, metadata=bounds(ge=1))
-    eval_limit: int | None = field(default=None, metadata=bounds(ge=1))
+    train_limit: int | None = field(default=None, metadata=unkeyed(bounds(ge=1)))
+    eval_limit: int | None = field(default=None, metadata=unkeyed(bounds(ge=1)))
     # csv_text: column names (a .tsv file is read tab-separated); npz: array names
-    text_column: str = "text"
-    label_column: str = "label"
-    x_key: str = "x"
-    y_key: str = "y"
-    augment: AugmentConfig = field(default_factory=AugmentConfig)  # train-time augmentation
+    text_column: str = field(default="text", metadata=unkeyed())
+    label_column: str = field(default="label", metadata=unkeyed())
+    x_key: str = field(default="x", metadata=unkeyed())
+    y_key: str = field(default="y", metadata=unkeyed())
+    augment: AugmentConfig = field(default_factory=AugmentConfig, metadata=unkeyed())  # train-time augmentation
     # image side in pixels (None: the backbone's pretrained input size)
-    image_size: int | None = field(default=None, metadata=bounds(ge=8, le=1024))
-    batch_size: int = field(default=32, metadata=bounds(ge=1))  # the training batch size
+    image_size: int | None = field(default=None, metadata=keyed(bounds(ge=8, le=1024)))
+    batch_size: int = field(default=32, metadata=unkeyed(bounds(ge=1)))  # the training batch size
     # validation / test batch size (None: batch_size); DataLoader worker processes
-    eval_batch_size: int | None = field(default=None, metadata=bounds(ge=1))
-    num_workers: int = field(default=0, metadata=bounds(ge=0))
+    eval_batch_size: int | None = field(default=None, metadata=unkeyed(bounds(ge=1)))
+    num_workers: int = field(default=0, metadata=unkeyed(bounds(ge=0)))

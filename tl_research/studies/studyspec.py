@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tl_research.backbones import inspect_backbone
+from tl_research.backbones.families import accepted_options, option_names
 from tl_research.config import SEED, Experiment, from_dict, load_experiment
 from tl_research.errors import ConfigWarning, UserError
 from tl_research.redact import mask_url
@@ -105,6 +106,11 @@ def experiment_for(base: dict, params: dict[str, Any], seed_keys: list[str] | No
         # a grid key "a+b" ties keys: each value goes to both (e.g. keep the first n groups and freeze them)
         for target in (seed_keys or ["seed"]) if key == "seed" else key.split("+"):
             data = set_dotted(data, target, value, "study:")
+    if "backbone.name" in params and isinstance(data.get("backbone"), dict):
+        # a sweep over backbone families shares one base: each cell keeps the backbone options its family takes
+        taken = accepted_options(str(params["backbone.name"]))
+        data = {**data, "backbone": {k: v for k, v in data["backbone"].items()
+                                     if k not in option_names() or k in taken}}
     with warnings.catch_warnings():
         if quiet or "freeze.strategy" in params:
             warnings.simplefilter("ignore", ConfigWarning)
@@ -216,9 +222,13 @@ def build_spec(name: str, base: dict, cfg: StudyConfig) -> StudySpec:
         prefilter.parse(cfg.prefilter)
     if cfg.kind == "grid":
         spec.cells = _grid_cells(cfg, base)
+        groups = {(first.backbone.name, first.backbone.coarse): num_groups}
         for cell in spec.cells:
             exp = experiment_for(base, cell, cfg.seed_keys)
-            _resolve(exp, num_groups, "study.grid")
+            b = exp.backbone  # each cell against its own backbone (a grid may sweep backbone.name)
+            if (b.name, b.coarse) not in groups:
+                groups[b.name, b.coarse] = len(inspect_backbone(b.name, b.coarse)["groups"])
+            _resolve(exp, groups[b.name, b.coarse], "study.grid")
             spec._cell_experiments[_cell_key(cell)] = exp
     else:
         _check_search(cfg, base, num_groups)
