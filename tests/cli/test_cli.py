@@ -179,3 +179,15 @@ def test_json_schema_accepts_every_shipped_experiment_and_rejects_typos(capsys):
     bad = {"optim": {"lr": -1}, "freeze": {"stratgy": "full"}, "trainer": {"precision": "8-bit"}}
     messages = " ".join(e.message for e in validator.iter_errors(bad))
     assert "-1" in messages and "stratgy" in messages and "8-bit" in messages
+
+
+def test_strategies_lists_every_registered_strategy_with_its_options(capsys):
+    from tl_research.strategies import STRATEGIES
+
+    assert main(["strategies", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == set(STRATEGIES.names())
+    assert {o["key"] for o in rows["depth"]["options"]} == {"freeze.depth", "freeze.fraction"}
+    assert rows["full"]["options"] == [] and rows["full"]["description"] == "Everything trains."
+    assert main(["strategies"]) == 0
+    assert "freeze.lr_factor = 1.0" in capsys.readouterr().out

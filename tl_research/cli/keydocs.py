@@ -84,6 +84,19 @@ def experiment_keys() -> list[KeyDoc]:
     return out[:at] + extra + out[at:]
 
 
+def strategy_rows() -> list[dict[str, Any]]:
+    """Every registered strategy: its name, what it does (its docstring's first sentence) and its own options
+    (`freeze.<key>` with default and meaning), as `tlr strategies` lists them."""
+    rows = []
+    for name, entry in STRATEGIES.items():
+        doc = " ".join((entry.__doc__ or "").split())
+        first = re.split(r"(?<!\bal)(?<!\bSec)(?<!\be\.g)\.\s", doc, maxsplit=1)[0].rstrip(".")
+        rows.append({"name": name, "description": f"{first}." if first else "",
+                     "options": [{"key": d.key, "default": d.default, "meaning": d.meaning}
+                                 for d in section_keys(entry, "freeze.")]})
+    return rows
+
+
 def _shown(value: Any) -> str:
     if value is None:
         return "null"

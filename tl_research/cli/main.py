@@ -18,7 +18,8 @@ MODEL_COMMANDS = {"fit", "study", "worker", "rank", "predict", "export", "quicks
 # the module of each command (listings.py, runs.py, studies.py), imported only when its command runs: listings and
 # --help must not import torch, Lightning or Optuna (tests/cli/test_cli.py checks the modules loaded)
 COMMAND_MODULES = {
-    "fit": "runs", "config": "runs", "inspect": "runs", "backbones": "listings", "datasets": "listings",
+    "fit": "runs", "config": "runs", "inspect": "runs", "strategies": "runs", "backbones": "listings",
+    "datasets": "listings",
     "study": "studies", "worker": "studies", "report": "studies", "check": "studies", "reproduce": "studies",
     "rank": "studies", "predict": "runs", "export": "runs", "quickstart": "studies"
 }
@@ -127,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("claims", help="claims YAML")
     c.add_argument("--storage", help="storage URL (default: sqlite:///runs/studies.db)")
     c.add_argument("--out", help="also write the verdicts as markdown to this file")
+
+    st = sub.add_parser("strategies", help="the freezing strategies, each with its own freeze.* options")
+    st.add_argument("--json", action="store_true")
 
     rp = sub.add_parser("reproduce", help="run a published finding's studies, reports and claim checks")
     rp.add_argument("finding", help="a folder under benchmarks/reproductions (or its path)")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tl_research.backbones.families import inspect_backbone
 from tl_research.cli.console import print_result, print_table
-from tl_research.cli.keydocs import keys_markdown
+from tl_research.cli.keydocs import keys_markdown, strategy_rows
 from tl_research.config import dump_yaml, experiment_schema, load_experiment
 from tl_research.errors import UserError
 from tl_research.lifecycle.export import export
@@ -52,6 +52,18 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     print(f"{info['backbone']}: {len(info['groups'])} layer groups, {info['num_params']:,} parameters "
           f"(freeze depth k freezes groups 0..k-1)")
     print_table([[g["index"], g["name"], f"{g['num_params']:,}"] for g in info["groups"]], ["index", "name", "params"])
+
+
+def cmd_strategies(args: argparse.Namespace) -> None:
+    rows = strategy_rows()
+    if args.json:
+        print(json.dumps(rows, default=str))
+        return
+    for r in rows:
+        print(f"{r['name']}: {r['description']}")
+        for o in r["options"]:
+            print(f"    {o['key']} = {o['default']}  {o['meaning']}".rstrip())
+    print("\nset one with --set freeze.strategy=NAME (and its options with --set freeze.KEY=VALUE)")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
