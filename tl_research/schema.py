@@ -66,6 +66,8 @@ def _type_name(tp: Any) -> str:
         return " | ".join(str(a) for a in typing.get_args(tp))
     if origin is list:
         return "a list"
+    if origin is dict:
+        return "a mapping"
     if origin in (typing.Union, types.UnionType):
         return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
     return {int: "an integer", float: "a number", str: "a string", bool: "a boolean"}.get(tp, str(tp))
@@ -99,6 +101,11 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         if value not in allowed:
             raise UserError(f"{path}: {value!r} is not allowed (allowed: {', '.join(map(str, allowed))})")
         return value
+    if origin is dict:
+        _, item = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise UserError(f"{path}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(v, item, f"{path}.{k}") for k, v in value.items()}
     if origin is list:
         (item,) = typing.get_args(tp)
         items = value.split(",") if isinstance(value, str) else value
@@ -163,7 +170,7 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
 def parse_fields(cls: type, data: Any, prefix: str = "", skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """The validated constructor arguments of dataclass `cls` found in mapping `data` (fields in `skip` are not
     YAML keys, nor are fields marked `derived`: values a component computes for itself)."""
-    where = prefix.rstrip(".") or "config"
+    where = prefix.rstrip(". :") or "config"
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -173,6 +180,10 @@ def parse_fields(cls: type, data: Any, prefix: str = "", skip: tuple[str, ...] =
     unknown = [k for k in data if k not in fields]
     if unknown:
         raise UserError(f"{prefix}{unknown[0]}: unknown key (allowed in {where}: {', '.join(fields)})")
+    missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise UserError(f"{prefix}{missing[0]}: missing (required in {where})")
     kwargs = {}
     for name, value in data.items():
         tp, path = hints[name], f"{prefix}{name}"

@@ -104,7 +104,7 @@ def test_load_claims_keeps_the_source(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"source": "Kumar et al. 2022", "claims": [claim("a", ">", a={}, b={})]}))
     source, claims = load_claims(path)
-    assert source == "Kumar et al. 2022" and claims[0]["id"] == "a"
+    assert source == "Kumar et al. 2022" and claims[0].id == "a"
 
 
 def test_a_side_may_come_from_another_study(tmp_path, url):

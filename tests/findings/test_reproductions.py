@@ -5,7 +5,7 @@ import pytest
 
 from tl_research.cli.main import main
 from tl_research.findings.claims import load_claims
-from tl_research.findings.reproduce import list_findings, load_finding
+from tl_research.findings.reproduce import list_findings, load_finding, specs, train_sources
 
 FINDINGS = list_findings()
 
@@ -28,9 +28,10 @@ def test_smoke_variant_runs_and_checks_its_claims(tmp_path, capsys, name):
     _, claims = load_claims(finding.claims)
     checked = (tmp_path / "results" / "claims.md").read_text()
     for c in claims:
-        assert f"| {c['id']} |" in checked
-    for spec_path in finding.studies:
-        assert any((tmp_path / "results").glob("*/results.md")), spec_path
+        assert f"| {c.id} |" in checked
+    # every study of the finding has its own report (sources are finished by now: train_sources reuses them)
+    for spec in specs(finding, True, tmp_path, train_sources(finding, True, tmp_path)):
+        assert (tmp_path / "results" / spec.name / "results.md").is_file(), spec.name
     assert not any((finding.folder / "results").glob("*smoke*"))  # the committed results are untouched
 
 
@@ -38,3 +39,20 @@ def test_unknown_finding_is_one_line(capsys):
     assert main(["reproduce", "nosuch"]) == 2
     err = capsys.readouterr().err
     assert "finding: 'nosuch' is not a reproduction folder (known: " in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("manifest, message", [
+    ("studies: 5", "studies: expected a non-empty list, got 5"),
+    ("title: only", "studies: missing"),
+    ("studies: [s.yaml]\nsmoke: {colour: 1}", "smoke.colour: unknown key"),
+    ("studies: [s.yaml]\nsmoke: {seeds: many}", "smoke.seeds: expected an integer or a list or null"),
+    ("studies: [s.yaml]\nsources: {a: {experiment: s.yaml}}", "sources.a.feeds: missing"),
+    ("studies: [s.yaml]\nsources: {a: {experiment: nope.yaml, feeds: [s.yaml]}}", "sources.a.experiment: "),
+    ("studies: [nope.yaml]", "missing: "),
+])
+def test_a_malformed_reproduce_yaml_is_one_line(tmp_path, capsys, manifest, message):
+    (tmp_path / "s.yaml").write_text("study: {name: s}\n")
+    (tmp_path / "reproduce.yaml").write_text(manifest + "\n")
+    assert main(["reproduce", str(tmp_path), "--smoke"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err

@@ -2,6 +2,8 @@
 
 The names below load on first use (PEP 562): `tlr backbones` lists the offline weights without importing torch or
 timm, so it starts in well under a second.
+
+May import: the root modules except config (never data: both read inputs.py and assets.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Datasets, splits, few-shot subsets and the data modules. Importing it registers every dataset."""
+"""Datasets, splits, few-shot subsets, shifted test sets, the data section's options and the data modules.
+Importing it registers every dataset.
+
+May import: the root modules except config (config reads data/options.py); never backbones (both read inputs.py).
+"""
 
 from tl_research.data import datasets, generic  # noqa: F401  (register the built-in and generic loaders)
 from tl_research.data.registry import DATASETS, LoadOptions, RawDataset, list_datasets, load_dataset

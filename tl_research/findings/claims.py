@@ -16,24 +16,46 @@ pinned (by the claim or, for `over`, by the curve). `study:` names the study (de
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 
 from tl_research import stats
 from tl_research.errors import UserError
 from tl_research.reports.tables import Cell, compare_cells, completed_trials, make_cell, sort_key
-from tl_research.schema import read_yaml
+from tl_research.schema import bounds, from_dict, read_yaml
 from tl_research.studies.storage import open_storage
 from tl_research.studies.study import load_existing
 
 PAIR = {">", ">=", "≈", "~="}
 CURVE = {"increasing", "decreasing"}
-RELATIONS = PAIR | CURVE | {"argmax"}
 MIN_SEEDS_ONLY = 5  # seeds a verdict needs when the interval resamples seeds only (no per-example predictions)
-KEYS = {"id", "study", "says", "published", "metric", "a", "b", "relation", "within", "cells", "over", "expect"}
+
+
+@dataclass
+class Claim:
+    """One claim of a claims file (see the module docstring for the relations)."""
+
+    relation: Literal[">", ">=", "≈", "~=", "increasing", "decreasing", "argmax"]
+    id: str | None = None  # None: its position in the file
+    study: str | None = None  # the study of its cells (None: the one given to tlr check)
+    says: str = ""  # the claim in words
+    published: str = ""  # what the paper reports
+    metric: str = "test/acc"
+    a: dict[str, Any] | None = None  # pairwise relations: the two cells (a side may name its own `study`)
+    b: dict[str, Any] | None = None
+    within: float = field(default=0.0, metadata=bounds(ge=0.0))  # ≈: the tolerance; >=: how far below still holds
+    cells: dict[str, Any] | None = None  # curves and argmax: the pinned keys
+    over: str | None = None  # curves and argmax: the swept key
+    expect: Any = None  # argmax: the value expected to be best
+
+
+@dataclass
+class ClaimsFile:
+    claims: list[Claim]
+    source: str = ""  # where the findings come from
 
 
 @dataclass
@@ -93,22 +115,22 @@ def _describe(where: dict[str, Any], cell: Cell) -> str:
     return f"{', '.join(f'{k}={v}' for k, v in where.items())}: {cell.mean:.3f} (n={cell.n})"
 
 
-def _pair(c: dict[str, Any], cells: Cells, label: str, other: Any) -> tuple[str, stats.Comparison, str]:
+def _pair(c: Claim, cells: Cells, label: str, other: Any) -> tuple[str, stats.Comparison, str]:
     sides = []
     for side in ("a", "b"):
-        if not isinstance(c.get(side), dict):
-            raise UserError(f"{label}.{side}: relation {c['relation']} needs `{side}: {{key: value, …}}`")
-        where = dict(c[side])
+        if getattr(c, side) is None:
+            raise UserError(f"{label}.{side}: relation {c.relation} needs `{side}: {{key: value, …}}`")
+        where = dict(getattr(c, side))
         # a side may name another study (same seeds): e.g. a recipe against the catalogue's best strategy
         sides.append((other(where.pop("study")) if "study" in where else cells).get(where, f"{label}.{side}"))
     a, b = sides
     comp = _comparison(a, b, cells.metric, label)
-    rel = "≈" if c["relation"] == "~=" else c["relation"]
-    within = float(c.get("within", 0.0))
+    rel = "≈" if c.relation == "~=" else c.relation
+    within = c.within
     if rel == "≈" and within <= 0:
         raise UserError(f"{label}.within: relation ≈ needs a tolerance within > 0 (in metric units)")
     verdict = _judge(comp.interval.low, comp.interval.high, rel, within)
-    return verdict, comp, f"{_describe(c['a'], a)} vs {_describe(c['b'], b)}"
+    return verdict, comp, f"{_describe(c.a or {}, a)} vs {_describe(c.b or {}, b)}"
 
 
 def _comparison(a: Cell, b: Cell, metric: str, label: str) -> stats.Comparison:
@@ -118,12 +140,12 @@ def _comparison(a: Cell, b: Cell, metric: str, label: str) -> stats.Comparison:
     return comp
 
 
-def _curve(c: dict[str, Any], cells: Cells, label: str, other: Any) -> tuple[str, stats.Comparison, str]:
+def _curve(c: Claim, cells: Cells, label: str, other: Any) -> tuple[str, stats.Comparison, str]:
     over, base = _over(c, cells, label)
     points = [(v, cells.get({**base, over: v}, f"{label} at {over}={v}")) for v in cells.values(over)]
     if len(points) < 2:
         raise UserError(f"{label}.over: {over} has fewer than two values in this study")
-    sign = 1 if c["relation"] == "increasing" else -1
+    sign = 1 if c.relation == "increasing" else -1
     steps = [_comparison(*(points[i + 1][1], points[i][1]) if sign > 0 else (points[i][1], points[i + 1][1]),
                          cells.metric, label) for i in range(len(points) - 1)]
     first, last = points[0][1], points[-1][1]
@@ -137,13 +159,13 @@ def _curve(c: dict[str, Any], cells: Cells, label: str, other: Any) -> tuple[str
     return verdict, whole, f"{over} curve ({detail})"
 
 
-def _argmax(c: dict[str, Any], cells: Cells, label: str, other: Any) -> tuple[str, stats.Comparison, str]:
+def _argmax(c: Claim, cells: Cells, label: str, other: Any) -> tuple[str, stats.Comparison, str]:
     over, base = _over(c, cells, label)
     values = cells.values(over)
-    if "expect" not in c or c["expect"] not in values:
+    if c.expect not in values:
         raise UserError(f"{label}.expect: must be one of the values of {over} ({', '.join(map(str, values))})")
-    mine = cells.get({**base, over: c["expect"]}, label)
-    others = [(v, cells.get({**base, over: v}, f"{label} at {over}={v}")) for v in values if v != c["expect"]]
+    mine = cells.get({**base, over: c.expect}, label)
+    others = [(v, cells.get({**base, over: v}, f"{label} at {over}={v}")) for v in values if v != c.expect]
     comps = [(v, _comparison(mine, cell, cells.metric, label)) for v, cell in others]
     # the closest competitor decides: held when the expected value beats every other one, failed when one beats it
     v_close, close = min(comps, key=lambda vc: vc[1].diff)
@@ -151,44 +173,38 @@ def _argmax(c: dict[str, Any], cells: Cells, label: str, other: Any) -> tuple[st
         verdict = "failed"
     else:
         verdict = "held" if all(comp.interval.low > 0 for _, comp in comps) else "inconclusive"
-    detail = ", ".join(f"{v}: {cell.mean:.3f}" for v, cell in [(c["expect"], mine), *others])
-    return verdict, close, f"{over}={c['expect']} vs closest {over}={v_close} ({detail})"
+    detail = ", ".join(f"{v}: {cell.mean:.3f}" for v, cell in [(c.expect, mine), *others])
+    return verdict, close, f"{over}={c.expect} vs closest {over}={v_close} ({detail})"
 
 
-def _over(c: dict[str, Any], cells: Cells, label: str) -> tuple[str, dict[str, Any]]:
-    over, base = c.get("over"), c.get("cells") or {}
-    if over not in cells.swept:
-        raise UserError(f"{label}.over: {over!r} is not a swept key of this study (swept: {', '.join(cells.swept)})")
-    if not isinstance(base, dict):
-        raise UserError(f"{label}.cells: expected a mapping of swept keys to values")
-    return over, base
+def _over(c: Claim, cells: Cells, label: str) -> tuple[str, dict[str, Any]]:
+    if c.over not in cells.swept:
+        raise UserError(f"{label}.over: {c.over!r} is not a swept key of this study (swept: {', '.join(cells.swept)})")
+    return c.over, c.cells or {}
 
 
-def load_claims(path: str | Path) -> tuple[str, list[dict[str, Any]]]:
+def load_claims(path: str | Path) -> tuple[str, list[Claim]]:
     """The claims of a file, checked for shape (not yet against a study)."""
-    raw = read_yaml(path)
-    claims = raw.get("claims")
-    if not isinstance(claims, list) or not claims:
-        raise UserError(f"claims: {path} needs a non-empty list `claims`")
+    parsed = parse_claims(read_yaml(path))
+    return parsed.source, parsed.claims
+
+
+def parse_claims(raw: Any) -> ClaimsFile:
+    """A claims file's mapping as typed claims (key-path errors); ids default to positions and must be unique."""
+    parsed = from_dict(ClaimsFile, raw)
     seen: set[str] = set()
-    for i, c in enumerate(claims):
-        label = f"claims[{i}]"
-        if not isinstance(c, dict):
-            raise UserError(f"{label}: expected a mapping")
-        unknown = set(c) - KEYS
-        if unknown:
-            raise UserError(f"{label}.{sorted(unknown)[0]}: unknown key (allowed: {', '.join(sorted(KEYS))})")
-        if c.get("relation") not in RELATIONS:
-            raise UserError(f"{label}.relation: {c.get('relation')!r} (allowed: {', '.join(sorted(RELATIONS))})")
-        cid = str(c.get("id", i))
-        if cid in seen:
-            raise UserError(f"{label}.id: {cid!r} appears twice")
-        seen.add(cid)
-    return str(raw.get("source", "")), claims
+    for i, c in enumerate(parsed.claims):
+        c.id = str(i) if c.id is None else c.id
+        if c.id in seen:
+            raise UserError(f"claims[{i}].id: {c.id!r} appears twice")
+        seen.add(c.id)
+    return parsed
 
 
-def check_claims(claims: list[dict[str, Any]], default_study: str | None, url: str) -> list[Verdict]:
-    """Every claim judged on the studies of storage `url`."""
+def check_claims(claims: list[Claim] | list[dict[str, Any]], default_study: str | None, url: str) -> list[Verdict]:
+    """Every claim judged on the studies of storage `url` (claims as parsed, or as mappings of a claims file)."""
+    if claims and isinstance(claims[0], dict):
+        claims = parse_claims({"claims": claims}).claims
     storage = open_storage(url, must_exist=True)
     tables: dict[tuple[str, str], Cells] = {}
 
@@ -199,19 +215,18 @@ def check_claims(claims: list[dict[str, Any]], default_study: str | None, url: s
 
     out = []
     for i, c in enumerate(claims):
-        label = f"claims[{i}] ({c.get('id', i)})"
-        name = c.get("study", default_study)
+        label = f"claims[{i}] ({c.id})"
+        name = c.study or default_study
         if not name:
             raise UserError(f"{label}.study: name the study (or pass one to tlr check)")
-        metric = c.get("metric", "test/acc")
-        judge = _pair if c["relation"] in PAIR else _curve if c["relation"] in CURVE else _argmax
+        metric = c.metric
+        judge = _pair if c.relation in PAIR else _curve if c.relation in CURVE else _argmax
         verdict, comp, detail = judge(c, cells_of(name, metric), label, lambda s, m=metric: cells_of(s, m))
         if comp.interval.method == "seeds-bootstrap" and comp.n < MIN_SEEDS_ONLY:
             # resampling a handful of seeds alone gives intervals far too narrow to rest a verdict on
             verdict, detail = "inconclusive", f"{detail}; only {comp.n} seeds and no per-example predictions"
-        out.append(Verdict(str(c.get("id", i)), name, c["relation"], verdict, comp.diff, comp.interval.low,
-                           comp.interval.high, comp.p, comp.n, detail, str(c.get("says", "")),
-                           str(c.get("published", ""))))
+        out.append(Verdict(str(c.id), name, c.relation, verdict, comp.diff, comp.interval.low, comp.interval.high,
+                           comp.p, comp.n, detail, c.says, c.published))
     return out
 
 

@@ -12,6 +12,7 @@ command, and a rerun reuses a finished source.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,40 @@ from tl_research.errors import UserError
 from tl_research.findings.claims import Verdict, check_claims, load_claims, to_markdown
 from tl_research.reports.report import run_report
 from tl_research.run import run
-from tl_research.schema import read_yaml
+from tl_research.schema import from_dict, read_yaml
 from tl_research.studies.study import run_study
 from tl_research.studies.studyspec import load_study
 
 ROOT = Path("benchmarks") / "reproductions"
+
+
+@dataclass
+class SourceSection:
+    """`sources.<name>:` of reproduce.yaml: a run trained before the studies, whose folder feeds them."""
+
+    experiment: str  # the source's experiment YAML (relative to the finding's folder)
+    feeds: list[str]  # the study YAMLs that start from its weights
+
+
+@dataclass
+class SmokeSection:
+    """`smoke:` of reproduce.yaml: the reduced variant CI runs."""
+
+    seeds: int | list[int] | None = None  # the studies' seeds (a count or a list)
+    grid: dict[str, Any] | None = None  # replaced values of the studies' grid axes
+    set: list[str] | None = None  # overrides of every study's experiment (key=value)
+    sources: list[str] | None = None  # overrides of every source's experiment
+
+
+@dataclass
+class Manifest:
+    """reproduce.yaml: what a finding runs."""
+
+    studies: list[str]  # the study YAMLs, in the order they run
+    title: str | None = None
+    claims: str = "claims.yaml"  # the claims file, committed before the full run
+    smoke: SmokeSection = field(default_factory=SmokeSection)
+    sources: dict[str, SourceSection] = field(default_factory=dict)
 
 
 @dataclass
@@ -57,40 +87,27 @@ def load_finding(name: str, root: Path = ROOT) -> Finding:
     if not manifest.exists():
         known = ", ".join(list_findings(root)) or f"none under {root}"
         raise UserError(f"finding: {name!r} is not a reproduction folder (known: {known})")
-    raw = read_yaml(manifest)
-    unknown = set(raw) - {"title", "studies", "claims", "smoke", "sources"}
-    if unknown:
-        raise UserError(f"{manifest}: unknown key {sorted(unknown)[0]!r} "
-                        f"(allowed: title, studies, claims, smoke, sources)")
-    studies = [folder / s for s in raw.get("studies") or []]
+    m = from_dict(Manifest, read_yaml(manifest), f"{manifest}: ")
+    studies = [folder / s for s in m.studies]
     missing = [str(s) for s in studies if not s.exists()]
-    if not studies or missing:
-        raise UserError(f"{manifest}: studies must list existing study YAMLs (missing: {', '.join(missing) or 'all'})")
-    smoke = raw.get("smoke") or {}
-    if not isinstance(smoke, dict) or set(smoke) - {"seeds", "grid", "set", "sources"}:
-        raise UserError(f"{manifest}: smoke takes seeds, grid, set and sources")
-    return Finding(folder.name, folder, str(raw.get("title", folder.name)), studies,
-                   folder / raw.get("claims", "claims.yaml"), smoke, _sources(raw.get("sources"), folder, studies,
-                                                                            manifest))
+    if missing:
+        raise UserError(f"{manifest}: studies must list existing study YAMLs (missing: {', '.join(missing)})")
+    smoke = {k: v for k, v in dataclasses.asdict(m.smoke).items() if v is not None}
+    return Finding(folder.name, folder, m.title or folder.name, studies, folder / m.claims, smoke,
+                   _sources(m.sources, folder, studies, manifest))
 
 
-def _sources(raw: Any, folder: Path, studies: list[Path], manifest: Path) -> list[Source]:
-    """`sources: {name: {experiment: x.yaml, feeds: [study.yaml, …]}}`, checked against the finding's files."""
-    if raw is None:
-        return []
-    if not isinstance(raw, dict):
-        raise UserError(f"{manifest}: sources maps names to {{experiment: <yaml>, feeds: [<study yaml>, …]}}")
+def _sources(sections: dict[str, SourceSection], folder: Path, studies: list[Path], manifest: Path) -> list[Source]:
+    """The sources, checked against the finding's files."""
     out = []
-    for name, entry in raw.items():
-        if not isinstance(entry, dict) or set(entry) != {"experiment", "feeds"} or not isinstance(entry["feeds"], list):
-            raise UserError(f"{manifest}: sources.{name} needs exactly experiment and feeds (a list of study YAMLs)")
-        experiment, feeds = folder / str(entry["experiment"]), [folder / str(f) for f in entry["feeds"]]
+    for name, entry in sections.items():
+        experiment, feeds = folder / entry.experiment, [folder / f for f in entry.feeds]
         if not experiment.is_file():
             raise UserError(f"{manifest}: sources.{name}.experiment: {experiment} does not exist")
         strays = [str(f) for f in feeds if f not in studies]
         if strays:
             raise UserError(f"{manifest}: sources.{name}.feeds: {strays[0]} is not one of the finding's studies")
-        out.append(Source(str(name), experiment, feeds))
+        out.append(Source(name, experiment, feeds))
     return out
 
 

@@ -1,4 +1,5 @@
-"""After the run: a finished run loaded for inference, predictions, and exports to other tools' formats.
+"""After the run: a finished run loaded for inference and predictions (inference.py), and exports to other tools'
+formats (export.py; one module per format in formats/, found through the format registry).
 
 May import: run, data, backbones, training, the root modules.
 """

@@ -14,10 +14,10 @@ from typing import Any, Literal
 
 from tl_research.backbones import inspect_backbone
 from tl_research.backbones.families import accepted_options, option_names
-from tl_research.config import SEED, Experiment, from_dict, load_experiment
+from tl_research.config import Experiment, load_experiment
 from tl_research.errors import ConfigWarning, UserError
 from tl_research.redact import mask_url
-from tl_research.schema import apply_overrides, bounds, read_yaml, set_dotted
+from tl_research.schema import SEED, apply_overrides, bounds, from_dict, read_yaml, set_dotted
 from tl_research.studies import prefilter
 
 
@@ -155,43 +155,47 @@ def grid_seeds(cfg: StudyConfig) -> list[int]:
     return seed_list(cfg.grid["seed"])
 
 
+@dataclass
+class SearchParam:
+    """One parameter of a search space (`study.params.<key>`)."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None  # float / int: the range (freeze.depth: 0 and the backbone's groups by default)
+    high: float | None = None
+    log: bool = False  # sample on a log scale (low > 0)
+    choices: list[Any] | None = None  # categorical: the values
+
+
 def _check_search(cfg: StudyConfig, base: dict, num_groups: int) -> None:
     if not isinstance(cfg.params, dict) or not cfg.params:
         raise UserError("study.params: a search study needs a mapping of config keys to distributions")
     for key, dist in cfg.params.items():
         where = f"study.params.{key}"
-        if not isinstance(dist, dict) or dist.get("type") not in ("float", "int", "categorical"):
-            raise UserError(f"{where}: expected {{type: float|int|categorical, ...}}, got {dist!r}")
-        allowed = ("type", "choices") if dist["type"] == "categorical" else ("type", "low", "high", "log")
-        unknown = [k for k in dist if k not in allowed]
-        if unknown:
-            raise UserError(f"{where}.{unknown[0]}: unknown key (allowed: {', '.join(allowed)})")
-        if dist["type"] == "categorical":
-            if not isinstance(dist.get("choices"), list) or not dist["choices"]:
-                raise UserError(f"{where}: categorical needs a non-empty list `choices`")
-            for v in dist["choices"]:
+        param = from_dict(SearchParam, dist, f"{where}.")
+        if param.type == "categorical":
+            if param.choices is None or param.low is not None or param.high is not None or param.log:
+                raise UserError(f"{where}: a categorical takes only `choices` (a non-empty list)")
+            for v in param.choices:
                 _check_params(base, {key: v}, where)
             continue
+        if param.choices is not None:
+            raise UserError(f"{where}.choices: only a categorical takes choices ({param.type} takes low, high, log)")
         if key == "freeze.depth":
             dist.setdefault("low", 0)
             dist.setdefault("high", num_groups)  # bounded by the backbone automatically
-            if not 0 <= dist["low"] <= dist["high"] <= num_groups:
+            param.low = 0 if param.low is None else param.low
+            param.high = num_groups if param.high is None else param.high
+            if not 0 <= param.low <= param.high <= num_groups:
                 raise UserError(f"{where}: bounds {dist['low']}..{dist['high']} are outside the backbone's "
                                 f"0..{num_groups} layer groups")
         for bound in ("low", "high"):
-            if bound not in dist:
-                raise UserError(f"{where}.{bound}: missing (a {dist['type']} range needs low and high)")
-            value = dist[bound]
-            if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
-                try:
-                    dist[bound] = value = float(value)
-                except ValueError:
-                    pass
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-                raise UserError(f"{where}.{bound}: expected a number, got {value!r}")
-        if not dist["low"] <= dist["high"]:
+            if getattr(param, bound) is None:
+                raise UserError(f"{where}.{bound}: missing (a {param.type} range needs low and high)")
+            if isinstance(dist[bound], str):  # YAML 1.1 reads 1e-3 as a string: stored as the number it is
+                dist[bound] = getattr(param, bound)
+        if not param.low <= param.high:
             raise UserError(f"{where}: needs low <= high")
-        if dist.get("log") and dist["low"] <= 0:
+        if param.log and param.low <= 0:
             raise UserError(f"{where}: a log-scale range needs low > 0")
         for v in (dist["low"], dist["high"]):
             _check_params(base, {key: v}, where)
