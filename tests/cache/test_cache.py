@@ -67,7 +67,10 @@ def test_unsplittable_backbone_says_so_and_run_goes_on_uncached(tmp_path):
                                                freeze={"strategy": "depth", "depth": 1}))
     m = run(exp).metrics
     assert m["cache/used"] is False and "cannot be split" in m["cache/reason"]
-    assert 0 <= m["test/acc"] <= 1
+    off = run(load_experiment(data=tiny_experiment(tmp_path, name="off", backbone={"name": "timm/test_byobnet"},
+                                                   freeze={"strategy": "depth", "depth": 1},
+                                                   cache={"mode": "off"}))).metrics
+    assert m["test/acc"] == off["test/acc"] and m["val/loss"] == pytest.approx(off["val/loss"], rel=1e-6)
 
 
 # ------------------------------------------------------------------ the store

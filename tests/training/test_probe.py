@@ -60,7 +60,8 @@ def test_lbfgs_probe_run_is_one_solve_saved_as_a_normal_checkpoint(tmp_path):
     m = result.metrics
     # one solve before Lightning trains anything: no SGD epoch runs, and the head is not trained further
     assert m["probe/solver"] == "lbfgs" and m["cache/used"] is True and m["epochs"] == 0
-    assert m["probe/l2"] > 0 and 0 <= m["test/acc"] <= 1
+    saved = np.load(result.run_dir / "predictions.npz")
+    assert m["probe/l2"] > 0 and m["test/acc"] == pytest.approx(float(np.mean(saved["pred"] == saved["label"])))
     # the checkpoint holds the head the solver found: refit on the split's features independently
     state = torch.load(result.run_dir / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
     from tl_research.run import build_backbone_from
