@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,33 @@ def test_grid_cells_sweeping_backbones_are_checked_against_their_own_backbone(tm
             "freeze.depth": [10]}
     with pytest.raises(UserError, match="freeze.depth: 10 is more than the backbone's 6 layer groups"):
         study(grid, name="timm/mobilenetv2_100")
+
+
+@pytest.mark.parametrize("sections, message", [
+    ({"head": {"hidden": 64}}, "head.hidden: takes effect only when head.type is mlp (here linear)"),
+    ({"optim": {"momentum": 0.5}}, "optim.momentum: takes effect only when optim.name is sgd (here adamw)"),
+    ({"optim": {"plateau_patience": 3}}, "optim.plateau_patience: takes effect only when optim.schedule is plateau"),
+    ({"optim": {"schedule": "one_cycle", "warmup_epochs": 1}}, "optim.warmup_epochs: takes effect only when"),
+    ({"data": {"text_column": "review"}}, "data.text_column: takes effect only when data.name is csv_text"),
+    ({"data": {"x_key": "images"}}, "data.x_key: takes effect only when data.name is npz (here animal-mnist)"),
+])
+def test_an_option_that_would_not_take_effect_is_refused(tmp_path, sections, message):
+    from tests.conftest import tiny_experiment
+    from tl_research.errors import UserError
+
+    with pytest.raises(UserError, match=re.escape(message)):
+        load_experiment(data=tiny_experiment(tmp_path, **sections))
+
+
+def test_a_sweep_over_the_option_others_depend_on_keeps_each_cells_own(tmp_path):
+    import yaml
+
+    from tests.conftest import tiny_experiment
+    from tl_research.studies.studyspec import load_study
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"experiment": tiny_experiment(tmp_path, optim={"name": "sgd", "momentum": 0.5}),
+                                    "study": {"name": "s", "kind": "grid", "grid": {"optim.name": ["sgd", "adamw"]}}}))
+    spec = load_study(path)
+    momentum = {spec.experiment_for(c).optim.name: spec.experiment_for(c).optim.momentum for c in spec.cells}
+    assert momentum == {"sgd": 0.5, "adamw": 0.9}  # adamw has no momentum: back to the default it ignores

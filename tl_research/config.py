@@ -20,6 +20,7 @@ from tl_research.data.options import AugmentConfig, DataConfig  # noqa: F401  (A
 from tl_research.errors import ConfigWarning, UserError
 from tl_research.schema import (  # noqa: F401  (from_dict, read_yaml, apply_overrides: part of this module's API)
     SEED,
+    applies_when,
     apply_overrides,
     bounds,
     from_dict,
@@ -67,7 +68,7 @@ class BackboneConfig:
 class HeadConfig:
     # linear (dropout + Linear) or mlp (Linear(hidden) + ReLU + dropout + Linear)
     type: Literal["linear", "mlp"] = "linear"
-    hidden: int = field(default=256, metadata=_range(ge=1))  # the mlp head's width
+    hidden: int = field(default=256, metadata=applies_when("type", ("mlp",), _range(ge=1)))  # the mlp head's width
     # dropout before the last layer
     dropout: float = field(default=0.0, metadata=_range(ge=0.0, lt=1.0))
     # start the head from the run folder given as backbone.weights (same classes): adapting a trained model to a

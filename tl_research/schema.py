@@ -54,6 +54,27 @@ def features_options(obj: Any) -> dict[str, Any]:
 SEED = bounds(ge=0, lt=2**32)
 
 
+def applies_when(key: str, values: tuple[Any, ...], metadata: dict | None = None) -> dict:
+    """Field metadata: this option only takes effect when the sibling option `key` is one of `values` (a head's
+    width for the mlp head, momentum for SGD); set otherwise it is refused, not silently ignored."""
+    return {**(metadata or {}), "applies": (key, tuple(values))}
+
+
+def inapplicable(cls: type, values: dict[str, Any]) -> list[str]:
+    """Options of `values` (a mapping of `cls`'s fields) that would not take effect given the options they
+    depend on (see applies_when; an option left out counts as its default)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    out = []
+    for name, f in fields.items():
+        if "applies" not in f.metadata or name not in values:
+            continue
+        key, allowed = f.metadata["applies"]
+        selector = values.get(key, fields[key].default)
+        if selector not in allowed:
+            out.append(name)
+    return out
+
+
 def public_dict(obj: Any) -> dict[str, Any]:
     """An options dataclass as a plain mapping of its YAML keys (derived fields left out)."""
     return {f.name: (public_dict(v) if dataclasses.is_dataclass(v := getattr(obj, f.name)) else copy.deepcopy(v))
@@ -192,6 +213,11 @@ def parse_fields(cls: type, data: Any, prefix: str = "", skip: tuple[str, ...] =
         else:
             kwargs[name] = _coerce(value, tp, path)
             _check_range(kwargs[name], fields[name].metadata.get("range", {}), path)
+    for name in inapplicable(cls, kwargs):
+        if kwargs[name] != fields[name].default:  # the default is what every written config.yaml holds
+            key, allowed = fields[name].metadata["applies"]
+            raise UserError(f"{prefix}{name}: takes effect only when {prefix}{key} is {' or '.join(map(str, allowed))} "
+                            f"(here {kwargs.get(key, fields[key].default)}); leave it unset")
     return kwargs
 
 

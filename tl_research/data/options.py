@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tl_research.schema import SEED, bounds, keyed, unkeyed
+from tl_research.schema import SEED, applies_when, bounds, keyed, unkeyed
 
 
 @dataclass
@@ -51,10 +51,10 @@ class DataConfig:
     train_limit: int | None = field(default=None, metadata=unkeyed(bounds(ge=1)))
     eval_limit: int | None = field(default=None, metadata=unkeyed(bounds(ge=1)))
     # csv_text: column names (a .tsv file is read tab-separated); npz: array names
-    text_column: str = field(default="text", metadata=unkeyed())
-    label_column: str = field(default="label", metadata=unkeyed())
-    x_key: str = field(default="x", metadata=unkeyed())
-    y_key: str = field(default="y", metadata=unkeyed())
+    text_column: str = field(default="text", metadata=unkeyed(applies_when("name", ("csv_text",))))
+    label_column: str = field(default="label", metadata=unkeyed(applies_when("name", ("csv_text",))))
+    x_key: str = field(default="x", metadata=unkeyed(applies_when("name", ("npz",))))
+    y_key: str = field(default="y", metadata=unkeyed(applies_when("name", ("npz",))))
     augment: AugmentConfig = field(default_factory=AugmentConfig, metadata=unkeyed())  # train-time augmentation
     # image side in pixels (None: the backbone's pretrained input size)
     image_size: int | None = field(default=None, metadata=keyed(bounds(ge=8, le=1024)))

@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import itertools
 import json
+import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from tl_research.backbones.families import accepted_options, option_names
 from tl_research.config import Experiment, load_experiment
 from tl_research.errors import ConfigWarning, UserError
 from tl_research.redact import mask_url
-from tl_research.schema import SEED, apply_overrides, bounds, from_dict, read_yaml, set_dotted
+from tl_research.schema import SEED, apply_overrides, bounds, from_dict, inapplicable, read_yaml, set_dotted
 from tl_research.studies import prefilter
 
 
@@ -111,10 +112,26 @@ def experiment_for(base: dict, params: dict[str, Any], seed_keys: list[str] | No
         taken = accepted_options(str(params["backbone.name"]))
         data = {**data, "backbone": {k: v for k, v in data["backbone"].items()
                                      if k not in option_names() or k in taken}}
+    data = _drop_inapplicable(data, params)
     with warnings.catch_warnings():
         if quiet or "freeze.strategy" in params:
             warnings.simplefilter("ignore", ConfigWarning)
         return load_experiment(data=data)
+
+
+def _drop_inapplicable(data: dict, params: dict[str, Any]) -> dict:
+    """A sweep over an option others depend on (optim.name, optim.schedule, head.type, data.name) shares one base:
+    each cell keeps the options that take effect with its own value (the base's others would be refused)."""
+    hints = typing.get_type_hints(Experiment)
+    for key in params:
+        section, _, option = key.partition(".")
+        cls = hints.get(section)
+        if not (dataclasses.is_dataclass(cls) and isinstance(data.get(section), dict)):
+            continue
+        drop = [n for n in inapplicable(cls, data[section])
+                if next(f for f in dataclasses.fields(cls) if f.name == n).metadata["applies"][0] == option]
+        data = {**data, section: {k: v for k, v in data[section].items() if k not in drop}}
+    return data
 
 
 def _check_params(base: dict, params: dict[str, Any], where: str, seed_keys: list[str] | None = None) -> Experiment:

@@ -7,7 +7,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tl_research.schema import bounds
+from tl_research.schema import applies_when, bounds
+
+# the schedules that start with the linear warm-up (one_cycle and slanted_triangular have their own ramp)
+WARMED = ("cosine", "constant", "plateau")
 
 
 @dataclass
@@ -16,17 +19,18 @@ class OptimConfig:
     name: Literal["adamw", "sgd"] = "adamw"
     lr: float = field(default=1e-3, metadata=bounds(gt=0.0))  # the base learning rate
     weight_decay: float = field(default=0.01, metadata=bounds(ge=0.0))  # decoupled (adamw) or L2 (sgd)
-    momentum: float = field(default=0.9, metadata=bounds(ge=0.0, lt=1.0))  # sgd's momentum
+    # sgd's momentum
+    momentum: float = field(default=0.9, metadata=applies_when("name", ("sgd",), bounds(ge=0.0, lt=1.0)))
     # the head's lr is lr * head_lr_mult
     head_lr_mult: float = field(default=1.0, metadata=bounds(gt=0.0))
     # cosine / constant after warm-up; one_cycle; slanted_triangular (ULMFiT's STLR); plateau: cut all lrs by
     # plateau_factor when val/acc stalls
     schedule: Literal["cosine", "constant", "one_cycle", "slanted_triangular", "plateau"] = "cosine"
     # linear warm-up length in epochs (stepped per batch)
-    warmup_epochs: float = field(default=0.0, metadata=bounds(ge=0.0))
+    warmup_epochs: float = field(default=0.0, metadata=applies_when("schedule", WARMED, bounds(ge=0.0)))
     # plateau schedule: epochs without improvement before a cut, and the cut
-    plateau_patience: int = field(default=1, metadata=bounds(ge=0))
-    plateau_factor: float = field(default=0.5, metadata=bounds(gt=0.0, lt=1.0))
+    plateau_patience: int = field(default=1, metadata=applies_when("schedule", ("plateau",), bounds(ge=0)))
+    plateau_factor: float = field(default=0.5, metadata=applies_when("schedule", ("plateau",), bounds(gt=0.0, lt=1.0)))
     label_smoothing: float = field(default=0.0, metadata=bounds(ge=0.0, lt=1.0))  # cross-entropy label smoothing
     # balanced: weight each class's loss by N / (classes x its training count), for imbalanced data
     class_weights: Literal["none", "balanced"] = "none"
