@@ -29,7 +29,7 @@ from tl_research.backbones.runs import load_run_head
 from tl_research.cache.features import CacheReport, FeatureCollate, cached_datamodule, cached_rows
 from tl_research.cache.plan import plan_features
 from tl_research.config import Experiment, dump_yaml
-from tl_research.data.datamodule import ImageCollate, TransferDataModule, input_collates, load_data, select
+from tl_research.data.datamodule import ImageCollate, TransferDataModule, load_data, raw_datamodule, select
 from tl_research.data.shifts import evaluate_shifts, parse_shift, parse_shifts
 from tl_research.errors import UserError
 from tl_research.runs.distributed import (
@@ -123,10 +123,7 @@ def build_data_from(exp: Experiment, backbone: Backbone, strategy: Strategy, scr
         rows, report = cached_rows(exp, backbone, plan.probe, raw, pool, root)
         probe = {"probe_rows": rows, "probe_split": plan.probe.split, "probe_report": report}
     if not plan.data.use:
-        collate, train_collate = input_collates(backbone.preprocessing, exp.data)
-        d = exp.data
-        module_data = TransferDataModule(raw, split, collate, d.batch_size, d.eval_batch_size, d.num_workers,
-                                         exp.seed, train_collate, info)
+        module_data = raw_datamodule(exp.data, backbone.preprocessing, raw, split, info, exp.seed)
         return RunData(module_data, None, CacheReport(False, plan.data.reason, k), plan.solver,
                        weights_digest(backbone), raw, **probe)
     rows, report = cached_rows(exp, backbone, plan.data, raw, pool, root)

@@ -212,5 +212,5 @@ def cached_datamodule(exp: Experiment, raw: RawDataset, split: Split, rows: Rows
     collate = FeatureCollate(kind)
     # evaluation batches of cached rows are cheap to stack, and their size changes no result
     eval_batch = max(d.eval_batch_size or d.batch_size, 512)
-    return TransferDataModule(replace(raw, inputs=rows), split, collate, d.batch_size, eval_batch, 0, exp.seed,
-                              collate, info)
+    return TransferDataModule(replace(raw, inputs=rows), split, collate, batch_size=d.batch_size,
+                              eval_batch_size=eval_batch, seed=exp.seed, subset_info=info)

@@ -125,7 +125,7 @@ class TextCollate:
 class TransferDataModule(L.LightningDataModule):
     """Train/val/test loaders over index sets of one pool."""
 
-    def __init__(self, raw: RawDataset, split: Split, collate: Callable, batch_size: int = 32,
+    def __init__(self, raw: RawDataset, split: Split, collate: Callable, *, batch_size: int = 32,
                  eval_batch_size: int | None = None, num_workers: int = 0, seed: int = 0,
                  train_collate: Callable | None = None, subset_info: dict[str, Any] | None = None) -> None:
         super().__init__()
@@ -221,7 +221,12 @@ def build_datamodule(cfg: DataConfig, preprocessing: ImageSpec | TextSpec, modal
                      seed: int = 0) -> TransferDataModule:
     """Load dataset `cfg.name`, select the split and subsets, and wire the backbone's preprocessing."""
     raw = load_data(cfg, modality)
-    split, info = select(raw, cfg)
+    return raw_datamodule(cfg, preprocessing, raw, *select(raw, cfg), seed)
+
+
+def raw_datamodule(cfg: DataConfig, preprocessing: ImageSpec | TextSpec, raw: RawDataset, split: Split,
+                   info: dict[str, Any], seed: int = 0) -> TransferDataModule:
+    """The data module over raw inputs of `raw`'s `split`, with the backbone's preprocessing wired in."""
     collate, train_collate = input_collates(preprocessing, cfg)
-    return TransferDataModule(raw, split, collate, cfg.batch_size, cfg.eval_batch_size, cfg.num_workers, seed,
-                              train_collate, info)
+    return TransferDataModule(raw, split, collate, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
+                              num_workers=cfg.num_workers, seed=seed, train_collate=train_collate, subset_info=info)
