@@ -16,6 +16,12 @@ All intervals are 95 % by default and never leave [0, 1] for accuracies. Methods
 - `mcnemar`: McNemar's exact (binomial) test on the discordant pairs of one shared test set, for one seed per
   cell (McNemar 1947; Fagerland, Lydersen & Laake 2013 recommend the exact / mid-p form at small counts).
 - `holm`: Holm's step-down adjustment (Holm 1979), over all comparisons of one table.
+- `accuracy_interval`, `difference_interval`: for the crossed design every finding has (every seed scores the
+  same test examples), from (seeds x examples) 0/1 matrices: the two-way random-effects (crossed) variance of the
+  grand mean from the ANOVA mean squares (Searle, Casella & McCulloch 1992, ch. 4; the "seeds and items both
+  random" setting of Clark 1973 and Baayen, Davidson & Bates 2008) with Satterthwaite's (1946) degrees of freedom
+  and a t quantile. Their coverage at 3-20 seeds is simulated in `benchmarks/coverage.py`
+  (benchmarks/results/coverage.md). Tables and claims do not use them yet.
 - `seeds_needed`: seeds for a target interval width from the observed seed variance (width ~ 1 / sqrt(n)).
 """
 
@@ -105,6 +111,63 @@ def paired_difference(a: list[float], b: list[float], tables: list[np.ndarray] |
         return float(d.mean()), Interval(float(d[0]), float(d[0]), "none")
     lo, hi = np.quantile(stat, [(1 - confidence) / 2, (1 + confidence) / 2])
     return float(d.mean()), Interval(float(lo), float(hi), name)
+
+
+def _crossed(x: np.ndarray, confidence: float) -> tuple[float, Interval]:
+    """Mean of a (seeds x examples) matrix and its interval under the crossed random-effects model
+    x_sj = mu + a_s + b_j + e_sj: the variance of the grand mean, sigma_a^2/S + sigma_b^2/N + sigma_e^2/(SN), is
+    estimated from the two-way ANOVA mean squares as (MS_seed + MS_example - MS_residual) / (S N), with
+    Satterthwaite's degrees of freedom for that linear combination and a Student-t quantile."""
+    s, n = x.shape
+    mean = float(x.mean())
+    if s < 2 or n < 2:
+        raise ValueError("a crossed interval needs at least 2 seeds and 2 test examples")
+    seed_means, example_means = x.mean(1), x.mean(0)
+    ms = np.array([n * np.sum((seed_means - mean) ** 2) / (s - 1),
+                   s * np.sum((example_means - mean) ** 2) / (n - 1),
+                   np.sum((x - seed_means[:, None] - example_means[None, :] + mean) ** 2) / ((s - 1) * (n - 1))])
+    df = np.array([s - 1, n - 1, (s - 1) * (n - 1)], dtype=float)
+    # the variance of the mean as a combination of the mean squares; a component whose moment estimate is negative
+    # is set to zero (its mean square then drops out together with the residual it is measured against)
+    seed_on, example_on = ms[0] > ms[2], ms[1] > ms[2]
+    coef = np.array([float(seed_on), float(example_on), 1.0 - seed_on - example_on]) / (s * n)
+    var = float(coef @ ms)
+    terms = (coef * ms) ** 2 / df
+    dof = var ** 2 / float(terms.sum()) if terms.sum() > 0 else float(s * n - 1)
+    half = float(stats.t.ppf(0.5 + confidence / 2, dof)) * math.sqrt(max(var, 0.0))
+    return mean, Interval(mean - half, mean + half, "crossed-t")
+
+
+def accuracy_interval(correct: np.ndarray, confidence: float = 0.95) -> Interval:
+    """Interval of a cell's accuracy from its (seeds, examples) 0/1 matrix on one shared test set: the crossed
+    random-effects interval (seeds and test examples both random; see `_crossed`), clipped to [0, 1]. One seed:
+    the Wilson interval of that run (the seed term cannot be estimated, and says so in `method`)."""
+    x = np.asarray(correct, dtype=float)
+    if x.ndim != 2:
+        raise ValueError("correct: expected a (seeds, examples) matrix")
+    if x.shape[0] == 1:
+        low, high = wilson(float(x.sum()), x.shape[1], confidence)
+        return Interval(low, high, "wilson-one-seed")
+    _, iv = _crossed(x, confidence)
+    return Interval(max(0.0, iv.low), min(1.0, iv.high), iv.method)
+
+
+def difference_interval(correct_a: np.ndarray, correct_b: np.ndarray, confidence: float = 0.95,
+                        ) -> tuple[float, Interval]:
+    """Mean difference a - b of two cells' (seeds, examples) 0/1 matrices, rows paired by seed (the same seed /
+    support set) and columns by test example, and its crossed random-effects interval (clipped to [-1, 1])."""
+    a, b = np.asarray(correct_a, dtype=float), np.asarray(correct_b, dtype=float)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"correct_a, correct_b: expected two (seeds, examples) matrices of one shape, got "
+                         f"{a.shape} and {b.shape}")
+    d = a - b
+    if d.shape[0] == 1:  # one seed: the paired (McNemar-style) interval over examples alone
+        n = d.shape[1]
+        half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * float(d.std(ddof=1)) / math.sqrt(n)
+        mean = float(d.mean())
+        return mean, Interval(max(-1.0, mean - half), min(1.0, mean + half), "paired-t-one-seed")
+    mean, iv = _crossed(d, confidence)
+    return mean, Interval(max(-1.0, iv.low), min(1.0, iv.high), iv.method)
 
 
 def sign_flip_test(d: list[float], exact_up_to: int = 16, resamples: int = 20000, seed: int = 0) -> float:
