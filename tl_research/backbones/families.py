@@ -1,5 +1,6 @@
-"""Backbone families behind one registry: `timm/<name>` and `hf/<id or folder>`; each family takes its own options
-(imported through `tl_research.backbones`)."""
+"""Backbone families behind one registry: `timm/<name>` and `hf/<id or folder>`, each one module of this package that
+registers its builder (`register_family`); a family's options are its builder's keyword arguments (imported through
+`tl_research.backbones`)."""
 
 from __future__ import annotations
 
@@ -15,29 +16,25 @@ from tl_research.backbones.base import (
     Backbone,
 )
 from tl_research.errors import UserError
-from tl_research.registry import Registry
+from tl_research.registry import Registry, import_package
 
 FAMILIES: Registry[Callable[..., Backbone]] = Registry("backbone family")
 
 
-@FAMILIES.register("timm")
-def _timm(ident: str, weights: str, coarse: bool = False, layers: str = "last") -> Backbone:
-    # each family imports its framework on first use: timm (~0.6 s) and transformers (~2 s) are paid only by runs
-    # of that family, and listings pay neither
-    from tl_research.backbones.timm import build_timm
-
-    if layers != "last":
-        raise UserError(f"backbone.layers: {layers} selects hidden states of hf encoders; timm backbones give their "
-                        f"pooled last stage (use last)")
-
-    return build_timm(ident, weights, coarse)
+# the modules of this package that are machinery, not families
+_MACHINERY = frozenset({"base", "families", "offline", "runs"})
 
 
-@FAMILIES.register("hf")
-def _hf(ident: str, weights: str, pooling: str = "mean", max_length: int = 128, layers: str = "last") -> Backbone:
-    from tl_research.backbones.hf import build_hf  # on first use, as above
+def register_family(name: str) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
+    """Register a family's builder `(ident, weights, **its options) -> Backbone` as `name/<ident>`: a family is one
+    module in this package (importing it must stay cheap: it imports its framework on first use)."""
+    return FAMILIES.register(name)
 
-    return build_hf(ident, weights, pooling, max_length, layers)
+
+def families() -> list[tuple[str, Callable[..., Backbone]]]:
+    """Every family (each family module of this package is imported once, on the first call)."""
+    import_package("tl_research.backbones", _MACHINERY)
+    return FAMILIES.items()
 
 
 # the last backbones loaded in this process, as pristine templates: a study's cells (and a notebook's reruns) get a
@@ -54,14 +51,14 @@ def _stamp(name: str, weights: str) -> Any:
 
 def option_names() -> list[str]:
     """Every option some family's builder takes (the `backbone.*` keys besides name, weights and keep_groups)."""
-    names = {p for _, builder in FAMILIES.items() for p in inspect.signature(builder).parameters}
+    names = {p for _, builder in families() for p in inspect.signature(builder).parameters}
     return sorted(names - {"ident", "weights"})
 
 
 def accepted_options(name: str) -> set[str]:
     """The options backbone `name`'s family takes (none for an unknown family: build_backbone reports it)."""
     family = name.partition("/")[0]
-    if family not in FAMILIES.names():
+    if family not in dict(families()):
         return set()
     return set(inspect.signature(FAMILIES.get(family, "backbone.name")).parameters) - {"ident", "weights"}
 
@@ -69,13 +66,13 @@ def accepted_options(name: str) -> set[str]:
 def family_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     """The options of `options` that backbone `name`'s family takes. An option only another family takes must be
     left at its default: set otherwise it would be silently ignored, so it is refused (one line naming the key)."""
-    if name.partition("/")[0] not in FAMILIES.names():
+    if name.partition("/")[0] not in dict(families()):
         return {}  # an unknown family is reported by build_backbone
     accepted = accepted_options(name)
     for key, value in options.items():
         if key in accepted:
             continue
-        owners = {f: p[key] for f, b in FAMILIES.items() if key in (p := inspect.signature(b).parameters)}
+        owners = {f: p[key] for f, b in families() if key in (p := inspect.signature(b).parameters)}
         if owners and all(value != p.default for p in owners.values()):
             raise UserError(f"backbone.{key}: {value!r} is an option of {' and '.join(owners)} backbones; {name} "
                             f"does not take it (leave it unset)")
@@ -90,6 +87,7 @@ def build_backbone(name: str, weights: str = "offline", **options: Any) -> Backb
     family, sep, ident = name.partition("/")
     if not sep or not ident:
         raise UserError(f"backbone.name: {name!r} must look like timm/<model> or hf/<model id or folder>")
+    families()
     builder = FAMILIES.get(family, "backbone.name")
     kwargs = family_options(name, options)
     if weights == "none" or torch.empty(0).device.type != "cpu":

@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from tl_research.backbones.base import BackboneSplit, LayerGroup, SplitUnsupported, as_module, build_groups
+from tl_research.backbones.families import register_family
 from tl_research.backbones.offline import OFFLINE, locate
 from tl_research.backbones.runs import is_run_folder, run_backbone_state
 from tl_research.errors import UserError
@@ -178,9 +178,14 @@ def _load_run_state(model: nn.Module, state: dict[str, torch.Tensor], ident: str
         raise UserError(f"backbone.weights: the run's backbone does not fit hf/{ident} (e.g. tensor {bad})")
 
 
+@register_family("hf")
 def build_hf(ident: str, weights: str, pooling: str = "mean", max_length: int = 128,
              layers: str = "last") -> HFBackbone:
     """HFBackbone for a hub id or local folder; weights none | hub | offline | a local folder."""
+    # imported by the first hf backbone: transformers takes ~2 s to import, which registering this family (every
+    # config read does), listings and runs of other families must not pay
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     run_state = None
     if is_run_folder(weights):

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import timm
 import torch
-from timm.models import group_parameters, load_state_dict
-from timm.models.convnext import ConvNeXt
-from timm.models.efficientnet import EfficientNet
-from timm.models.resnet import ResNet
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from tl_research.backbones.base import (
@@ -22,10 +17,19 @@ from tl_research.backbones.base import (
     build_groups,
     cut,
 )
+from tl_research.backbones.families import register_family
 from tl_research.backbones.offline import load_converted, locate
 from tl_research.backbones.runs import is_run_folder, run_backbone_state
 from tl_research.errors import UserError
 from tl_research.inputs import ImageSpec
+
+
+def _timm() -> Any:
+    """The timm package, imported by the first timm backbone: registering this family (which every config read
+    does) must not cost timm's ~0.6 s import, nor may listings or runs of other families pay it."""
+    import timm
+
+    return timm
 
 
 def _blocks(prefix: str, blocks: nn.Module) -> list[Step]:
@@ -39,19 +43,20 @@ def forward_steps(model: nn.Module) -> list[Step] | None:
     VisionTransformer. The split equivalence test guards these against a timm change.
     """
     head = Step(("head", "fc_norm", "attn_pool", "classifier", "fc"), model.forward_head)
-    if isinstance(model, EfficientNet):
+    families = _timm().models
+    if isinstance(model, families.efficientnet.EfficientNet):
         blocks = [Step((f"blocks.{i}.{j}",), b) for i, stage in enumerate(model.blocks) for j, b in enumerate(stage)]
         return [Step(("conv_stem",), model.conv_stem), Step(("bn1",), model.bn1), *blocks,
                 Step(("conv_head",), model.conv_head), Step(("bn2",), model.bn2), head]
-    if isinstance(model, ResNet):
+    if isinstance(model, families.resnet.ResNet):
         stem = [Step((name,), getattr(model, name)) for name in ("conv1", "bn1", "act1", "maxpool")]
         return [*stem, *(s for i in range(1, 5) for s in _blocks(f"layer{i}", getattr(model, f"layer{i}"))), head]
-    if isinstance(model, ConvNeXt):
+    if isinstance(model, families.convnext.ConvNeXt):
         stages = [s for i, stage in enumerate(model.stages)
                   for s in [Step((f"stages.{i}.downsample",), stage.downsample),
                             *_blocks(f"stages.{i}.blocks", stage.blocks)]]
         return [Step(("stem",), model.stem), *stages, Step(("norm_pre",), model.norm_pre), head]
-    if isinstance(model, VisionTransformer):
+    if isinstance(model, families.vision_transformer.VisionTransformer):
         embed = Step(("patch_embed", "cls_token", "reg_token", "pos_embed"),
                      lambda x: model._pos_embed(model.patch_embed(x)))
         return [embed, Step((), model.patch_drop), Step(("norm_pre",), model.norm_pre),
@@ -71,7 +76,7 @@ class TimmBackbone(nn.Module):
         self.weights_source = weights_source
         self.coarse = coarse
         self.num_features = int(model.num_features)
-        cfg = timm.data.resolve_data_config({}, model=model)
+        cfg = _timm().data.resolve_data_config({}, model=model)
         self.preprocessing = ImageSpec(int(cfg["input_size"][-1]), tuple(cfg["mean"]), tuple(cfg["std"]))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -80,7 +85,7 @@ class TimmBackbone(nn.Module):
     def layer_groups(self) -> list[LayerGroup]:
         """Recomputed on each call (cheap), so groups follow adapters that a strategy injected."""
         try:
-            grouped = group_parameters(self.model, self.model.group_matcher(coarse=self.coarse))
+            grouped = _timm().models.group_parameters(self.model, self.model.group_matcher(coarse=self.coarse))
             param_groups = [grouped[k] for k in sorted(grouped)]
         except (AttributeError, NotImplementedError):
             # no matcher: one group per top-level child, in registration order
@@ -102,15 +107,21 @@ def _load_file(model: nn.Module, path: Path) -> None:
     """A local weight file through timm's own checkpoint reader (always `weights_only`): a plain state dict or a
     training checkpoint holding one under `state_dict` / `model` (its EMA weights when it has them), `module.`
     prefixes of DDP-saved files removed, .safetensors too; the checkpoint's classifier is dropped."""
-    state = load_state_dict(str(path), use_ema=True, weights_only=True)
+    state = _timm().models.load_state_dict(str(path), use_ema=True, weights_only=True)
     head = model.default_cfg.get("classifier", "classifier")
     state = {k: v for k, v in state.items() if not k.startswith(f"{head}.")}
     load_converted(model, state)
 
 
-def build_timm(arch: str, weights: str, coarse: bool = False) -> TimmBackbone:
-    """TimmBackbone for timm architecture `arch` with weights none | hub | offline | a local file."""
-    name = f"timm/{arch}"
+@register_family("timm")
+def build_timm(ident: str, weights: str, coarse: bool = False, layers: str = "last") -> TimmBackbone:
+    """TimmBackbone for timm architecture `ident` with weights none | hub | offline | a local file (`layers` is
+    hf's option, taken here only to refuse it with a reason)."""
+    arch, name = ident, f"timm/{ident}"
+    if layers != "last":
+        raise UserError(f"backbone.layers: {layers} selects hidden states of hf encoders; timm backbones give their "
+                        f"pooled last stage (use last)")
+    timm = _timm()
     if not timm.is_model(arch):
         raise UserError(f"backbone.name: unknown timm model {arch!r} "
                         f"(list them with: tlr backbones 'timm/*{arch[:4]}*')")
