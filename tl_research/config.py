@@ -32,6 +32,7 @@ from tl_research.schema import (  # noqa: F401  (from_dict, read_yaml, apply_ove
     unkeyed,
 )
 from tl_research.strategies.plan import STRATEGIES
+from tl_research.training.heads import HeadConfig
 from tl_research.training.optim import L2SPConfig, OptimConfig
 
 _range = bounds
@@ -62,18 +63,6 @@ class BackboneConfig:
         # an option of another family, set, would be ignored: refused when the experiment is read (fit, config,
         # every study cell), not when the model is built
         family_options(self.name, {k: getattr(self, k) for k in option_names()})
-
-
-@dataclass
-class HeadConfig:
-    # linear (dropout + Linear) or mlp (Linear(hidden) + ReLU + dropout + Linear)
-    type: Literal["linear", "mlp"] = "linear"
-    hidden: int = field(default=256, metadata=applies_when("type", ("mlp",), _range(ge=1)))  # the mlp head's width
-    # dropout before the last layer
-    dropout: float = field(default=0.0, metadata=_range(ge=0.0, lt=1.0))
-    # start the head from the run folder given as backbone.weights (same classes): adapting a trained model to a
-    # shifted domain keeps its classifier, as in surgical fine-tuning (Lee et al. 2023)
-    from_run: bool = False
 
 
 COMMON_FREEZE_KEYS = ("strategy", "bn", "l2sp")
