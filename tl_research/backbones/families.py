@@ -22,7 +22,7 @@ FAMILIES: Registry[Callable[..., Backbone]] = Registry("backbone family")
 
 
 # the modules of this package that are machinery, not families
-_MACHINERY = frozenset({"base", "families", "offline", "runs"})
+_MACHINERY = frozenset({"base", "families", "offline", "options", "runs"})
 
 
 def register_family(name: str) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
