@@ -29,8 +29,8 @@ from tl_research.studies.studyspec import load_study
 FOLDER = Path(__file__).parent / "transferability"
 STUDIES = ["images.yaml", "images_random.yaml", "text.yaml"]
 BACKBONES = ["timm/mobilenetv2_100", "timm/tf_efficientnet_lite0"]  # the smoke run's (the full run: images.yaml)
-SMOKE = ["data.train_limit=60", "data.eval_limit=40", "trainer.max_epochs=1", "data.image_size=32",
-         "backbone.max_length=24"]
+SMOKE = ["data.train_limit=60", "data.eval_limit=40", "trainer.max_epochs=1"]
+SMOKE_BY_MODALITY = {"images": ["data.image_size=32"], "text": ["backbone.max_length=24"]}  # each its own options
 
 
 def truth(spec: Any, study: Any) -> dict[tuple, tuple[float, Any]]:
@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     cells: dict[tuple, float] = {}
     scores: dict[tuple, dict[str, float]] = {}
     for name in STUDIES:
-        spec = load_study(FOLDER / name, sets, changes)
+        own = [s for kind, extra in SMOKE_BY_MODALITY.items() if kind in name for s in extra] if args.smoke else []
+        spec = load_study(FOLDER / name, [*sets, *own], changes)
         found = truth(spec, run_study(spec, url))
         cells.update({k: acc for k, (acc, _) in found.items()})
         scores.update(scored(found, 10 if args.smoke else (500 if "text" in name else 100)))

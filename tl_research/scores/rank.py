@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from tl_research.backbones import Backbone, build_backbone
+from tl_research.backbones import Backbone
 from tl_research.backbones.base import SplitUnsupported
+from tl_research.backbones.families import accepted_options, option_names
 from tl_research.backbones.offline import source_classifier
 from tl_research.cache.features import CacheDecision, cached_rows
 from tl_research.config import Experiment
@@ -25,6 +26,7 @@ from tl_research.data.datamodule import load_data, select
 from tl_research.data.registry import RawDataset
 from tl_research.data.splits import balanced_take
 from tl_research.errors import UserError
+from tl_research.run import build_backbone_from
 from tl_research.scores.registry import Score, score_names, scores
 
 
@@ -65,9 +67,8 @@ def rank(exp: Experiment, backbones: list[str], depths: list[int] | None = None,
     each; the probe is validated on as many validation examples). `depths` None: each backbone's full depth."""
     out = []
     for name in backbones:
-        b = dataclasses.replace(exp.backbone, name=name)
-        backbone = build_backbone(name, b.weights, coarse=b.coarse, pooling=b.pooling, max_length=b.max_length,
-                                  layers=b.layers)
+        chosen = candidate_experiment(exp, name)
+        backbone = build_backbone_from(chosen)
         n = len(backbone.layer_groups())
         raw = load_data(exp.data, backbone.modality)
         split, _ = select(raw, exp.data)
@@ -75,8 +76,8 @@ def rank(exp: Experiment, backbones: list[str], depths: list[int] | None = None,
         val = _subset(raw.labels, split.val, per_class, exp.data.split_seed + 1)
         # LEEP and NCE judge the whole source model: once per backbone, timed with its first depth
         t0 = time.perf_counter()
-        head = source_classifier(name) if b.weights == "offline" else None
-        source = _source_scores(exp, backbone, raw, n, train, head)
+        head = source_classifier(name) if exp.backbone.weights == "offline" else None
+        source = _source_scores(chosen, backbone, raw, n, train, head)
         source_seconds = time.perf_counter() - t0
         for k in depths or [n]:
             if not 1 <= k <= n:
@@ -84,7 +85,7 @@ def rank(exp: Experiment, backbones: list[str], depths: list[int] | None = None,
                                 f"output is scored)")
             cand = Candidate(name, k, n, examples=len(train))
             t0 = time.perf_counter()
-            feats = _features(exp, backbone, raw, k, np.concatenate([train, val]))
+            feats = _features(chosen, backbone, raw, k, np.concatenate([train, val]))
             f_train, f_val = feats[: len(train)], feats[len(train):]
             y_train, y_val = raw.labels[train], raw.labels[val]
             cand.scores = {s.name: source[s.name] if s.kind == "source" else _score(s, f_train, y_train, f_val, y_val)
@@ -93,6 +94,15 @@ def rank(exp: Experiment, backbones: list[str], depths: list[int] | None = None,
             source_seconds = 0.0
             out.append(cand)
     return out
+
+
+def candidate_experiment(exp: Experiment, name: str) -> Experiment:
+    """`exp` with backbone `name`: the options of the experiment's backbone section that `name`'s family does not
+    take go back to their defaults (one experiment ranks backbones of several families)."""
+    own = accepted_options(name)
+    reset = {f.name: f.default for f in dataclasses.fields(exp.backbone)
+             if f.name in option_names() and f.name not in own}
+    return dataclasses.replace(exp, backbone=dataclasses.replace(exp.backbone, name=name, **reset))
 
 
 def _score(score: Score, train: np.ndarray, train_labels: np.ndarray, val: np.ndarray, val_labels: np.ndarray,
