@@ -72,12 +72,18 @@ def test_depth_3_freezes_exactly_groups_0_to_2(tmp_path):
 
 
 def test_linear_probe_trains_only_the_head(tmp_path):
-    probe, result = _fit(tmp_path, freeze={"strategy": "linear_probe"})
+    """With SGD epochs only the head moves and BN stays in eval mode; with the converged probe (the default on
+    cached features) the head is solved before training and no training step runs at all."""
+    probe, result = _fit(tmp_path, name="sgd", freeze={"strategy": "linear_probe", "probe": "sgd"})
     changed = {n for n in probe.before if not torch.equal(probe.before[n], probe.after[n])}
     assert changed == {"head.1.weight", "head.1.bias"}
     assert result.metrics["params/trainable"] == sum(probe.before[n].numel() for n in changed)
     assert result.metrics["freeze/depth"] == len(probe.grad_flags[0])
     assert all(not t for step in probe.bn_training for g in step for t in g)
+    solved, converged = _fit(tmp_path, name="lbfgs", freeze={"strategy": "linear_probe"})
+    assert converged.metrics["probe/solver"] == "lbfgs" and not solved.param_groups  # no training step
+    assert converged.metrics["params/trainable"] == result.metrics["params/trainable"]
+    assert converged.metrics["freeze/depth"] == result.metrics["freeze/depth"]
 
 
 def test_full_bn_policies(tmp_path):
