@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from tl_research.config import Experiment, dump_yaml, from_dict, load_experiment, read_yaml
-from tl_research.errors import UserError
+from tl_research.errors import ConfigWarning, UserError
 
 EXPERIMENTS = sorted((Path(__file__).parent.parent / "experiments").glob("*.yaml"))
 
@@ -208,3 +208,16 @@ def test_a_sweep_over_the_option_others_depend_on_keeps_each_cells_own(tmp_path)
     spec = load_study(path)
     momentum = {spec.experiment_for(c).optim.name: spec.experiment_for(c).optim.momentum for c in spec.cells}
     assert momentum == {"sgd": 0.5, "adamw": 0.9}  # adamw has no momentum: back to the default it ignores
+
+
+def test_a_typo_in_another_strategys_option_is_named_not_hidden_by_the_ignored_warning(tmp_path):
+    from tests.conftest import tiny_experiment
+    from tl_research.errors import UserError
+
+    with pytest.raises(UserError, match=re.escape("freeze.lora.rnak: unknown key (allowed in freeze.lora: rank")):
+        load_experiment(data=tiny_experiment(tmp_path, freeze={"strategy": "full", "lora": {"rnak": 4}}))
+    with pytest.raises(UserError, match="freeze.depth: expected an integer or null, got 'deep'"):
+        load_experiment(data=tiny_experiment(tmp_path, freeze={"strategy": "full", "depth": "deep"}))
+    with pytest.warns(ConfigWarning, match="freeze.lora is ignored by strategy full"):  # well-formed: dropped
+        exp = load_experiment(data=tiny_experiment(tmp_path, freeze={"strategy": "full", "lora": {"rank": 4}}))
+    assert "lora" not in exp.to_dict()["freeze"]

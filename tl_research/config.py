@@ -73,8 +73,10 @@ class FreezeConfig:
             if key in own:
                 chosen[key] = value
             elif key in every:
-                # an option of another strategy (a study's base often sets depth for its depth cells): dropped,
-                # so the recorded config is what ran
+                # an option of another strategy (a study's base often sets depth for its depth cells): checked as
+                # that strategy would (a typo inside it is named, not hidden by the warning), then dropped, so the
+                # recorded config is what ran
+                parse_fields(STRATEGIES.get(every[key][0], "freeze.strategy"), {key: value}, prefix)
                 warnings.warn(f"{prefix}{key} is ignored by strategy {name} (an option of "
                               f"{', '.join(every[key])})", ConfigWarning, stacklevel=2)
             else:
