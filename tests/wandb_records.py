@@ -3,12 +3,17 @@
 The file is a 7-byte header (`:W&B`, magic 0xBEE1, version) followed by a LevelDB-style log: 32 KiB blocks of
 records with a 7-byte header (CRC32C, length, type FULL/FIRST/MIDDLE/LAST); each assembled payload is one
 `wandb_internal_pb2.Record` protobuf. Recent wandb ships no public Python reader for it.
+
+W&B's writer (wandb-core, another process) may still be flushing a run's last records when `finish()` has
+returned, so a reader waits for the run's closing `exit` record (a fresh-clone CI run once read a report run's
+file before its history had landed).
 """
 
 from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +21,18 @@ BLOCK, HEADER = 32768, 7
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
 
-def read_records(path: Path) -> list[Any]:
+def read_records(path: Path, wait: float = 60.0) -> list[Any]:
+    """The records of a finished run's file, read again until its `exit` record is there (at most `wait` s; then
+    what was written, for the caller's assertions to report)."""
+    deadline = time.monotonic() + wait
+    while True:
+        records = _parse(path)
+        if (records and records[-1].WhichOneof("record_type") == "exit") or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
+def _parse(path: Path) -> list[Any]:
     from wandb.proto import wandb_internal_pb2
 
     data = Path(path).read_bytes()
