@@ -45,9 +45,16 @@ class Registry(Generic[T]):
         return sorted(self._entries.items())
 
 
+_DISCOVERED: set[str] = set()  # packages whose modules are imported already
+
+
 def import_package(package: str, skip: set[str] | frozenset[str] = frozenset()) -> None:
     """Import every module of `package` except `skip`: entries that register themselves one per module (scores,
-    export formats) are found without a list kept by hand."""
+    export formats, backbone families) are found without a list kept by hand. The folder is listed once per
+    process: registry lookups (every config read checks its backbone's family) call this each time."""
+    if package in _DISCOVERED:
+        return
     for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
         if info.name not in skip:
             importlib.import_module(f"{package}.{info.name}")
+    _DISCOVERED.add(package)
