@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -12,7 +13,17 @@ os.environ.setdefault("WANDB_MODE", "disabled")  # tracking tests turn it back o
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a test must never reach a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # the feature cache of this test session (subprocesses inherit it); never the user's own cache
-os.environ.setdefault("TLR_CACHE_DIR", tempfile.mkdtemp(prefix="tlr-test-cache-"))
+if "TLR_CACHE_DIR" not in os.environ:
+    _SESSION_CACHE = tempfile.mkdtemp(prefix="tlr-test-cache-")
+    os.environ["TLR_CACHE_DIR"] = _SESSION_CACHE
+else:
+    _SESSION_CACHE = None
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove this session's feature cache (hundreds of MB): repeated suites must not fill the disk."""
+    if _SESSION_CACHE is not None:
+        shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 
 # a small WordPiece vocabulary: special tokens, characters, their continuations and common words, so any English
