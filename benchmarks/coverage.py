@@ -13,8 +13,9 @@ Correctness follows a logistic crossed model: x_sj ~ Bernoulli(logistic(mu + a_s
 - difference: two arms on the same seeds and examples, sharing the difficulty b_j, each with its own per-example
   effect (sd 0.8) and seed effect; the interval is for acc_a - acc_b.
 
-Methods: `crossed-t` (stats.accuracy_interval / difference_interval) and `old bootstrap` (stats.cell_interval /
-paired_difference, which resample each seed's examples independently). Run:
+Methods: `crossed-t` (stats.accuracy_interval / difference_interval) and `old bootstrap` (the hierarchical
+bootstrap the tables used before, kept here as the reference: it resamples each seed's examples independently, as
+if every seed had its own test set). Run:
 
     python benchmarks/coverage.py [--reps 1000] [--out benchmarks/results/coverage.md]
 """
@@ -85,22 +86,34 @@ SCENARIOS = [
 ]
 
 
-def intervals(scenario: Scenario, x: np.ndarray, y: np.ndarray | None, old: bool) -> dict[str, tuple[float, float]]:
+def old_bootstrap(per_seed: np.ndarray, resamples: int, rng: np.random.Generator) -> tuple[float, float]:
+    """The former tables' interval: seeds resampled with replacement, then each chosen seed's examples by
+    multinomial draws of its own (right/wrong or 2x2 agreement) counts; `per_seed`: (seeds, categories) counts whose
+    first two categories' difference (one category: its count) over the total is the statistic."""
+    n, total = per_seed.shape[0], per_seed.sum(1)
+    pick = rng.integers(0, n, size=(resamples, n))
+    draws = np.stack([rng.multinomial(int(total[s]), per_seed[s] / total[s], size=resamples) for s in range(n)], 1)
+    stat = (draws[..., 0] - (draws[..., 1] if per_seed.shape[1] == 4 else 0)) / total
+    lo, hi = np.quantile(np.take_along_axis(stat, pick, 1).mean(1), [0.025, 0.975])
+    return float(lo), float(hi)
+
+
+def intervals(scenario: Scenario, x: np.ndarray, y: np.ndarray | None, old: bool, rng: np.random.Generator,
+              ) -> dict[str, tuple[float, float]]:
     """Each method's interval on one replicate."""
     out = {}
     if scenario.difference:
         _, iv = stats.difference_interval(x, y)
         out["crossed-t"] = (iv.low, iv.high)
-        if old:
-            tables = [stats.agreement_table(xa, xb, np.ones_like(xa)) for xa, xb in zip(x, y)]
-            _, iv = stats.paired_difference(x.mean(1).tolist(), y.mean(1).tolist(), tables, resamples=1000)
-            out["old bootstrap"] = (iv.low, iv.high)
+        if old:  # per seed: only a right, only b right, both right, both wrong
+            counts = np.stack([(x * (1 - y)).sum(1), ((1 - x) * y).sum(1), (x * y).sum(1),
+                               ((1 - x) * (1 - y)).sum(1)], 1)
+            out["old bootstrap"] = old_bootstrap(counts, 1000, rng)
         return out
     iv = stats.accuracy_interval(x)
     out["crossed-t"] = (iv.low, iv.high)
-    if old:
-        iv = stats.cell_interval(x.mean(1).tolist(), [x.shape[1]] * x.shape[0], resamples=1000)
-        out["old bootstrap"] = (iv.low, iv.high)
+    if old:  # per seed: right, wrong
+        out["old bootstrap"] = old_bootstrap(np.stack([x.sum(1), (1 - x).sum(1)], 1), 1000, rng)
     return out
 
 
@@ -113,7 +126,7 @@ def simulate(scenario: Scenario, seeds: int, examples: int, reps: int, old: bool
     for _ in range(reps):
         x, y = scenario.draw(seeds, examples, rng)
         estimates.append(float(x.mean() - (y.mean() if y is not None else 0.0)))
-        for method, (lo, hi) in intervals(scenario, x, y, old).items():
+        for method, (lo, hi) in intervals(scenario, x, y, old, rng).items():
             found.setdefault(method, []).append((lo <= truth <= hi, hi - lo))
     spread = float(np.subtract(*np.quantile(estimates, [0.975, 0.025])))
     return {m: {"coverage": float(np.mean([c for c, _ in v])), "width": float(np.mean([w for _, w in v])),

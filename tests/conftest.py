@@ -104,3 +104,41 @@ def grid_study(tmp_path: Path, name: str, strategies: list, shots: list, seeds: 
                                       "throughput/train_samples_per_sec": 100.0 * (i + 1),
                                       "params/trainable": 1000 * (i + 1)}))
     return url
+
+
+def predictions_study(tmp_path: Path, seeds: int, effect: float = 0.10, size: int = 200) -> str:
+    """A strategy grid study (linear_probe 0.70, full 0.70 + effect, depth 0.70) in a real SQLite storage whose
+    trials left real per-example predictions (predictions.npz in their run folders) on one shared test set; returns
+    the storage URL (study `n<seeds>`)."""
+    import numpy as np
+    import optuna
+    import yaml
+    from optuna.distributions import CategoricalDistribution
+
+    from tl_research.studies.storage import open_storage
+    from tl_research.studies.study import create_or_load
+    from tl_research.studies.studyspec import load_study
+
+    cfg = tmp_path / f"s{seeds}.yaml"
+    rows = ["linear_probe", "full", "depth"]
+    cfg.write_text(yaml.safe_dump({
+        "experiment": {"name": "n", "output_dir": str(tmp_path / "runs"), "tracking": {"mode": "disabled"},
+                       "freeze": {"depth": 3}},
+        "study": {"name": f"n{seeds}", "kind": "grid", "seeds": seeds, "grid": {"freeze.strategy": rows}}}))
+    url = f"sqlite:///{tmp_path / f'n{seeds}.db'}"
+    study = create_or_load(load_study(cfg), open_storage(url))
+    rng = np.random.default_rng(seeds)
+    labels = rng.integers(0, 10, size)
+    dists = {"freeze.strategy": CategoricalDistribution(rows), "seed": CategoricalDistribution(list(range(seeds)))}
+    for seed in range(seeds):
+        for strategy, p_right in (("linear_probe", 0.70), ("full", 0.70 + effect), ("depth", 0.70)):
+            right = rng.random(size) < p_right + rng.normal(0, 0.01)
+            pred = np.where(right, labels, (labels + 1) % 10)
+            run_dir = tmp_path / "runs" / f"{strategy}-{seed}-{seeds}"
+            run_dir.mkdir(parents=True)
+            np.savez(run_dir / "predictions.npz", index=np.arange(size), label=labels, pred=pred)
+            acc = float(right.mean())
+            study.add_trial(optuna.trial.create_trial(
+                params={"freeze.strategy": strategy, "seed": seed}, distributions=dists, values=[acc],
+                user_attrs={"test/acc": acc, "data/test_size": size, "run_dir": str(run_dir)}))
+    return url

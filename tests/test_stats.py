@@ -1,7 +1,5 @@
 """stats.py against scipy and hand-checked values."""
 
-import itertools
-
 import numpy as np
 import pytest
 from scipy import stats as sp
@@ -15,96 +13,100 @@ def test_wilson_matches_scipy(k, n):
     assert stats.wilson(k, n) == pytest.approx((ci.low, ci.high), abs=1e-9)
 
 
-def test_cell_interval_bootstrap_stays_in_unit_interval_and_covers_the_mean():
-    for values, sizes in [([1.0, 1.0], [50, 50]), ([0.0, 0.02], [40, 40]), ([0.9, 0.7, 0.95], [200, 200, 200])]:
-        iv = stats.cell_interval(values, sizes)
-        assert 0.0 <= iv.low <= np.mean(values) <= iv.high <= 1.0 and iv.method == "bootstrap"
-    one = stats.cell_interval([0.8], [500])
-    assert one.method == "wilson" and (one.low, one.high) == pytest.approx(stats.wilson(400, 500))
-
-
-def test_seed_bootstrap_agrees_with_scipy_bootstrap():
-    values = [0.71, 0.74, 0.69, 0.77, 0.73, 0.70, 0.75, 0.72]
-    ours = stats.cell_interval(values, None, resamples=20000)
-    ref = sp.bootstrap((np.array(values),), np.mean, method="percentile", n_resamples=20000,
-                       random_state=np.random.default_rng(1)).confidence_interval
-    assert ours.method == "seeds-bootstrap"
-    assert ours.low == pytest.approx(ref.low, abs=0.003) and ours.high == pytest.approx(ref.high, abs=0.003)
-
-
-def test_example_resampling_widens_the_interval():
-    values = [0.80, 0.81, 0.79]
-    seeds_only = stats.cell_interval(values, None)
-    with_examples = stats.cell_interval(values, [100, 100, 100])
-    assert with_examples.width > seeds_only.width  # 100 test examples add their own uncertainty
-
-
-def test_student_t_only_on_request_and_from_three_seeds():
-    values = [0.6, 0.7, 0.8, 0.75]
-    iv = stats.cell_interval(values, None, method="t")
+def test_seeds_interval_is_student_t_over_seeds_and_wilson_at_one_seed():
+    values = [0.81, 0.84, 0.79, 0.83]
+    iv = stats.seeds_interval(values)
     ref = sp.t.interval(0.95, 3, loc=np.mean(values), scale=sp.sem(values))
-    assert (iv.low, iv.high) == pytest.approx(ref) and iv.method == "t"
-    with pytest.raises(ValueError, match="at least 3 seeds"):
-        stats.cell_interval([0.6, 0.7], None, method="t")
+    assert (iv.low, iv.high) == pytest.approx(ref) and iv.method == "seeds-t"
+    one = stats.seeds_interval([0.8], size=500)
+    assert (one.low, one.high) == pytest.approx(stats.wilson(400, 500)) and one.method == "wilson-one-seed"
+    assert stats.seeds_interval([0.8]).method == "none"
 
 
-@pytest.mark.parametrize("d", [[0.02, 0.01], [0.03, -0.01, 0.02, 0.04, 0.01], [0.01] * 6,
-                               [0.05, -0.02, 0.03, 0.01, -0.01, 0.04, 0.02]])
-def test_sign_flip_p_is_the_exact_enumeration_and_scipy_permutation_test(d):
-    observed = abs(np.mean(d))
-    flips = [abs(np.mean(np.array(s) * d)) for s in itertools.product((1, -1), repeat=len(d))]
-    exact = np.mean([f >= observed - 1e-12 for f in flips])
-    assert stats.sign_flip_test(d) == pytest.approx(exact)
-    a = np.array(d) + 0.5
-    ref = sp.permutation_test((a, np.full(len(d), 0.5)), lambda x, y: np.mean(x - y), permutation_type="samples",
-                              n_resamples=np.inf).pvalue
-    assert stats.sign_flip_test(d) == pytest.approx(ref)
+def test_compare_seeds_is_the_paired_t_test():
+    a, b = [0.90, 0.88, 0.91, 0.87, 0.92], [0.85, 0.86, 0.84, 0.86, 0.85]
+    comp = stats.compare_seeds(a, b)
+    ref = sp.ttest_rel(a, b)
+    assert comp.p == pytest.approx(ref.pvalue) and comp.test == "seeds-t" and comp.n == 5
+    ci = ref.confidence_interval(0.95)
+    assert (comp.interval.low, comp.interval.high) == pytest.approx((ci.low, ci.high))
+    one = stats.compare_seeds([0.9], [0.8])
+    assert one.interval.method == "none" and np.isnan(one.p) and stats.side(one.interval) == 0
 
 
-def test_small_n_cannot_reach_significance_and_says_so():
-    assert stats.sign_flip_test([0.1, 0.2]) == 0.5 and stats.min_sign_flip_p(2) == 0.5
-    comp = stats.compare([0.9, 0.91], [0.5, 0.52])
-    assert comp.test == "sign-flip" and not comp.reachable and comp.p == 0.5
-    assert stats.compare([0.9] * 6, [0.5] * 6).reachable  # 2 / 64 < 0.05
+def test_compare_matrices_p_agrees_with_its_interval_at_every_level():
+    """The one decision rule: the t test's p is below 1 - confidence exactly when that interval excludes 0."""
+    rng = np.random.default_rng(3)
+    hard = rng.random(300)
+    for shift in np.linspace(0.0, 0.08, 9):
+        a = (rng.random((5, 300)) < 0.7 + 0.2 * (hard - 0.5) + shift).astype(int)
+        b = (rng.random((5, 300)) < 0.7 + 0.2 * (hard - 0.5)).astype(int)
+        for confidence in (0.95, stats.bonferroni(6)):
+            comp = stats.compare_matrices(a, b, confidence)
+            assert comp.test == "crossed-t" and comp.diff == pytest.approx(a.mean() - b.mean())
+            assert (comp.p < 1 - confidence) == (stats.side(comp.interval) != 0), (shift, confidence, comp)
+    one = stats.compare_matrices(a[:1], b[:1])
+    d = a[0] - b[0]
+    assert one.test == "paired-t-one-seed" and one.p == pytest.approx(sp.ttest_1samp(d, 0).pvalue)
 
 
-def test_wilcoxon_only_from_six_pairs():
-    d = [0.02, 0.01, 0.03, -0.01, 0.04, 0.02]
-    assert stats.wilcoxon(d) == pytest.approx(sp.wilcoxon(d).pvalue)
-    with pytest.raises(ValueError, match="6 pairs"):
-        stats.wilcoxon(d[:5])
-    assert np.isnan(stats.compare([0.9, 0.8], [0.7, 0.6]).p_wilcoxon)
+def test_family_level_and_adjusted_p():
+    assert stats.bonferroni(1) == 0.95 and stats.bonferroni(5) == pytest.approx(0.99)
+    assert stats.adjusted(0.004, 5) == pytest.approx(0.02) and stats.adjusted(0.3, 5) == 1.0
+    assert np.isnan(stats.adjusted(float("nan"), 5))
 
 
-def test_mcnemar_on_a_constructed_pair():
-    # 8 examples only a gets right, 2 only b: two-sided exact binomial = 2 * (1 + 10 + 45) / 1024
-    assert stats.mcnemar(8, 2) == pytest.approx(112 / 1024)
-    labels = np.array([0] * 20)
-    pred_a = np.array([0] * 15 + [1] * 5)
-    pred_b = np.array([0] * 7 + [1] * 8 + [0] * 2 + [1] * 3)
-    table = stats.agreement_table(pred_a, pred_b, labels)
-    assert table.tolist() == [[7, 8], [2, 3]]
-    comp = stats.compare([0.75], [0.45], [table])
-    assert comp.test == "mcnemar" and comp.p == pytest.approx(sp.binomtest(8, 10).pvalue)
-    assert comp.diff == pytest.approx(0.30) and comp.interval.low < 0.30 < comp.interval.high
+def test_side_is_the_decision_rule():
+    assert stats.side(stats.Interval(0.01, 0.05, "crossed-t")) == 1
+    assert stats.side(stats.Interval(-0.05, -0.01, "crossed-t")) == -1
+    assert stats.side(stats.Interval(-0.01, 0.05, "crossed-t")) == 0
+    assert stats.side(stats.Interval(-0.01, 0.05, "crossed-t"), margin=-0.02) == 1
 
 
-def test_holm_on_a_known_example():
-    # sorted: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, max(0.04*1, 0.06) = 0.06
-    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    out = stats.holm([0.2, float("nan"), 0.01])
-    assert out[0] == pytest.approx(0.2) and np.isnan(out[1]) and out[2] == pytest.approx(0.02)
+def test_components_recover_a_simulated_crossed_design():
+    """x = seed effect + example effect + noise with known variances: the moment estimates find them."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 0.1, (200, 1)) + rng.normal(0, 0.3, (1, 2000)) + rng.normal(0, 0.2, (200, 2000))
+    c = stats.components(x)
+    assert c.seed == pytest.approx(0.01, rel=0.3) and c.example == pytest.approx(0.09, rel=0.1)
+    assert c.residual == pytest.approx(0.04, rel=0.05)
 
 
-def test_paired_difference_interval_from_tables_and_seeds():
-    tables = [np.array([[80, 10], [2, 8]]), np.array([[78, 12], [3, 7]])]
-    diff, iv = stats.paired_difference([0.90, 0.90], [0.82, 0.81], tables)
-    assert diff == pytest.approx(0.085) and iv.method == "bootstrap" and iv.low < diff < iv.high and iv.low > 0
+def test_seeds_and_examples_for_a_target_power_give_that_power():
+    comps = stats.Components(seed=0.0004, example=0.05, residual=0.12)
+    effect, level = 0.02, 1 - stats.bonferroni(4)  # alpha / 4: one of 4 claims
+    seeds = stats.seeds_for(effect, comps, 5000, level)
+    assert seeds is not None
+    assert stats.power(effect, comps, seeds, 5000, level) >= 0.8 > stats.power(effect, comps, seeds - 1, 5000, level)
+    # at 500 test examples the example term alone is too large: no number of seeds is enough; nor, with 10 seeds,
+    # any number of test examples
+    assert stats.seeds_for(effect, comps, 500, level) is None
+    assert stats.examples_for(effect, comps, 10, level) is None
+    examples = stats.examples_for(effect, comps, 40, level)
+    assert stats.power(effect, comps, 40, examples, level) >= 0.8 > stats.power(effect, comps, 40, examples - 1,
+                                                                                 level)
 
 
-def test_seeds_needed_grows_with_variance():
-    assert stats.seeds_needed(0.02, 0.02) == 16  # (2 * 1.96 * 0.02 / 0.02)^2 = 15.4
-    assert stats.seeds_needed(0.0, 0.02) == 1
+def test_power_matches_a_simulation_of_the_crossed_interval():
+    """The plan's power formula against the rejection rate of `compare_matrices` on simulated designs."""
+    rng = np.random.default_rng(11)
+    seeds, examples, effect = 5, 400, 0.03
+    comps = stats.Components(seed=0.0003, example=0.0, residual=0.2)
+    hits = []
+    for _ in range(400):
+        d = effect + rng.normal(0, comps.seed ** 0.5, (seeds, 1)) + rng.normal(0, comps.residual ** 0.5,
+                                                                             (seeds, examples))
+        hits.append(stats.side(stats.compare_matrices(d, np.zeros_like(d)).interval) > 0)
+    assert np.mean(hits) == pytest.approx(stats.power(effect, comps, seeds, examples), abs=0.08)
+
+
+def test_seeds_for_width():
+    comps = stats.Components(0.0001, 0.0, 0.0)  # seed variance only
+    seeds = stats.seeds_for_width(comps, 1, 0.02)
+    # seed variance only: the t interval over seeds, at the median of its sample variance (simulated: 2 % slack)
+    half = lambda s: sp.t.ppf(0.975, s - 1) * (0.0001 * sp.chi2.median(s - 1) / (s - 1) / s) ** 0.5  # noqa: E731
+    assert 2 * half(seeds) <= 0.02 * 1.02 and 2 * half(seeds - 1) > 0.02 * 0.98
+    assert stats.seeds_for_width(stats.Components(0.0, 0.01, 0.0), 100, 0.02, most=50) is None  # test set too small
 
 
 def test_accuracy_interval_on_identical_seeds_is_the_examples_t_interval():

@@ -1,6 +1,8 @@
 """Reproductions: every finding's smoke variant runs end to end (studies, reports, claim checks) on the real
 weights and data, so the machinery cannot rot; the verdicts of a smoke run are not evidence (tiny data, 2 seeds)."""
 
+import shutil
+
 import pytest
 
 from tl_research.cli.main import main
@@ -33,6 +35,14 @@ def test_smoke_variant_runs_and_checks_its_claims(tmp_path, capsys, name):
     for spec in specs(finding, True, tmp_path, train_sources(finding, True, tmp_path)):
         assert (tmp_path / "results" / spec.name / "results.md").is_file(), spec.name
     assert not any((finding.folder / "results").glob("*smoke*"))  # the committed results are untouched
+    # the archive alone re-judges the finding to the same bytes: no storage, no run folders, no training
+    judged = {p: p.read_bytes() for p in (tmp_path / "results").rglob("*.md")}
+    (tmp_path / "studies.db").unlink()
+    shutil.rmtree(tmp_path / "runs")
+    for p in judged:
+        p.unlink()
+    assert main(["reproduce", name, "--smoke", "--out", str(tmp_path), "--rejudge"]) == code
+    assert {p: p.read_bytes() for p in (tmp_path / "results").rglob("*.md")} == judged
 
 
 def test_unknown_finding_is_one_line(capsys):

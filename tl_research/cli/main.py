@@ -21,7 +21,7 @@ COMMAND_MODULES = {
     "fit": "runs", "config": "runs", "inspect": "runs", "strategies": "runs", "backbones": "listings",
     "datasets": "listings",
     "study": "studies", "worker": "studies", "report": "studies", "check": "studies", "reproduce": "studies",
-    "rank": "studies", "predict": "runs", "export": "runs", "quickstart": "studies"
+    "plan": "studies", "rank": "studies", "predict": "runs", "export": "runs", "quickstart": "studies"
 }
 
 
@@ -118,8 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rows", help="parameter for the table rows (default: freeze.strategy, if swept)")
     r.add_argument("--cols", help="parameter for the columns (default: data.shots or freeze.depth, if swept)")
     r.add_argument("--baseline", help="row the paired tests compare against (default: linear_probe)")
-    r.add_argument("--ci", choices=["bootstrap", "t"], default="bootstrap",
-                   help="cell intervals: bootstrap over seeds and test examples (default), or Student-t (n >= 3)")
     r.add_argument("--target-width", type=float, default=0.02,
                    help="note cells whose interval is wider, with the seeds estimated for this width")
 
@@ -136,6 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("finding", help="a folder under benchmarks/reproductions (or its path)")
     rp.add_argument("--smoke", action="store_true", help="the reduced variant (CI), into a scratch folder")
     rp.add_argument("--out", help="folder for the storage and runs (default: runs/reproductions/FINDING[-smoke])")
+    rp.add_argument("--rejudge", action="store_true",
+                    help="no training: re-judge the claims and regenerate the tables from the committed results "
+                         "archive (or, with --smoke, the smoke variant's)")
+
+    pl = sub.add_parser("plan", help="seeds and test examples each claim needs, from a pilot's variance components")
+    pl.add_argument("claims", help="a finding (folder under benchmarks/reproductions) or a claims YAML")
+    pl.add_argument("--pilot", help="a storage URL or a results archive folder (default for a finding: its committed "
+                                    "results/)")
+    pl.add_argument("--study", help="the study of claims that name none (claims YAML only)")
+    pl.add_argument("--seeds", type=int, help="planned seeds (default: the finding's studies', else the pilot's)")
+    pl.add_argument("--test-size", type=int, help="planned test examples (default: the pilot's)")
 
     rk = sub.add_parser("rank", help="score backbones x freeze depths from frozen features, before training",
                         epilog=_scores_epilog)

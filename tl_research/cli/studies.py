@@ -12,15 +12,18 @@ from typing import Any
 
 from optuna.trial import TrialState
 
+from tl_research import stats
 from tl_research.cli.console import print_table
 from tl_research.cli.progress import quiet_lightning, study_with_progress
 from tl_research.cli.quickstart import quickstart_spec
 from tl_research.config import load_experiment
 from tl_research.errors import UserError
+from tl_research.findings import plan
 from tl_research.findings.claims import check_claims, load_claims
 from tl_research.findings.claims import to_markdown as claims_markdown
-from tl_research.findings.reproduce import load_finding, reproduce
+from tl_research.findings.reproduce import judge, load_finding, reproduce, results_folder
 from tl_research.redact import mask_url
+from tl_research.reports import archive
 from tl_research.reports.report import run_report, write_csv
 from tl_research.reports.report import to_markdown as table_markdown
 from tl_research.runs.tracking import log_summary_run
@@ -90,7 +93,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     out = Path(args.out or Path("runs") / "reports" / args.name)
     table, files = run_report(args.name, args.storage or "sqlite:///runs/studies.db", out, args.metric, args.rows,
-                              args.cols, args.baseline, args.ci, args.target_width)
+                              args.cols, args.baseline, args.target_width)
     print(table_markdown(table, args.target_width))
     for f in files:
         print(f"wrote {f}")
@@ -98,8 +101,9 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def _verdicts(verdicts: list[Any]) -> int:
     """Print the verdicts; exit code 1 when a claim failed."""
+    level = f"{100 * stats.bonferroni(len(verdicts)):.4g}%"  # the claims are one family
     print_table([[v.id, v.relation, v.verdict, f"{v.effect:+.3f} [{v.low:+.3f}, {v.high:+.3f}]", v.n]
-                 for v in verdicts], ["claim", "relation", "verdict", "effect [95% CI]", "n"])
+                 for v in verdicts], ["claim", "relation", "verdict", f"effect [{level} CI]", "n"])
     failed = [v.id for v in verdicts if v.verdict == "failed"]
     if failed:
         print(f"\nfailed: {', '.join(failed)}")
@@ -118,12 +122,50 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     finding = load_finding(args.finding)
-    verdicts, files = reproduce(finding, args.smoke, Path(args.out) if args.out else None,
-                                lambda spec, url: study_with_progress(spec, url))
+    out = Path(args.out) if args.out else None
+    if args.rejudge:
+        verdicts, files = judge(finding, results_folder(finding, args.smoke, out))
+    else:
+        if not args.smoke:  # the full run: say first whether its seeds and test size can decide its claims
+            _plan_before(finding)
+        verdicts, files = reproduce(finding, args.smoke, out, lambda spec, url: study_with_progress(spec, url))
     print(f"\n{finding.title}\n")
     for f in files:
         print(f"wrote {f}")
     return _verdicts(verdicts)
+
+
+def _plan_before(finding: Any) -> None:
+    pilot = finding.folder / "results"
+    if not (pilot / archive.JOURNAL).is_file():
+        print(f"no power plan: no pilot yet (tlr plan {finding.name} --pilot <a storage with a few seeds>)\n")
+        return
+    needs = plan.plan_claims(load_claims(finding.claims)[1], pilot, plan.study_seeds(finding.studies))
+    print(plan.to_markdown(needs, f"the last full run ({pilot})"))
+    below = [n.id for n in needs if plan.short(n)]
+    if below:
+        print(f"warning: the planned seeds / test size give less than {stats.POWER:.0%} power for: "
+              f"{', '.join(below)}\n")
+
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    as_finding = not args.claims.endswith((".yaml", ".yml"))
+    if as_finding:
+        finding = load_finding(args.claims)
+        claims, pilot = load_claims(finding.claims)[1], args.pilot or finding.folder / "results"
+        seeds = plan.study_seeds(finding.studies)
+    else:
+        claims, pilot, seeds = load_claims(args.claims)[1], args.pilot, {}
+        if pilot is None:
+            raise UserError("--pilot: a claims file is planned from a pilot: a storage URL or a results archive")
+    if args.seeds is not None:
+        if args.seeds < 2:
+            raise UserError(f"--seeds: a plan needs at least 2 seeds, got {args.seeds}")
+        seeds = {name: args.seeds for name in {c.study or args.study for c in claims} | set(seeds)}
+    if args.test_size is not None and args.test_size < 2:
+        raise UserError(f"--test-size: expected at least 2 test examples, got {args.test_size}")
+    needs = plan.plan_claims(claims, pilot, seeds, args.study, args.test_size)
+    print(plan.to_markdown(needs, str(pilot)))
 
 
 def _int_list(text: str, flag: str) -> list[int]:

@@ -1,5 +1,6 @@
 """Claims checked on studies: a YAML file of published findings, each turned into a paired comparison of study cells
-and judged held / failed / inconclusive by the 95% interval of its effect (report statistics, `tables.py`).
+and judged held / failed / inconclusive by the simultaneous interval of its effect (the claims of a file are one
+family, Bonferroni level) with the tables' decision rule (`stats.side`).
 
 A claims file holds `source` (where the findings come from) and `claims`, each one of:
 
@@ -7,6 +8,8 @@ A claims file holds `source` (where the findings come from) and `claims`, each o
   may name another study of the storage with `study:`, paired on the seeds both share);
 - `cells: {…}`, `relation: increasing | decreasing`, `over: <swept key>` (a curve, its values in sorted order);
 - `cells: {…}`, `relation: argmax`, `over: <swept key>`, `expect: <value>` (which value is best).
+
+Any claim may give `expected: <effect>` (e.g. the paper's), which `tlr plan` sizes the design for.
 
 A cell is the set of completed trials whose parameters match the mapping; every swept key but the seed must be
 pinned (by the claim or, for `over`, by the curve). `study:` names the study (default: the one given to `tlr check`),
@@ -16,6 +19,7 @@ pinned (by the claim or, for `over`, by the curve). `study:` names the study (de
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +28,7 @@ import optuna
 
 from tl_research import stats
 from tl_research.errors import UserError
+from tl_research.reports import predictions
 from tl_research.reports.tables import Cell, compare_cells, completed_trials, make_cell, sort_key
 from tl_research.schema import bounds, from_dict, read_yaml
 from tl_research.studies.storage import open_storage
@@ -50,6 +55,9 @@ class Claim:
     cells: dict[str, Any] | None = None  # curves and argmax: the pinned keys
     over: str | None = None  # curves and argmax: the swept key
     expect: Any = None  # argmax: the value expected to be best
+    # the effect expected (e.g. the paper's), in the terms claims.md prints: a - b; last - first (increasing) or
+    # first - last (decreasing); the expected best's margin over its closest rival (argmax). Used by `tlr plan`.
+    expected: float | None = None
 
 
 @dataclass
@@ -72,25 +80,30 @@ class Verdict:
     detail: str  # the cells and their means, in words
     says: str = ""
     published: str = ""
+    method: str = "crossed-t"  # the interval's method (stats.Interval.method)
+    cells: tuple[Cell, Cell] | None = field(default=None, repr=False)  # the comparison the verdict rests on (a, b)
 
 
-def _judge(lo: float, hi: float, relation: str, within: float) -> str:
-    """Decision on the interval [lo, hi] of a - b: held when it lies wholly on the claimed side, failed when it lies
-    wholly on the other side, inconclusive otherwise."""
-    if relation == ">":
-        return "held" if lo > 0 else "failed" if hi < 0 else "inconclusive"
-    if relation == ">=":
-        return "held" if lo > -within else "failed" if hi < -within else "inconclusive"
-    # equivalence: the whole interval inside ±within
-    return "held" if -within <= lo and hi <= within else "failed" if lo > within or hi < -within else "inconclusive"
+OUTCOME = {1: "held", -1: "failed", 0: "inconclusive"}
+
+
+def _judge(interval: stats.Interval, relation: str, within: float) -> str:
+    """The tables' decision rule (`stats.side`) on the interval of a - b: held when it lies wholly on the claimed
+    side of the margin, failed when wholly on the other side, inconclusive otherwise."""
+    if relation in (">", ">="):
+        return OUTCOME[stats.side(interval, -within if relation == ">=" else 0.0)]
+    # equivalence: held when the whole interval lies inside ±within, failed when it lies wholly outside
+    if stats.side(interval, -within) > 0 and stats.side(interval, within) < 0:
+        return "held"
+    return "failed" if stats.side(interval, within) > 0 or stats.side(interval, -within) < 0 else "inconclusive"
 
 
 class Cells:
     """A study's completed trials, looked up by a parameter mapping."""
 
-    def __init__(self, study: optuna.Study, metric: str) -> None:
+    def __init__(self, study: optuna.Study, metric: str, lookup: predictions.Lookup, family: int) -> None:
         self.trials = [t for t in completed_trials(study) if metric in t.user_attrs]
-        self.metric = metric
+        self.metric, self.lookup, self.family = metric, lookup, family
         self.swept = sorted({k for t in self.trials for k in t.params if k != "seed"})
 
     def get(self, where: dict[str, Any], label: str) -> Cell:
@@ -105,7 +118,7 @@ class Cells:
                    if all(t.params.get(k) == v for k, v in where.items())}
         if not by_seed:
             raise UserError(f"{label}: no completed trial with {where} has {self.metric}")
-        return make_cell(by_seed, self.metric)
+        return make_cell(by_seed, self.metric, self.lookup)
 
     def values(self, key: str) -> list[Any]:
         return sorted({t.params[key] for t in self.trials if key in t.params}, key=sort_key)
@@ -115,7 +128,10 @@ def _describe(where: dict[str, Any], cell: Cell) -> str:
     return f"{', '.join(f'{k}={v}' for k, v in where.items())}: {cell.mean:.3f} (n={cell.n})"
 
 
-def _pair(c: Claim, cells: Cells, label: str, other: Any) -> tuple[str, stats.Comparison, str]:
+Judged = tuple[str, stats.Comparison, str, tuple[Cell, Cell]]  # verdict, comparison, detail, its cells (a, b)
+
+
+def _pair(c: Claim, cells: Cells, label: str, other: Any) -> Judged:
     sides = []
     for side in ("a", "b"):
         if getattr(c, side) is None:
@@ -124,57 +140,61 @@ def _pair(c: Claim, cells: Cells, label: str, other: Any) -> tuple[str, stats.Co
         # a side may name another study (same seeds): e.g. a recipe against the catalogue's best strategy
         sides.append((other(where.pop("study")) if "study" in where else cells).get(where, f"{label}.{side}"))
     a, b = sides
-    comp = _comparison(a, b, cells.metric, label)
+    comp = _comparison(a, b, cells, label)
     rel = "≈" if c.relation == "~=" else c.relation
     within = c.within
     if rel == "≈" and within <= 0:
         raise UserError(f"{label}.within: relation ≈ needs a tolerance within > 0 (in metric units)")
-    verdict = _judge(comp.interval.low, comp.interval.high, rel, within)
-    return verdict, comp, f"{_describe(c.a or {}, a)} vs {_describe(c.b or {}, b)}"
+    verdict = _judge(comp.interval, rel, within)
+    return verdict, comp, f"{_describe(c.a or {}, a)} vs {_describe(c.b or {}, b)}", (a, b)
 
 
-def _comparison(a: Cell, b: Cell, metric: str, label: str) -> stats.Comparison:
-    comp = compare_cells(a, b, metric)
+def _comparison(a: Cell, b: Cell, cells: Cells, label: str) -> stats.Comparison:
+    """a - b at the claims family's level (every claim of a file is one of `cells.family` simultaneous ones)."""
+    comp = compare_cells(a, b, cells.family)
     if comp is None:
         raise UserError(f"{label}: the cells share no seed, so they cannot be compared paired")
     return comp
 
 
-def _curve(c: Claim, cells: Cells, label: str, other: Any) -> tuple[str, stats.Comparison, str]:
+def _curve(c: Claim, cells: Cells, label: str, other: Any) -> Judged:
     over, base = _over(c, cells, label)
     points = [(v, cells.get({**base, over: v}, f"{label} at {over}={v}")) for v in cells.values(over)]
     if len(points) < 2:
         raise UserError(f"{label}.over: {over} has fewer than two values in this study")
     sign = 1 if c.relation == "increasing" else -1
     steps = [_comparison(*(points[i + 1][1], points[i][1]) if sign > 0 else (points[i][1], points[i + 1][1]),
-                         cells.metric, label) for i in range(len(points) - 1)]
+                         cells, label) for i in range(len(points) - 1)]
     first, last = points[0][1], points[-1][1]
-    whole = _comparison(*((last, first) if sign > 0 else (first, last)), cells.metric, label)
+    ends = (last, first) if sign > 0 else (first, last)
+    whole = _comparison(*ends, cells, label)
     # failed: some step goes significantly the wrong way; held: no such step and first -> last significantly right
-    if any(s.interval.high < 0 for s in steps):
+    if any(stats.side(s.interval) < 0 for s in steps):
         verdict = "failed"
     else:
-        verdict = "held" if whole.interval.low > 0 else "inconclusive"
+        verdict = "held" if stats.side(whole.interval) > 0 else "inconclusive"
     detail = ", ".join(f"{v}: {cell.mean:.3f}" for v, cell in points)
-    return verdict, whole, f"{over} curve ({detail})"
+    return verdict, whole, f"{over} curve ({detail})", ends
 
 
-def _argmax(c: Claim, cells: Cells, label: str, other: Any) -> tuple[str, stats.Comparison, str]:
+def _argmax(c: Claim, cells: Cells, label: str, other: Any) -> Judged:
     over, base = _over(c, cells, label)
     values = cells.values(over)
     if c.expect not in values:
         raise UserError(f"{label}.expect: must be one of the values of {over} ({', '.join(map(str, values))})")
     mine = cells.get({**base, over: c.expect}, label)
     others = [(v, cells.get({**base, over: v}, f"{label} at {over}={v}")) for v in values if v != c.expect]
-    comps = [(v, _comparison(mine, cell, cells.metric, label)) for v, cell in others]
+    comps = [(v, _comparison(mine, cell, cells, label)) for v, cell in others]
     # the closest competitor decides: held when the expected value beats every other one, failed when one beats it
     v_close, close = min(comps, key=lambda vc: vc[1].diff)
-    if any(comp.interval.high < 0 for _, comp in comps):
+    rival = next(cell for v, cell in others if v == v_close)
+    # (an intersection-union test: every comparison must hold at the family's level, no further correction)
+    if any(stats.side(comp.interval) < 0 for _, comp in comps):
         verdict = "failed"
     else:
-        verdict = "held" if all(comp.interval.low > 0 for _, comp in comps) else "inconclusive"
+        verdict = "held" if all(stats.side(comp.interval) > 0 for _, comp in comps) else "inconclusive"
     detail = ", ".join(f"{v}: {cell.mean:.3f}" for v, cell in [(c.expect, mine), *others])
-    return verdict, close, f"{over}={c.expect} vs closest {over}={v_close} ({detail})"
+    return verdict, close, f"{over}={c.expect} vs closest {over}={v_close} ({detail})", (mine, rival)
 
 
 def _over(c: Claim, cells: Cells, label: str) -> tuple[str, dict[str, Any]]:
@@ -201,16 +221,22 @@ def parse_claims(raw: Any) -> ClaimsFile:
     return parsed
 
 
-def check_claims(claims: list[Claim] | list[dict[str, Any]], default_study: str | None, url: str) -> list[Verdict]:
-    """Every claim judged on the studies of storage `url` (claims as parsed, or as mappings of a claims file)."""
+def check_claims(claims: list[Claim] | list[dict[str, Any]], default_study: str | None,
+                 storage: str | optuna.storages.BaseStorage,
+                 lookups: Callable[[str], predictions.Lookup] = predictions.run_folders) -> list[Verdict]:
+    """Every claim judged on the studies of `storage` (a URL or an open storage), as one family of simultaneous
+    comparisons (claims as parsed, or as mappings of a claims file). `lookups(study)`: where that study's trials
+    keep their per-example predictions (default: their run folders)."""
     if claims and isinstance(claims[0], dict):
         claims = parse_claims({"claims": claims}).claims
-    storage = open_storage(url, must_exist=True)
+    if isinstance(storage, str):
+        storage = open_storage(storage, must_exist=True)
     tables: dict[tuple[str, str], Cells] = {}
 
     def cells_of(name: str, metric: str) -> Cells:
         if (name, metric) not in tables:
-            tables[(name, metric)] = Cells(load_existing(name, storage, "study")[0], metric)
+            study = load_existing(name, storage, "study")[0]
+            tables[(name, metric)] = Cells(study, metric, lookups(name), len(claims))
         return tables[(name, metric)]
 
     out = []
@@ -221,28 +247,35 @@ def check_claims(claims: list[Claim] | list[dict[str, Any]], default_study: str 
             raise UserError(f"{label}.study: name the study (or pass one to tlr check)")
         metric = c.metric
         judge = _pair if c.relation in PAIR else _curve if c.relation in CURVE else _argmax
-        verdict, comp, detail = judge(c, cells_of(name, metric), label, lambda s, m=metric: cells_of(s, m))
-        if comp.interval.method == "seeds-bootstrap" and comp.n < MIN_SEEDS_ONLY:
+        verdict, comp, detail, pair = judge(c, cells_of(name, metric), label, lambda s, m=metric: cells_of(s, m))
+        if comp.interval.method == "seeds-t" and comp.n < MIN_SEEDS_ONLY:
             # resampling a handful of seeds alone gives intervals far too narrow to rest a verdict on
             verdict, detail = "inconclusive", f"{detail}; only {comp.n} seeds and no per-example predictions"
         out.append(Verdict(str(c.id), name, c.relation, verdict, comp.diff, comp.interval.low, comp.interval.high,
-                           comp.p, comp.n, detail, c.says, c.published))
+                           comp.p, comp.n, detail, c.says, c.published, comp.test, pair))
     return out
 
 
-def to_markdown(verdicts: list[Verdict], source: str = "") -> str:
-    lines = ["| claim | relation | verdict | effect [95% CI] | p | n | cells |", "|---|---|---|---|---|---|---|"]
+def to_markdown(verdicts: list[Verdict], source: str = "", alpha: float = stats.ALPHA) -> str:
+    k = len(verdicts)
+    level = f"{100 * stats.bonferroni(k, alpha):.4g}%"
+    lines = [f"| claim | relation | verdict | effect [{level} CI] | p (adjusted) | n | interval | cells |",
+             "|---|---|---|---|---|---|---|---|"]
     for v in verdicts:
-        p = "–" if v.p != v.p else f"{v.p:.3g}"
+        p = "– (one seed, no predictions)" if v.p != v.p else f"{v.p:.3g}"
         lines.append(f"| {v.id} | {v.relation} | **{v.verdict}** | {v.effect:+.3f} [{v.low:+.3f}, {v.high:+.3f}] "
-                     f"| {p} | {v.n} | {v.detail} |")
+                     f"| {p} | {v.n} | {v.method} | {v.detail} |")
     counts = defaultdict(int)
     for v in verdicts:
         counts[v.verdict] += 1
-    summary = ", ".join(f"{counts[k]} {k}" for k in ("held", "failed", "inconclusive") if counts[k])
-    notes = ("\n\nA claim holds when the 95% bootstrap interval of its effect (paired seeds, and test examples where "
-             "each run left its predictions) lies wholly on the claimed side, fails when it lies wholly on the other "
-             "side, and is inconclusive otherwise. p: exact paired test (sign-flip over seeds, McNemar at one seed); "
-             "shown, not used for the verdict.")
+    summary = ", ".join(f"{counts[name]} {name}" for name in ("held", "failed", "inconclusive") if counts[name])
+    notes = (f"\n\nThe {k} claims are one family: each effect's interval is a simultaneous {level} interval "
+             f"(Bonferroni, α = {alpha:g} over {k} claims). A claim holds when its interval lies wholly on the claimed "
+             f"side, fails when it lies wholly on the other side, and is inconclusive otherwise (curves: first to "
+             f"last, failed by any step significantly the wrong way; argmax: the expected value against every other, "
+             f"the closest shown). Intervals: crossed-t = seeds × test examples, paired by seed and example, from "
+             f"each run's per-example predictions; seeds-t = over seeds only (no predictions: leaves out the "
+             f"test-set term; fewer than {MIN_SEEDS_ONLY} seeds is inconclusive). p = min(1, {k}·p) from the t test "
+             f"of the same statistic, so p < α exactly when the interval excludes 0.")
     head = f"Source: {source.strip()}\n\n" if source.strip() else ""
     return f"{head}{summary}\n\n" + "\n".join(lines) + notes + "\n"

@@ -17,12 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import optuna
+
 from tl_research.config import load_experiment
 from tl_research.errors import UserError
 from tl_research.findings.claims import Verdict, check_claims, load_claims, to_markdown
+from tl_research.reports import archive
 from tl_research.reports.report import run_report
 from tl_research.run import run
 from tl_research.schema import from_dict, read_yaml
+from tl_research.studies.storage import open_storage
 from tl_research.studies.study import run_study
 from tl_research.studies.studyspec import load_study
 
@@ -140,20 +144,37 @@ def default_out(finding: Finding, smoke: bool) -> Path:
     return Path("runs") / "reproductions" / (finding.name + ("-smoke" if smoke else ""))
 
 
+def results_folder(finding: Finding, smoke: bool, out: Path | None = None) -> Path:
+    """Where a run's results go: the finding's committed `results/`, or the smoke variant's scratch folder."""
+    return (out or default_out(finding, smoke)) / "results" if smoke else finding.folder / "results"
+
+
 def reproduce(finding: Finding, smoke: bool = False, out: Path | None = None, run_studies: Any = None,
               ) -> tuple[list[Verdict], list[Path]]:
-    """Run (or resume) every study of the finding, write reports and the claim checks; returns the verdicts and
-    the files written. `run_studies(spec, url)` runs one study (default: without a progress display)."""
+    """Run (or resume) every study of the finding, archive what they give (`archive.py`: trials and per-example
+    predictions) and judge the finding from that archive alone; returns the verdicts and the files written.
+    `run_studies(spec, url)` runs one study (default: without a progress display)."""
     out = out or default_out(finding, smoke)
     url = f"sqlite:///{out / 'studies.db'}"
-    results = out / "results" if smoke else finding.folder / "results"
-    source, claims = load_claims(finding.claims)  # a malformed claims file fails before hours of training
-    files: list[Path] = []
+    results = results_folder(finding, smoke, out)
+    load_claims(finding.claims)  # a malformed claims file fails before hours of training
+    names = []
     for spec in specs(finding, smoke, out, train_sources(finding, smoke, out)):
         (run_studies or run_study)(spec, url)
-        files += run_report(spec.name, url, results / spec.name)[1]
-    verdicts = check_claims(claims, None, url)
-    results.mkdir(parents=True, exist_ok=True)
+        names.append(spec.name)
+    files = archive.export(names, open_storage(url, must_exist=True), results)
+    verdicts, judged = judge(finding, results, track=True)
+    return verdicts, files + judged
+
+
+def judge(finding: Finding, results: Path, track: bool = False) -> tuple[list[Verdict], list[Path]]:
+    """Each study's report and the claim checks (`claims.md`) from the results archive in `results` alone (no
+    training, no storage, no run folders): the full run and `--rejudge` write the same bytes."""
+    source, claims = load_claims(finding.claims)
+    opened = archive.Archive(results)
+    files: list[Path] = []
+    for name in optuna.get_all_study_names(opened.storage):
+        files += run_report(name, opened.storage, results / name, lookup=opened.lookups(name), track=track)[1]
+    verdicts = check_claims(claims, None, opened.storage, opened.lookups)
     (results / "claims.md").write_text(f"# {finding.title}: claims\n\n{to_markdown(verdicts, source)}")
-    files.append(results / "claims.md")
-    return verdicts, files
+    return verdicts, [*files, results / "claims.md"]

@@ -6,7 +6,11 @@ import csv
 from pathlib import Path
 from typing import Any
 
+import optuna
+
+from tl_research import stats
 from tl_research.errors import UserError
+from tl_research.reports import predictions
 from tl_research.reports.plots import curve_plot, pareto_plot, search_plots
 from tl_research.reports.tables import (  # noqa: F401  (Table, build_table: used by callers of this module)
     THROUGHPUT,
@@ -22,8 +26,9 @@ from tl_research.studies import prefilter
 from tl_research.studies.storage import open_storage
 from tl_research.studies.study import load_existing
 
-METHODS = {"bootstrap": "bootstrap over seeds and test examples", "seeds-bootstrap": "bootstrap over seeds",
-           "wilson": "Wilson interval of the single run", "t": "Student-t over seeds", "none": "no interval"}
+METHODS = {"crossed-t": "crossed seeds × test examples, t with Satterthwaite df",
+           "seeds-t": "t over seeds only, no per-example predictions: leaves out the test-set term",
+           "wilson-one-seed": "Wilson interval of the single run", "none": "no interval"}
 
 
 def _fmt_p(p: float) -> str:
@@ -42,23 +47,23 @@ def _cell_text(table: Table, key: tuple[Any, Any]) -> str:
                                                   else "") + f" ({cell.n})"
     if table.best.get(key[1]) == key[0]:
         return f"**{text}**"
-    return text + (" †" if key in table.tied else "")
+    return text + ("" if table.worse(key) else " †")
 
 
-def _p_text(table: Table, key: tuple[Any, Any]) -> str:
-    comp = table.vs_baseline[key]
-    if not table.reachable[key]:
-        return "p: –ⁿ"
-    return f"p={_fmt_p(comp.p)}, Holm {_fmt_p(table.p_baseline_holm[key])}"
+def _diff_text(comp: stats.Comparison) -> str:
+    if comp.interval.method == "none":
+        return f"{comp.diff:+.4f} (one seed, no predictions: no test)"
+    return f"{comp.diff:+.4f} [{comp.interval.low:+.4f}, {comp.interval.high:+.4f}] p={_fmt_p(comp.p)}"
 
 
 def footnote(table: Table) -> str:
-    """Test, correction and alpha in one line."""
-    return (f"Paired tests over matching seeds on the same test examples: exact sign-flip permutation test "
-            f"(McNemar's exact test with one seed), Holm–Bonferroni over the comparisons of this table, "
-            f"α = {table.alpha:g}. **bold**: best mean per column; †: not significantly worse than it; –ⁿ: with n "
-            f"seeds the exact test cannot reach p < α after Holm over {len(table.vs_baseline)} comparisons "
-            f"(its smallest p is 2/2ⁿ).")
+    """The decision rule, its family and alpha in one line."""
+    return (f"Differences pair matching seeds (and the same test examples where both rows left per-example "
+            f"predictions): the difference to `{table.baseline}` ({len(table.vs_baseline)} comparisons) and to each "
+            f"column's best row ({len(table.vs_best)} comparisons) are each one family of simultaneous intervals at "
+            f"the Bonferroni level (1 − α/k, α = {table.alpha:g}); p = min(1, k·p) from the t test of the same "
+            f"statistic, so p < α exactly when the interval excludes 0. **bold**: best mean per column; †: not "
+            f"separable from it (its interval to the best contains 0); unmarked rows are worse than the best.")
 
 
 def to_markdown(table: Table, target_width: float | None = 0.02) -> str:
@@ -73,29 +78,34 @@ def to_markdown(table: Table, target_width: float | None = 0.02) -> str:
                 f"{ex[TRAINABLE]:,.0f}" if TRAINABLE in ex else "–"]
         lines.append("| " + " | ".join(row) + " |")
     if table.vs_baseline:
-        lines += ["", f"Difference to `{table.baseline}` (same seeds, same test examples): mean [95 % interval], "
-                      f"p raw and Holm-adjusted.", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["", f"Difference to `{table.baseline}`: mean [simultaneous interval], family-adjusted p.", "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in table.rows:
             if r == table.baseline:
                 continue
             row = [str(r)]
             for c in table.cols:
                 comp = table.vs_baseline.get((r, c))
-                row.append("–" if comp is None else f"{comp.diff:+.4f} [{comp.interval.low:+.4f}, "
-                           f"{comp.interval.high:+.4f}] {_p_text(table, (r, c))}")
+                row.append("–" if comp is None else _diff_text(comp))
             lines.append("| " + " | ".join(row) + " |")
     lines += ["", footnote(table)]
     if target_width is not None:
         wide = table.seeds_needed(target_width)
         if wide:
-            notes = ", ".join(f"{r}/{c}: {'≥ 2 (one seed so far)' if n is None else n}"
+            notes = ", ".join(f"{r}/{c}: {_seeds_text(table, (r, c), n)}"
                               for (r, c), n in sorted(wide.items(), key=lambda kv: (sort_key(kv[0][0]),
                                                                                     sort_key(kv[0][1]))))
             lines += ["", f"Intervals wider than {target_width:g}: {len(wide)} cell(s); seeds estimated for that width "
-                          f"from the seed variance: {notes}."]
+                          f"from the cell's variance components at its test size: {notes}."]
     if table.missing:
         lines += ["", f"Incomplete study: {table.missing} cell(s) missing."]
     return "\n".join(lines) + "\n"
+
+
+def _seeds_text(table: Table, key: tuple[Any, Any], n: int | None) -> str:
+    if n is not None:
+        return str(n)
+    return "≥ 2 (one seed so far)" if table.cells[key].n < 2 else "none suffice (the test set is too small)"
 
 
 def csv_rows(table: Table, target_width: float = 0.02) -> list[dict[str, Any]]:
@@ -103,17 +113,17 @@ def csv_rows(table: Table, target_width: float = 0.02) -> list[dict[str, Any]]:
     wide = table.seeds_needed(target_width)
     out = []
     for (r, c), cell in sorted(table.cells.items(), key=lambda kv: (sort_key(kv[0][0]), sort_key(kv[0][1]))):
-        iv, comp = cell.interval, table.vs_baseline.get((r, c))
+        iv, comp, best = cell.interval, table.vs_baseline.get((r, c)), table.vs_best.get((r, c))
         out.append({"row": r, "col": c, "metric": table.metric, "mean": cell.mean, "std": cell.std,
                     "ci_low": iv.low if iv else nan, "ci_high": iv.high if iv else nan,
                     "ci_method": iv.method if iv else "none", "n": cell.n, "baseline": table.baseline,
                     "diff": comp.diff if comp else nan, "diff_low": comp.interval.low if comp else nan,
                     "diff_high": comp.interval.high if comp else nan, "test": comp.test if comp else None,
-                    "p": comp.p if comp else nan, "p_holm": table.p_baseline_holm.get((r, c), nan),
-                    "p_wilcoxon": comp.p_wilcoxon if comp else nan,
-                    "test_can_reach_alpha": table.reachable[(r, c)] if comp else None,
-                    "best": table.best.get(c) == r, "tied_with_best": (r, c) in table.tied,
-                    "p_vs_best_holm": table.p_best_holm.get((r, c), nan),
+                    "p_adjusted": comp.p if comp else nan, "best": table.best.get(c) == r,
+                    "worse_than_best": table.worse((r, c)),
+                    "diff_to_best_low": best.interval.low if best else nan,
+                    "diff_to_best_high": best.interval.high if best else nan,
+                    "p_vs_best_adjusted": best.p if best else nan,
                     "seeds_for_target_width": wide.get((r, c)),
                     "train_samples_per_sec": table.extras.get(r, {}).get(THROUGHPUT),
                     "trainable_params": table.extras.get(r, {}).get(TRAINABLE)})
@@ -137,7 +147,7 @@ def to_latex(table: Table) -> str:
             text += f" ({cell.n})"
             if table.best.get(c) == r:
                 text = rf"\textbf{{{text}}}"
-            elif (r, c) in table.tied:
+            elif not table.worse((r, c)):
                 text += r"$^\dagger$"
             row.append(text)
         lines.append(" & ".join(row) + r" \\")
@@ -162,11 +172,15 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
-def run_report(name: str, url: str, out: Path, metric: str = "test/acc", rows: str | None = None,
-               cols: str | None = None, baseline: str | None = None, method: str = "bootstrap",
-               target_width: float = 0.02) -> tuple[Table, list[Path]]:
-    """Tables and plots of study `name` into `out`; also logged to a W&B summary run when tracking is on."""
-    study, spec = load_existing(name, open_storage(url, must_exist=True), "name")
+def run_report(name: str, url: str | optuna.storages.BaseStorage, out: Path, metric: str = "test/acc",
+               rows: str | None = None, cols: str | None = None, baseline: str | None = None,
+               target_width: float = 0.02,
+               lookup: predictions.Lookup = predictions.from_run_folder, track: bool = True,
+               ) -> tuple[Table, list[Path]]:
+    """Tables and plots of study `name` (in storage `url`, a URL or an open storage) into `out`; also logged to a
+    W&B summary run when `track` and the study's tracking is on. `lookup`: where trials keep their predictions."""
+    storage = open_storage(url, must_exist=True) if isinstance(url, str) else url
+    study, spec = load_existing(name, storage, "name")
     trials = completed_trials(study)
     if not trials:
         raise UserError(f"report: study {name!r} has no completed trial yet")
@@ -175,7 +189,7 @@ def run_report(name: str, url: str, out: Path, metric: str = "test/acc", rows: s
     rows = rows or d_rows
     cols = cols if cols is not None else (d_cols if d_cols != rows else None)
     expected = len(spec.cells) if spec.config.kind == "grid" else None
-    table = build_table(trials, metric, rows, cols or None, baseline, expected, method)
+    table = build_table(trials, metric, rows, cols or None, baseline, expected, lookup=lookup)
     files = write_tables(table, out, target_width)
     if record is not None:
         (out / "prefilter.md").write_text(prefilter.to_markdown(record))
@@ -183,7 +197,8 @@ def run_report(name: str, url: str, out: Path, metric: str = "test/acc", rows: s
     files += [p for p in (curve_plot(table, out), pareto_plot(trials, metric, rows, out)) if p]
     if spec.config.kind == "search" and len(spec.objectives) == 1:
         files += search_plots(study, out)
-    _log_to_wandb(spec, table, files, out, target_width)
+    if track:
+        _log_to_wandb(spec, table, files, out, target_width)
     return table, files
 
 

@@ -4,10 +4,10 @@ writers (report.py), plots (plots.py) and claim checks read a `Table`."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 
 from tl_research import stats
 from tl_research.errors import UserError
+from tl_research.reports import predictions
 
 THROUGHPUT, TRAINABLE = "throughput/train_samples_per_sec", "params/trainable"
 # metrics that are a share of a split's examples: their intervals resample examples too (the split size is known);
@@ -28,7 +29,9 @@ class Cell:
     values: list[float]  # one per seed, in seed order
     seeds: list[int]
     sizes: list[int] | None = None  # examples behind each value (proportions only)
-    runs: list[str | None] = field(default_factory=list)  # run folders (per-example predictions)
+    runs: list[str | None] = field(default_factory=list)  # run folders
+    correct: np.ndarray | None = None  # (seeds x examples) 0/1 on the shared test set, when every run left them
+    index: np.ndarray | None = None  # the test examples the columns of `correct` follow
     interval: stats.Interval | None = None
 
     @property
@@ -43,6 +46,15 @@ class Cell:
     def std(self) -> float:
         return float(np.std(self.values, ddof=1)) if self.n > 1 else 0.0
 
+    def components(self) -> tuple[stats.Components, int] | None:
+        """Variance components and test size the cell's design rests on (seeds only: the seed variance, no test
+        term); None with one seed."""
+        if self.n < 2:
+            return None
+        if self.correct is not None:
+            return stats.components(self.correct), self.correct.shape[1]
+        return stats.Components(self.std ** 2, 0.0, 0.0), 1
+
 
 @dataclass
 class Table:
@@ -55,25 +67,26 @@ class Table:
     extras: dict[Any, dict[str, float]]  # per row: mean throughput and trainable params
     baseline: Any
     missing: int
-    method: str = "bootstrap"  # the cell intervals: bootstrap (seeds and examples) or t
     alpha: float = stats.ALPHA
+    # differences to the baseline row / to each column's best row, each a family of simultaneous intervals at the
+    # Bonferroni level, with family-adjusted p
     vs_baseline: dict[tuple[Any, Any], stats.Comparison] = field(default_factory=dict)
-    p_baseline_holm: dict[tuple[Any, Any], float] = field(default_factory=dict)
-    # can the comparison reach p < alpha after Holm over this table's comparisons at all (exact tests at small n
-    # cannot: 2 / 2^n times the number of comparisons)?
-    reachable: dict[tuple[Any, Any], bool] = field(default_factory=dict)
     best: dict[Any, Any] = field(default_factory=dict)  # column -> row with the best mean
-    tied: set[tuple[Any, Any]] = field(default_factory=set)  # not significantly worse than the column's best
-    vs_best: dict[tuple[Any, Any], stats.Comparison] = field(default_factory=dict)
-    p_best_holm: dict[tuple[Any, Any], float] = field(default_factory=dict)
+    vs_best: dict[tuple[Any, Any], stats.Comparison] = field(default_factory=dict)  # best - row
+
+    def worse(self, key: tuple[Any, Any]) -> bool:
+        """Is the row shown worse than its column's best (the interval of best - row wholly above 0)?"""
+        comp = self.vs_best.get(key)
+        return comp is not None and stats.side(comp.interval) > 0
 
     def seeds_needed(self, target_width: float) -> dict[tuple[Any, Any], int | None]:
-        """Cells whose interval is wider than `target_width` -> seeds estimated for it (None: one seed, no
-        variance to extrapolate from)."""
+        """Cells whose interval is wider than `target_width` -> seeds estimated for that width at the cell's test
+        size (None: one seed so far, or the test-set term alone is wider)."""
         out: dict[tuple[Any, Any], int | None] = {}
         for key, cell in self.cells.items():
             if cell.interval is not None and cell.interval.width > target_width:
-                out[key] = stats.seeds_needed(cell.std, target_width) if cell.n > 1 else None
+                design = cell.components()
+                out[key] = None if design is None else stats.seeds_for_width(*design, target_width)
         return out
 
 
@@ -99,53 +112,39 @@ def default_axes(trials: list[optuna.trial.FrozenTrial]) -> tuple[str | None, st
     return rows, cols
 
 
-def _predictions(run_dir: str | None) -> dict[str, np.ndarray] | None:
-    path = Path(run_dir) / "predictions.npz" if run_dir else None
-    if path is None or not path.exists():
-        return None
-    with np.load(path) as z:
-        return {k: z[k] for k in ("index", "label", "pred")}
-
-
-def _tables(a: Cell, b: Cell, seeds: list[int], metric: str) -> list[np.ndarray] | None:
-    """Per shared seed, the 2x2 agreement table of the two rows on their shared test examples (None unless every
-    run left its predictions and each pair saw the same test set)."""
-    if metric != "test/acc":
-        return None
-    out = []
-    for s in seeds:
-        pa, pb = _predictions(a.runs[a.seeds.index(s)]), _predictions(b.runs[b.seeds.index(s)])
-        if pa is None or pb is None or not np.array_equal(pa["index"], pb["index"]):
-            return None
-        out.append(stats.agreement_table(pa["pred"], pb["pred"], pa["label"]))
-    return out
-
-
-def make_cell(by_seed: dict[int, optuna.trial.FrozenTrial], metric: str, method: str = "bootstrap") -> Cell:
-    """One cell from its trials (seed -> trial), with its interval (examples resampled for proportions)."""
+def make_cell(by_seed: dict[int, optuna.trial.FrozenTrial], metric: str,
+              lookup: predictions.Lookup = predictions.from_run_folder) -> Cell:
+    """One cell from its trials (seed -> trial), with its interval: crossed (seeds x test examples) when every run
+    left its predictions, else over seeds only."""
     size_key = PROPORTIONS.get(metric) or ("data/test_size" if re.fullmatch(r"test_\w+/acc", metric) else None)
     seeds = sorted(by_seed)
     ts = [by_seed[s] for s in seeds]
     sizes = [int(t.user_attrs[size_key]) for t in ts] if size_key and all(
         size_key in t.user_attrs for t in ts) else None
     cell = Cell([float(t.user_attrs[metric]) for t in ts], seeds, sizes, [t.user_attrs.get("run_dir") for t in ts])
-    cell.interval = stats.cell_interval(cell.values, sizes, method if cell.n >= 3 else "bootstrap")
+    found = predictions.correct_matrix(ts, cell.values, lookup) if metric == predictions.METRIC else None
+    if found is not None:
+        cell.correct, cell.index = found
+        cell.interval = stats.accuracy_interval(cell.correct)
+    else:
+        cell.interval = stats.seeds_interval(cell.values, size=sizes[0] if sizes else None)
     return cell
 
 
-def compare_cells(a: Cell, b: Cell, metric: str, alpha: float = stats.ALPHA) -> stats.Comparison | None:
-    """a - b paired on their shared seeds (and, for test/acc, on their shared test examples); None: no shared seed."""
+def compare_cells(a: Cell, b: Cell, family: int = 1, alpha: float = stats.ALPHA) -> stats.Comparison | None:
+    """a - b paired on their shared seeds (and on their shared test examples when both have predictions on the
+    same test set), as one of `family` simultaneous comparisons; None: no shared seed."""
     seeds = sorted(set(a.seeds) & set(b.seeds))
     if not seeds:
         return None
-    va = [a.values[a.seeds.index(s)] for s in seeds]
-    vb = [b.values[b.seeds.index(s)] for s in seeds]
-    return stats.compare(va, vb, _tables(a, b, seeds, metric), alpha)
-
-
-def _holm(comparisons: dict[tuple[Any, Any], stats.Comparison]) -> dict[tuple[Any, Any], float]:
-    keys = list(comparisons)
-    return dict(zip(keys, stats.holm([comparisons[k].p for k in keys])))
+    confidence = stats.bonferroni(family, alpha)
+    if a.correct is not None and b.correct is not None and np.array_equal(a.index, b.index):
+        comp = stats.compare_matrices(a.correct[[a.seeds.index(s) for s in seeds]],
+                                      b.correct[[b.seeds.index(s) for s in seeds]], confidence)
+    else:
+        comp = stats.compare_seeds([a.values[a.seeds.index(s)] for s in seeds],
+                                   [b.values[b.seeds.index(s)] for s in seeds], confidence)
+    return dataclasses.replace(comp, p=stats.adjusted(comp.p, family))
 
 
 def _row_label(trial: optuna.trial.FrozenTrial, row_keys: list[str]) -> Any:
@@ -156,8 +155,8 @@ def _row_label(trial: optuna.trial.FrozenTrial, row_keys: list[str]) -> Any:
 
 
 def build_table(trials: list[optuna.trial.FrozenTrial], metric: str, rows_key: str | None, cols_key: str | None,
-                baseline: Any = None, expected_cells: int | None = None, method: str = "bootstrap",
-                alpha: float = stats.ALPHA) -> Table:
+                baseline: Any = None, expected_cells: int | None = None, alpha: float = stats.ALPHA,
+                lookup: predictions.Lookup = predictions.from_run_folder) -> Table:
     keys = {k for t in trials for k in t.params}
     for key, flag in ((rows_key, "--rows"), (cols_key, "--cols")):
         if key is not None and key not in keys:
@@ -180,7 +179,7 @@ def build_table(trials: list[optuna.trial.FrozenTrial], metric: str, rows_key: s
                 extra[cell[0]][name].append(float(t.user_attrs[name]))
     if not groups:
         raise UserError(f"report: no completed trial has {metric!r}")
-    cells = {k: make_cell(by_seed, metric, method) for k, by_seed in groups.items()}
+    cells = {k: make_cell(by_seed, metric, lookup) for k, by_seed in groups.items()}
     rows = sorted({r for r, _ in cells}, key=sort_key)
     cols = sorted({c for _, c in cells}, key=sort_key)
     if baseline is None:
@@ -193,30 +192,20 @@ def build_table(trials: list[optuna.trial.FrozenTrial], metric: str, rows_key: s
         baseline = matches[0]
     missing = max(0, expected_cells - len(trials)) if expected_cells is not None else 0
     means = {r: {k: float(np.mean(v)) for k, v in d.items()} for r, d in extra.items()}
-    table = Table(metric, ", ".join(row_keys) or None, cols_key, rows, cols, cells, means, baseline, missing, method,
-                  alpha)
-    for (r, c), cell in cells.items():
-        base = cells.get((baseline, c))
-        if r != baseline and base is not None:
-            found = compare_cells(cell, base, metric, alpha)
-            if found is not None:
-                table.vs_baseline[(r, c)] = found
-    table.p_baseline_holm = _holm(table.vs_baseline)
-    family = sum(c.p == c.p for c in table.vs_baseline.values())
-    table.reachable = {k: c.test == "mcnemar" or (c.test == "sign-flip"
-                                                  and stats.min_sign_flip_p(c.n) * family < alpha)
-                       for k, c in table.vs_baseline.items()}
+    table = Table(metric, ", ".join(row_keys) or None, cols_key, rows, cols, cells, means, baseline, missing, alpha)
+    against_base = [((r, c), cell, cells[(baseline, c)]) for (r, c), cell in cells.items()
+                    if r != baseline and (baseline, c) in cells]
+    table.vs_baseline = _family(against_base, alpha)
     for c in cols:
-        present = [r for r in rows if (r, c) in cells]
-        table.best[c] = max(present, key=lambda r: cells[(r, c)].mean)
-        for r in present:
-            if r != table.best[c]:
-                found = compare_cells(cells[(table.best[c], c)], cells[(r, c)], metric, alpha)
-                if found is not None:
-                    table.vs_best[(r, c)] = found
-    table.p_best_holm = _holm(table.vs_best)
-    for key, comp in table.vs_best.items():
-        adjusted = table.p_best_holm[key]
-        if not (comp.diff > 0 and adjusted < alpha):  # NaN (no valid test) never counts as worse
-            table.tied.add(key)
+        table.best[c] = max((r for r in rows if (r, c) in cells), key=lambda r: cells[(r, c)].mean)
+    against_best = [((r, c), cells[(table.best[c], c)], cell) for (r, c), cell in cells.items()
+                    if r != table.best[c]]
+    table.vs_best = _family(against_best, alpha)
     return table
+
+
+def _family(pairs: list[tuple[tuple[Any, Any], Cell, Cell]], alpha: float) -> dict[tuple[Any, Any], stats.Comparison]:
+    """The a - b comparisons of `pairs` (key, a, b) as one family of simultaneous intervals (those sharing a seed)."""
+    family = sum(bool(set(a.seeds) & set(b.seeds)) for _, a, b in pairs)
+    found = {key: compare_cells(a, b, family, alpha) for key, a, b in pairs}
+    return {key: comp for key, comp in found.items() if comp is not None}
