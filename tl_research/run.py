@@ -188,19 +188,21 @@ def build_head_from(exp: Experiment, backbone: Backbone, num_classes: int) -> to
 
 
 def run(exp: Experiment, out: str | Path | None = None, callbacks: Sequence[L.Callback] = (),
-        group: str | None = None, restart: bool = False, label: str | None = None) -> RunResult:
+        group: str | None = None, restart: bool = False, label: str | None = None, test: bool = True) -> RunResult:
     """Build everything from `exp`, fit, restore the best checkpoint, test, and write metrics.json.
 
     `callbacks` are added to the trainer's (e.g. a pruning callback of a study, or a probe in a test);
     `group` is the W&B group (a study's name; default: the experiment's name); `restart`: start over when the
-    folder's last checkpoint is damaged (kept aside); `label`: a study cell's swept settings, in the W&B run name.
+    folder's last checkpoint is damaged (kept aside); `label`: a study cell's swept settings, in the W&B run name;
+    `test=False` (a tuning trial, selected on validation only) never runs the test split: no test metric, no
+    predictions.
     """
     preflight(exp)
     check_accelerator(exp)
     check_distributed(exp, out)
     run_dir, resume = make_run_dir(exp, run_dir_for(exp, out), restart)  # refused before anything is built
     try:
-        return _build_and_run(exp, run_dir, resume, callbacks, group, label)
+        return _build_and_run(exp, run_dir, resume, callbacks, group, label, test)
     except FloatingPointError as exc:
         raise UserError(f"training diverged: {exc}; lower optim.lr (nothing was kept as a result)") from None
     except OSError as exc:
@@ -211,7 +213,7 @@ def run(exp: Experiment, out: str | Path | None = None, callbacks: Sequence[L.Ca
 
 
 def _build_and_run(exp: Experiment, run_dir: Path, resume: Path | None, callbacks: Sequence[L.Callback],
-                   group: str | None, label: str | None) -> RunResult:
+                   group: str | None, label: str | None, test: bool) -> RunResult:
     L.seed_everything(exp.seed, workers=True, verbose=False)
     backbone = build_backbone_from(exp)
     # again: loading pretrained weights may or may not draw random numbers (a reused template draws none), and the
@@ -234,14 +236,15 @@ def _build_and_run(exp: Experiment, run_dir: Path, resume: Path | None, callback
                                    data.raw.labels[data.split.train], head)
         trains = not probe_fit or phase.then is not None
         return _fit_and_test(exp, run_dir, resume, callbacks, group, label, backbone, run_data, module, extra,
-                             None if trains else probe_fit)
+                             None if trains else probe_fit, test)
 
 
 def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks: Sequence[L.Callback],
                   group: str | None, label: str | None, backbone: Backbone, run_data: RunData,
-                  module: TransferModule, extra: dict[str, Any], probe_only: dict[str, Any] | None) -> RunResult:
+                  module: TransferModule, extra: dict[str, Any], probe_only: dict[str, Any] | None,
+                  test: bool = True) -> RunResult:
     """Fit (or, when the probe phase was the whole run, `probe_only` holds its results and nothing trains), restore
-    the best checkpoint, test, and write the run's files."""
+    the best checkpoint, test (unless `test` is off), and write the run's files."""
     data = run_data.data
     primary = global_rank(exp.trainer) == 0  # under DDP only rank 0 writes
     module.run_info = {"tl_config": exp.to_dict(), "tl_classes": list(run_data.raw.classes)}
@@ -285,7 +288,8 @@ def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks
         tester = testing_trainer(exp, trainer, run_dir, tracker.logger)
         # the best validation epoch is restored for the test, unless the last epoch is asked for (Keras-style)
         restored = best.best_model_path if t.restore_best else None
-        tester.test(module, datamodule=data, ckpt_path=restored or None, weights_only=True, verbose=False)
+        if test:
+            tester.test(module, datamodule=data, ckpt_path=restored or None, weights_only=True, verbose=False)
         metrics = {**fit_metrics, **{k: float(v) for k, v in tester.callback_metrics.items()}}
         if restored and best.best_model_score is not None:
             metrics[t.monitor] = float(best.best_model_score)  # the restored model's score
@@ -296,11 +300,12 @@ def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks
         metrics.update(throughput.metrics)
         metrics.update(module.freeze_stats())
         metrics.update(module.lr_scale_stats())
-        predictions = module.test_predictions()
-        metrics.update(save_predictions(run_dir / "predictions.npz", data.split.test, predictions,
-                                        run_data.raw.classes))
-        tracker.log_confusion(predictions["label"], predictions["pred"], run_data.raw.classes)
-        metrics.update(shifted_test_sets(exp, backbone, module, run_data))
+        if test:
+            predictions = module.test_predictions()
+            metrics.update(save_predictions(run_dir / "predictions.npz", data.split.test, predictions,
+                                            run_data.raw.classes))
+            tracker.log_confusion(predictions["label"], predictions["pred"], run_data.raw.classes)
+            metrics.update(shifted_test_sets(exp, backbone, module, run_data))
         metrics.update({
             "weights_source": backbone.weights_source, "run_dir": str(run_dir.resolve()),
             "backbone": backbone.name, "dataset": exp.data.name, "strategy": exp.freeze.strategy,

@@ -138,7 +138,7 @@ def _study(tmp_path, study, name="s.yaml"):
 LR = {"type": "float", "low": 1e-4, "high": 1e-2}
 STUDIES = [
     ({"grid": {"optim.lr": []}}, "study.grid.optim.lr: expected a non-empty list"),
-    ({"grid": [1, 2]}, "study.grid: a grid study needs a mapping"),
+    ({"grid": [1, 2]}, "study.grid: expected a mapping of config keys to lists of values"),
     ({"seeds": 0}, "study.seeds: expected a count >= 1"),
     ({"seeds": [-1]}, "study.seeds: expected a count >= 1"),
     ({"grid": {"seed": [0, 1]}, "seeds": 3}, "study.grid.seed: give the seeds either"),

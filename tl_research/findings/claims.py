@@ -29,7 +29,7 @@ import optuna
 from tl_research import stats
 from tl_research.errors import UserError
 from tl_research.reports import predictions
-from tl_research.reports.tables import Cell, compare_cells, completed_trials, make_cell, sort_key
+from tl_research.reports.tables import Cell, compare_cells, compared, completed_trials, make_cell, sort_key
 from tl_research.schema import bounds, from_dict, read_yaml
 from tl_research.studies.storage import open_storage
 from tl_research.studies.study import load_existing
@@ -102,9 +102,9 @@ class Cells:
     """A study's completed trials, looked up by a parameter mapping."""
 
     def __init__(self, study: optuna.Study, metric: str, lookup: predictions.Lookup, family: int) -> None:
-        self.trials = [t for t in completed_trials(study) if metric in t.user_attrs]
+        self.trials, hidden = compared([t for t in completed_trials(study) if metric in t.user_attrs])
         self.metric, self.lookup, self.family = metric, lookup, family
-        self.swept = sorted({k for t in self.trials for k in t.params if k != "seed"})
+        self.swept = sorted({k for t in self.trials for k in t.params if k != "seed" and k not in hidden})
 
     def get(self, where: dict[str, Any], label: str) -> Cell:
         for key in where:

@@ -10,7 +10,7 @@ import optuna
 
 from tl_research import stats
 from tl_research.errors import UserError
-from tl_research.reports import predictions
+from tl_research.reports import predictions, tuning
 from tl_research.reports.plots import curve_plot, pareto_plot, search_plots
 from tl_research.reports.tables import (  # noqa: F401  (Table, build_table: used by callers of this module)
     THROUGHPUT,
@@ -25,6 +25,7 @@ from tl_research.runs.tracking import log_summary_run
 from tl_research.studies import prefilter
 from tl_research.studies.storage import open_storage
 from tl_research.studies.study import load_existing
+from tl_research.studies.studyspec import grid_seeds
 
 METHODS = {"crossed-t": "crossed seeds × test examples, t with Satterthwaite df",
            "seeds-t": "t over seeds only, no per-example predictions: leaves out the test-set term",
@@ -188,7 +189,8 @@ def run_report(name: str, url: str | optuna.storages.BaseStorage, out: Path, met
     d_rows, d_cols = default_axes(trials)
     rows = rows or d_rows
     cols = cols if cols is not None else (d_cols if d_cols != rows else None)
-    expected = len(spec.cells) if spec.config.kind == "grid" else None
+    expected = (len(spec.cells) if spec.config.kind == "grid" else
+                len(spec.arms) * len(grid_seeds(spec.config)) if spec.config.kind == "tuned" else None)
     table = build_table(trials, metric, rows, cols or None, baseline, expected, lookup=lookup)
     files = write_tables(table, out, target_width)
     if record is not None:
@@ -197,6 +199,9 @@ def run_report(name: str, url: str | optuna.storages.BaseStorage, out: Path, met
     files += [p for p in (curve_plot(table, out), pareto_plot(trials, metric, rows, out)) if p]
     if spec.config.kind == "search" and len(spec.objectives) == 1:
         files += search_plots(study, out)
+    if spec.config.kind == "tuned":
+        (out / "tuning.md").write_text(tuning.to_markdown(tuning.summary(study, spec), spec))
+        files += [out / "tuning.md", *filter(None, [tuning.sensitivity_plot(study, spec, out)])]
     if track:
         _log_to_wandb(spec, table, files, out, target_width)
     return table, files

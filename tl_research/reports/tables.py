@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from tl_research import stats
 from tl_research.errors import UserError
 from tl_research.reports import predictions
+from tl_research.studies import tuned
 
 THROUGHPUT, TRAINABLE = "throughput/train_samples_per_sec", "params/trainable"
 # metrics that are a share of a split's examples: their intervals resample examples too (the split size is known);
@@ -98,13 +99,24 @@ def completed_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
 
 
+def compared(trials: list[optuna.trial.FrozenTrial]) -> tuple[list[optuna.trial.FrozenTrial], set[str]]:
+    """The trials a table or claim compares, and the parameters that do not tell its cells apart: a tuned study's
+    seed runs (its tuning trials hold no test metric), whose tuned settings follow from their arm; other studies'
+    trials as they are."""
+    if not any(tuned.PHASE in t.user_attrs for t in trials):
+        return trials, set()
+    seeds = [t for t in trials if t.user_attrs.get(tuned.PHASE) == tuned.SEED]
+    return seeds, {k for t in seeds for k in t.params if k != "seed" and k not in tuned.arm_of(t)}
+
+
 CURVE_KEYS = ("data.shots", "freeze.depth")
 
 
 def default_axes(trials: list[optuna.trial.FrozenTrial]) -> tuple[str | None, str | None]:
     """Rows: the strategy when swept; columns: shots or depth when swept (a one-row table for a pure depth
     ablation or few-shot sweep, so that it still gets its curve)."""
-    swept = [k for k in dict.fromkeys(k for t in trials for k in t.params) if k != "seed"]
+    trials, hidden = compared(trials)
+    swept = [k for k in dict.fromkeys(k for t in trials for k in t.params) if k != "seed" and k not in hidden]
     if not swept:
         raise UserError("report: the study sweeps no key besides the seed; pass --rows")
     rows = "freeze.strategy" if "freeze.strategy" in swept else next((k for k in swept if k not in CURVE_KEYS), None)
@@ -157,7 +169,8 @@ def _row_label(trial: optuna.trial.FrozenTrial, row_keys: list[str]) -> Any:
 def build_table(trials: list[optuna.trial.FrozenTrial], metric: str, rows_key: str | None, cols_key: str | None,
                 baseline: Any = None, expected_cells: int | None = None, alpha: float = stats.ALPHA,
                 lookup: predictions.Lookup = predictions.from_run_folder) -> Table:
-    keys = {k for t in trials for k in t.params}
+    trials, hidden = compared(trials)
+    keys = {k for t in trials for k in t.params} - hidden
     for key, flag in ((rows_key, "--rows"), (cols_key, "--cols")):
         if key is not None and key not in keys:
             raise UserError(f"{flag}: {key!r} is not a parameter of this study (parameters: {', '.join(sorted(keys))})")

@@ -31,7 +31,7 @@ from tl_research.errors import UserError
 from tl_research.run import run
 from tl_research.runs.rundir import trim_checkpoints
 from tl_research.runs.tracking import log_study_table
-from tl_research.studies import prefilter
+from tl_research.studies import prefilter, tuned
 from tl_research.studies.storage import open_storage
 from tl_research.studies.studyspec import StudyConfig, StudySpec, grid_seeds, load_study_json
 
@@ -127,20 +127,26 @@ class OptunaPruning(L.Callback):
             raise optuna.TrialPruned(f"pruned at epoch {trainer.current_epoch} with {self.metric}={value:.4f}")
 
 
+def suggest(trial: optuna.Trial, key: str, d: dict[str, Any]) -> Any:
+    """One parameter of a search space (`study.params` / `study.tune.params` entry) drawn for `trial`."""
+    if d["type"] == "categorical":
+        return trial.suggest_categorical(key, d["choices"])
+    if d["type"] == "int":
+        return trial.suggest_int(key, int(d["low"]), int(d["high"]), log=bool(d.get("log")))
+    return trial.suggest_float(key, float(d["low"]), float(d["high"]), log=bool(d.get("log")))
+
+
 def _suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
     if spec.config.kind == "grid":
         # a claimed cell carries its values as Optuna fixed params: suggest returns exactly those
         space = {**spec.config.grid, "seed": grid_seeds(spec.config)}
         return {k: trial.suggest_categorical(k, v) for k, v in space.items()}
-    params = {}
-    for key, d in spec.config.params.items():
-        if d["type"] == "categorical":
-            params[key] = trial.suggest_categorical(key, d["choices"])
-        elif d["type"] == "int":
-            params[key] = trial.suggest_int(key, int(d["low"]), int(d["high"]), log=bool(d.get("log")))
-        else:
-            params[key] = trial.suggest_float(key, float(d["low"]), float(d["high"]), log=bool(d.get("log")))
-    return params
+    if spec.config.kind == "tuned":
+        if trial.user_attrs.get(tuned.PHASE) == tuned.TUNE and tuned.sample_setting(trial.study, trial, spec, suggest):
+            trial = optuna.Trial(trial.study, trial._trial_id)  # one that sees the setting just fixed
+        fixed = trial.study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params", {})
+        return {k: suggest(trial, k, d) for k, d in tuned.space(spec, fixed).items()}
+    return {key: suggest(trial, key, d) for key, d in spec.config.params.items()}
 
 
 def objective(trial: optuna.Trial, spec: StudySpec) -> list[float]:
@@ -150,12 +156,14 @@ def objective(trial: optuna.Trial, spec: StudySpec) -> list[float]:
     exp = dataclasses.replace(exp, trainer=dataclasses.replace(exp.trainer, progress_bar=False))
     # unique even when one study name lives in several storages
     out = Path(exp.output_dir) / "studies" / spec.name / f"trial-{trial.number:04d}-{secrets.token_hex(3)}"
-    # an ablation cell always runs to the end; searches prune (single objective: Optuna cannot prune multi)
-    prune = spec.config.kind == "search" and len(spec.objectives) == 1 and spec.config.pruner != "none"
+    # an ablation cell or a seed run always runs to the end; searches and tuning trials prune (single objective:
+    # Optuna cannot prune multi); a tuning trial is selected on validation and never sees the test split
+    tuning = trial.user_attrs.get(tuned.PHASE) == tuned.TUNE
+    prune = (spec.config.kind == "search" or tuning) and len(spec.objectives) == 1 and spec.config.pruner != "none"
     callbacks = [OptunaPruning(trial, spec.objectives[0].metric)] if prune else []
     label = ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in params.items())
     try:
-        result = run(exp, out, callbacks=callbacks, group=spec.name, label=label)
+        result = run(exp, out, callbacks=callbacks, group=spec.name, label=label, test=not tuning)
     except optuna.TrialPruned:
         trim_checkpoints(out, spec.config.checkpoints)
         raise
@@ -260,8 +268,9 @@ def _work_grid(study: optuna.Study, spec: StudySpec, on_trial: Any, held: list[i
 
 
 def work(study: optuna.Study, spec: StudySpec, on_trial: Any = None) -> int:
-    """A worker: grid cells until the queue is empty, or search trials until n_trials are done."""
-    if spec.config.kind == "grid":
+    """A worker: grid cells (or a tuned study's queued trials) until the queue is empty, or search trials until
+    n_trials are done."""
+    if spec.config.kind in ("grid", "tuned"):
         held: list[int] = []
         try:
             return _work_grid(study, spec, on_trial, held)
@@ -300,6 +309,8 @@ def spawn_workers(n: int, name: str, url: str) -> list[subprocess.Popen]:
 
 
 def total_trials(spec: StudySpec) -> int:
+    if spec.config.kind == "tuned":
+        return tuned.total(spec)
     return len(spec.cells) if spec.config.kind == "grid" else spec.config.n_trials
 
 
@@ -334,33 +345,43 @@ def prepare_study(spec: StudySpec, url: str) -> tuple[optuna.Study, int]:
     record = prefilter.apply(spec, study, create=True)  # only the kept candidates' cells (ranked once)
     if record is not None and spec.config.kind == "search":
         prefilter.warm_start(study, record)
+    if spec.config.kind == "tuned":
+        return study, tuned.enqueue_next(study, spec)
     return study, (enqueue_missing(study, spec) if spec.config.kind == "grid" else 0)
 
 
 def execute_study(study: optuna.Study, spec: StudySpec, url: str, workers: int = 1,
                   progress: Progress | None = None) -> str | None:
     """Run the study's trials here or in `workers` processes (calling `progress` as trials finish), then log the
-    trials table to a W&B summary run; returns that run's folder (None when tracking is off)."""
-    if workers > 1:
-        procs = spawn_workers(workers, spec.name, url)
-        try:
-            while any(p.poll() is None for p in procs):
-                time.sleep(2)
-                if progress:
-                    progress(study)
-        except BaseException:  # interrupted or terminated: so are the workers (each hands its cell back)
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                p.wait()
-            raise
-    else:
-        work(study, spec, on_trial=progress)
+    trials table to a W&B summary run; returns that run's folder (None when tracking is off). A tuned study runs
+    its tuning phase, then queues and runs its seed phase (a rerun retries what failed)."""
+    _drain(study, spec, url, workers, progress)
+    if spec.config.kind == "tuned" and tuned.enqueue_next(study, spec):
+        _drain(study, spec, url, workers, progress)
     if progress:
         progress(study)
     columns, rows = trial_rows(study, spec)
     return log_study_table(spec.experiment, spec.name, columns, rows,
                            Path(spec.experiment.output_dir) / "studies" / spec.name)
+
+
+def _drain(study: optuna.Study, spec: StudySpec, url: str, workers: int, progress: Progress | None) -> None:
+    """Work the queue (or the search) here, or in `workers` processes until they all exit."""
+    if workers <= 1:
+        work(study, spec, on_trial=progress)
+        return
+    procs = spawn_workers(workers, spec.name, url)
+    try:
+        while any(p.poll() is None for p in procs):
+            time.sleep(2)
+            if progress:
+                progress(study)
+    except BaseException:  # interrupted or terminated: so are the workers (each hands its cell back)
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait()
+        raise
 
 
 def run_study(spec: StudySpec, url: str, workers: int = 1, progress: Progress | None = None) -> optuna.Study:

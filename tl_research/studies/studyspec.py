@@ -31,7 +31,7 @@ class ObjectiveConfig:
 @dataclass
 class StudyConfig:
     name: str = ""
-    kind: Literal["grid", "search"] = "grid"
+    kind: Literal["grid", "search", "tuned"] = "grid"
     # grid: config key -> list of values; every combination x every seed is one cell ("a+b": a tied axis, each
     # value set at both keys)
     grid: Any = None
@@ -41,6 +41,11 @@ class StudyConfig:
     seed_keys: list[str] = field(default_factory=lambda: ["seed"])
     # search: config key -> {type: float|int|categorical, low, high, log, choices}
     params: Any = None
+    # tuned: the compared settings, a grid (config key -> list of values) whose every cell is one arm; each arm is
+    # tuned on validation with `tune` (the same space and budget for every arm), then its best setting is re-run
+    # with `seeds` and tested
+    arms: Any = None
+    tune: Any = None
     n_trials: int = field(default=20, metadata=bounds(ge=1))
     timeout: float | None = field(default=None, metadata=bounds(gt=0.0))
     sampler: Literal["tpe", "random"] = "tpe"
@@ -65,6 +70,15 @@ SELECTABLE = {"val/acc", "val/loss", "train/loss", "throughput/train_samples_per
 
 
 @dataclass
+class TuneConfig:
+    """`study.tune:` of a tuned study: the search space and budget every arm gets, judged on validation only."""
+
+    params: Any = None  # config key -> a search parameter, as `study.params` of a search
+    trials: int | None = field(default=None, metadata=bounds(ge=1))  # per arm (grid: the grid's size)
+    sampler: Literal["tpe", "random", "grid"] = "tpe"  # grid: every parameter categorical, every combination
+
+
+@dataclass
 class StudySpec:
     """A study parsed once: the base experiment (mapping and Experiment), the study section, and for grids every
     cell's params and Experiment."""
@@ -76,6 +90,9 @@ class StudySpec:
     objectives: list[ObjectiveConfig] = field(default_factory=list)
     cells: list[dict[str, Any]] = field(default_factory=list)  # grid only: the params of every cell
     num_groups: int = 0
+    arms: list[dict[str, Any]] = field(default_factory=list)  # tuned only: each arm's settings
+    tuned: list[list[str]] = field(default_factory=list)  # tuned only: per arm, the tune keys that apply to it
+    tune: TuneConfig | None = None  # tuned only: the parsed `study.tune`
     _cell_experiments: dict[str, Experiment] = field(default_factory=dict, repr=False)
 
     @property
@@ -150,22 +167,23 @@ def seed_list(value: Any) -> list[int]:
     raise UserError(f"study.seeds: expected a count >= 1 or a non-empty list of integers, got {value!r}")
 
 
-def _grid_cells(cfg: StudyConfig, base: dict) -> list[dict[str, Any]]:
+def _grid_cells(cfg: StudyConfig, base: dict, where: str = "study.grid") -> list[dict[str, Any]]:
     if not isinstance(cfg.grid, dict) or not cfg.grid:
-        raise UserError("study.grid: a grid study needs a mapping of config keys to lists of values")
+        raise UserError(f"{where}: expected a mapping of config keys to lists of values")
     for key, values in cfg.grid.items():
         if not isinstance(values, list) or not values:
-            raise UserError(f"study.grid.{key}: expected a non-empty list of values, got {values!r}")
+            raise UserError(f"{where}.{key}: expected a non-empty list of values, got {values!r}")
         for v in values:
-            _check_params(base, {key: v}, f"study.grid.{key}", cfg.seed_keys)
+            _check_params(base, {key: v}, f"{where}.{key}", cfg.seed_keys)
     keys = [k for k in cfg.grid if k != "seed"]
     cells = [dict(zip(keys, combo)) for combo in itertools.product(*(cfg.grid[k] for k in keys))]
     return [{**cell, "seed": s} for cell in cells for s in grid_seeds(cfg)]
 
 
 def grid_seeds(cfg: StudyConfig) -> list[int]:
-    """The seeds of every grid cell: `study.seeds`, or a `seed` axis of the grid (each goes to every seed key)."""
-    if "seed" not in cfg.grid:
+    """The seeds of every grid cell (or tuned arm): `study.seeds`, or a `seed` axis of the grid (each goes to every
+    seed key)."""
+    if "seed" not in (cfg.grid or {}):
         return seed_list(cfg.seeds)
     if cfg.seeds != 1:
         raise UserError("study.grid.seed: give the seeds either in study.seeds or as a grid key, not both")
@@ -183,11 +201,11 @@ class SearchParam:
     choices: list[Any] | None = None  # categorical: the values
 
 
-def _check_search(cfg: StudyConfig, base: dict, num_groups: int) -> None:
-    if not isinstance(cfg.params, dict) or not cfg.params:
-        raise UserError("study.params: a search study needs a mapping of config keys to distributions")
-    for key, dist in cfg.params.items():
-        where = f"study.params.{key}"
+def _check_space(params: Any, base: dict, num_groups: int, where_: str = "study.params") -> None:
+    if not isinstance(params, dict) or not params:
+        raise UserError(f"{where_}: a search space is a mapping of config keys to distributions")
+    for key, dist in params.items():
+        where = f"{where_}.{key}"
         param = from_dict(SearchParam, dist, f"{where}.")
         if param.type == "categorical":
             if param.choices is None or param.low is not None or param.high is not None or param.log:
@@ -251,11 +269,62 @@ def build_spec(name: str, base: dict, cfg: StudyConfig) -> StudySpec:
                 groups[b.name, b.coarse] = len(inspect_backbone(b.name, b.coarse)["groups"])
             _resolve(exp, groups[b.name, b.coarse], "study.grid")
             spec._cell_experiments[_cell_key(cell)] = exp
+    elif cfg.kind == "search":
+        _check_space(cfg.params, base, num_groups)
     else:
-        _check_search(cfg, base, num_groups)
+        _tuned_spec(spec, base, num_groups)
     if cfg.prefilter is not None:
         prefilter.candidates(spec)  # something to rank
     return spec
+
+
+def _tuned_spec(spec: StudySpec, base: dict, num_groups: int) -> None:
+    """Arms, the tune space and which of its keys apply to each arm (a key the arm's strategy has no use for is
+    not tuned there; the budget stays the same)."""
+    cfg = spec.config
+    for key in ("grid", "params"):
+        if getattr(cfg, key) is not None:
+            raise UserError(f"study.{key}: a tuned study compares `arms` and tunes each with `tune` (no {key})")
+    if cfg.prefilter is not None:
+        raise UserError("study.prefilter: not available for a tuned study (its arms are what is compared)")
+    if len(spec.objectives) != 1:
+        raise UserError("study.objectives: a tuned study selects each arm's setting on one validation metric")
+    arms = _grid_cells(dataclasses.replace(cfg, grid=cfg.arms, seeds=1), base, "study.arms")
+    spec.arms = [{k: v for k, v in cell.items() if k != "seed"} for cell in arms]
+    tune = spec.tune = from_dict(TuneConfig, cfg.tune, "study.tune.")
+    _check_space(tune.params, base, num_groups, "study.tune.params")
+    clash = [k for k in tune.params if k in cfg.arms or k == "seed" or k in cfg.seed_keys]
+    if clash:
+        raise UserError(f"study.tune.params.{clash[0]}: is an arm key or a seed key; it cannot also be tuned")
+    if tune.sampler == "grid":
+        odd = [k for k, d in tune.params.items() if d.get("type") != "categorical"]
+        if odd:
+            raise UserError(f"study.tune.params.{odd[0]}: the grid sampler takes categorical parameters only")
+        size = len(list(itertools.product(*(d["choices"] for d in tune.params.values()))))
+        if tune.trials not in (None, size):
+            raise UserError(f"study.tune.trials: the grid has {size} combinations, not {tune.trials}")
+        tune.trials = size
+    elif tune.trials is None:
+        raise UserError("study.tune.trials: missing (the tuning budget of every arm)")
+    seed_list(cfg.seeds)
+    spec.tuned = [[k for k, d in tune.params.items() if _applies(base, arm, k, d, cfg.seed_keys)] for arm in spec.arms]
+    for arm, keys in zip(spec.arms, spec.tuned):
+        if not keys:
+            raise UserError(f"study.tune.params: none of its keys applies to the arm {arm}")
+        _resolve(experiment_for(base, arm, cfg.seed_keys), num_groups, "study.arms")
+
+
+def _applies(base: dict, arm: dict[str, Any], key: str, dist: dict[str, Any], seed_keys: list[str]) -> bool:
+    """Does setting `key` change the arm's experiment (for some value of its range)?"""
+    plain = experiment_for(base, arm, seed_keys, quiet=True)
+    values = dist["choices"] if dist.get("type") == "categorical" else [dist["low"], dist["high"]]
+    for value in values:
+        try:
+            if experiment_for(base, {**arm, key: value}, seed_keys, quiet=True) != plain:
+                return True
+        except UserError:  # refused as an option that would not take effect with this arm's settings
+            continue
+    return False
 
 
 def load_study(path: str | Path, overrides: list[str] | None = None,

@@ -1,0 +1,125 @@
+"""Tuned studies: every arm tuned on validation with the same budget, its best setting re-run with seeds and tested
+(tiny random-weight twin, real SQLite / journal storages, real Lightning runs)."""
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tests.studies.test_study import _write
+from tl_research.cli.main import main
+from tl_research.studies import tuned
+from tl_research.studies.storage import open_storage
+
+LR = {"type": "float", "low": 1.0e-4, "high": 1.0e-1, "log": True}
+
+
+def _tuned(name, sampler="tpe", trials=3):
+    return {"name": name, "kind": "tuned", "arms": {"freeze.strategy": ["full", "lp_ft"]},
+            "tune": {"params": {"optim.lr": LR, "freeze.ft_lr": LR}, "trials": trials, "sampler": sampler},
+            "seeds": 2, "pruner": "none"}  # 1-epoch trials: nothing to prune, and no order-dependent pruning
+
+
+def _check_protocol(url, name):
+    study = optuna.load_study(study_name=name, storage=open_storage(url))
+    trials = study.get_trials()
+    tuning = [t for t in trials if t.user_attrs.get("phase") == "tune"]
+    seeds = [t for t in trials if t.user_attrs.get("phase") == "seed"]
+    # the same budget per arm; freeze.ft_lr is tuned only where it applies (lp_ft), never for full
+    for arm in ({"freeze.strategy": "full"}, {"freeze.strategy": "lp_ft"}):
+        mine = [t for t in tuning if json.loads(t.user_attrs["arm"]) == arm]
+        assert len(mine) == 3 and all(t.state == TrialState.COMPLETE for t in mine)
+        assert all(("freeze.ft_lr" in t.params) == (arm["freeze.strategy"] == "lp_ft") for t in mine)
+        # validation only: no tuning trial holds a test metric or left test predictions
+        assert not any(k.startswith("test") for t in mine for k in t.user_attrs)
+        assert not any(Path(t.user_attrs["run_dir"], "predictions.npz").exists() for t in mine)
+        best = max(mine, key=lambda t: (t.value, -t.number))
+        runs = [t for t in seeds if json.loads(t.user_attrs["arm"]) == arm]
+        assert sorted(t.params["seed"] for t in runs) == [0, 1]
+        for t in runs:  # each seed run uses exactly the arm's best tuning setting, and is tested
+            assert t.params["optim.lr"] == best.params["optim.lr"] and t.user_attrs["tuned_from"] == best.number
+            assert t.params.get("freeze.ft_lr") == best.params.get("freeze.ft_lr")
+            assert "test/acc" in t.user_attrs and t.state == TrialState.COMPLETE
+    assert len(trials) == 10
+    return study
+
+
+def test_a_tuned_study_end_to_end_with_its_report_and_claims(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'st.db'}"
+    path = _write(tmp_path, _tuned("t-sqlite"))
+    assert main(["study", str(path), "--storage", url]) == 0
+    _check_protocol(url, "t-sqlite")
+    # a rerun resumes: nothing left to do, nothing duplicated
+    assert main(["study", str(path), "--storage", url]) == 0
+    assert len(optuna.load_study(study_name="t-sqlite", storage=open_storage(url)).trials) == 10
+    capsys.readouterr()
+    out = tmp_path / "report"
+    assert main(["report", "t-sqlite", "--storage", url, "--out", str(out)]) == 0
+    md = (out / "results.md").read_text()
+    assert "| full |" in md and "| lp_ft |" in md and "(2)" in md  # rows are the arms, two seed runs each
+    tuning = (out / "tuning.md").read_text()
+    assert "same budget of 3 trials" in tuning and "| freeze.strategy=lp_ft | 3 / 0 / 0 | freeze.ft_lr, optim.lr |" \
+        in tuning
+    assert (out / "tuning_sensitivity.png").stat().st_size > 5000
+    claims = tmp_path / "c.yaml"
+    claims.write_text("claims:\n  - {a: {freeze.strategy: lp_ft}, relation: '>', b: {freeze.strategy: full}}\n")
+    assert main(["check", "t-sqlite", str(claims), "--storage", url]) in (0, 1)  # judged: no "pin optim.lr" error
+
+
+def test_a_tuned_study_with_two_workers_on_a_journal(tmp_path):
+    url = str(tmp_path / "journal.log")
+    assert main(["study", str(_write(tmp_path, _tuned("t-journal"))), "--storage", url, "--workers", "2"]) == 0
+    _check_protocol(url, "t-journal")
+
+
+def test_grid_sampler_tries_every_point_per_arm(tmp_path):
+    study = _tuned("t-grid", sampler="grid", trials=None)
+    study["arms"] = {"freeze.strategy": ["full", "linear_probe"]}
+    study["tune"]["params"] = {"optim.lr": {"type": "categorical", "choices": [0.001, 0.01]}}
+    study["seeds"] = 1
+    url = f"sqlite:///{tmp_path / 'st.db'}"
+    assert main(["study", str(_write(tmp_path, study)), "--storage", url]) == 0
+    trials = optuna.load_study(study_name="t-grid", storage=open_storage(url)).get_trials()
+    points = sorted((t.params["freeze.strategy"], t.params["optim.lr"]) for t in trials
+                    if t.user_attrs["phase"] == "tune")
+    assert points == sorted((s, lr) for s in ("full", "linear_probe") for lr in (0.001, 0.01))
+    assert sum(t.user_attrs["phase"] == "seed" for t in trials) == 2
+
+
+def test_an_interrupted_tuning_trial_is_retried_and_a_failed_one_is_spent(tmp_path):
+    """The budget counts what ran: a trial that failed with its error (a diverging lr) is spent; one handed back
+    by an interrupted worker is queued again."""
+    url = f"sqlite:///{tmp_path / 'st.db'}"
+    from tl_research.studies.study import create_or_load
+    from tl_research.studies.studyspec import load_study
+
+    spec = load_study(_write(tmp_path, _tuned("t-budget")))
+    study = create_or_load(spec, open_storage(url))
+    assert tuned.enqueue_next(study, spec) == 6  # 3 per arm
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    storage = study._storage
+    for trial, error in zip(waiting[:2], ("FloatingPointError: non-finite result", "interrupted")):
+        storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING)
+        storage.set_trial_user_attr(trial._trial_id, "error", error)
+        storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+    assert tuned.enqueue_next(study, spec) == 1  # only the interrupted one comes back
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"grid": {"freeze.strategy": ["full"]}}, "study.grid: a tuned study compares `arms`"),
+    ({"tune": {"params": {"optim.lr": LR}}}, "study.tune.trials: missing"),
+    ({"tune": {"params": {"optim.lr": LR}, "trials": 2, "colour": 1}}, "study.tune.colour: unknown key"),
+    ({"tune": {"params": {"freeze.strategy": {"type": "categorical", "choices": ["full"]}}, "trials": 2}},
+     "study.tune.params.freeze.strategy: is an arm key"),
+    ({"tune": {"params": {"optim.lr": LR}, "trials": 2, "sampler": "grid"}},
+     "study.tune.params.optim.lr: the grid sampler takes categorical parameters only"),
+    ({"tune": {"params": {"freeze.ft_lr": LR}, "trials": 2}}, "none of its keys applies to the arm"),
+    ({"arms": [1]}, "study.arms: expected a mapping"),
+])
+def test_bad_tuned_studies_are_one_line(tmp_path, capsys, change, message):
+    study = {**_tuned("t-bad"), **change}
+    assert main(["study", str(_write(tmp_path, study)), "--storage", f"sqlite:///{tmp_path / 'x.db'}"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
