@@ -30,8 +30,8 @@ from tl_research.runs.tracking import log_summary_run
 from tl_research.scores.rank import ordered, rank
 from tl_research.scores.rank import to_markdown as rank_markdown
 from tl_research.studies.storage import dashboard_arg, default_storage, open_storage
-from tl_research.studies.study import load_existing, trial_rows, work
-from tl_research.studies.studyspec import load_study
+from tl_research.studies.study import load_existing, total_trials, trial_rows, work
+from tl_research.studies.studyspec import grid_seeds, load_study
 
 
 def cmd_study(args: argparse.Namespace) -> int:
@@ -39,9 +39,12 @@ def cmd_study(args: argparse.Namespace) -> int:
         raise UserError(f"--workers: {args.workers} (at least 1)")
     spec = load_study(args.config, args.set)  # everything is validated before the storage is touched
     if args.dry_run:
-        print(f"study {spec.name} ({spec.config.kind}): {len(spec.cells) or spec.config.n_trials} trials")
+        print(f"study {spec.name} ({spec.config.kind}): {total_trials(spec)} trials")
         for cell in spec.cells:
             print("  " + ", ".join(f"{k}={v}" for k, v in cell.items()))
+        for arm, keys in zip(spec.arms, spec.tuned):
+            print("  arm " + ", ".join(f"{k}={v}" for k, v in arm.items()) + f": {spec.tune.trials} tuning trials "
+                  f"over {', '.join(keys)}, then {len(grid_seeds(spec.config))} seed runs")
         return 0
     url = args.storage or spec.config.storage or default_storage(spec)
     study = study_with_progress(spec, url, args.workers)
@@ -95,6 +98,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     table, files = run_report(args.name, args.storage or "sqlite:///runs/studies.db", out, args.metric, args.rows,
                               args.cols, args.baseline, args.target_width)
     print(table_markdown(table, args.target_width))
+    if out.joinpath("tuning.md") in files:  # a tuned study: how each arm's setting was chosen
+        print(out.joinpath("tuning.md").read_text())
     for f in files:
         print(f"wrote {f}")
 

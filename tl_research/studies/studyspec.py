@@ -246,7 +246,7 @@ def _resolve(exp: Experiment, num_groups: int, where: str) -> None:
 
 def build_spec(name: str, base: dict, cfg: StudyConfig) -> StudySpec:
     """Validate the study section against the base and parse every grid cell once."""
-    swept = {k for section in (cfg.grid, cfg.params) if isinstance(section, dict) for k in section}
+    swept = {k for section in (cfg.grid, cfg.params, cfg.arms) if isinstance(section, dict) for k in section}
     first = experiment_for(base, {}, quiet="freeze.strategy" in swept)  # the base itself must be valid
     objectives = cfg.objectives or [ObjectiveConfig()]
     for o in objectives:
