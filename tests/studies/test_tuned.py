@@ -46,7 +46,7 @@ def _check_protocol(url, name):
     return study
 
 
-def test_a_tuned_study_end_to_end_with_its_report_and_claims(tmp_path, capsys):
+def test_a_tuned_study_end_to_end_with_its_report_and_claims(tmp_path, capsys, monkeypatch):
     url = f"sqlite:///{tmp_path / 'st.db'}"
     path = _write(tmp_path, _tuned("t-sqlite"))
     assert main(["study", str(path), "--storage", url]) == 0
@@ -63,6 +63,14 @@ def test_a_tuned_study_end_to_end_with_its_report_and_claims(tmp_path, capsys):
     assert "same budget of 3 trials" in tuning and "| freeze.strategy=lp_ft | 3 / 0 / 0 | freeze.ft_lr, optim.lr |" \
         in tuning
     assert (out / "tuning_sensitivity.png").stat().st_size > 5000
+    # the W&B report run holds the tuning table beside the statistics table
+    from tests.wandb_records import decode, run_file
+    from tl_research.reports.report import run_report
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_report("t-sqlite", url, tmp_path / "logged")
+    history = decode(run_file(next((tmp_path / "logged" / "wandb").glob("offline-run-*"))))["history"]
+    assert any("report/tuning/_type" in row for row in history) and any("report/table/_type" in r for r in history)
     claims = tmp_path / "c.yaml"
     claims.write_text("claims:\n  - {a: {freeze.strategy: lp_ft}, relation: '>', b: {freeze.strategy: full}}\n")
     assert main(["check", "t-sqlite", str(claims), "--storage", url]) in (0, 1)  # judged: no "pin optim.lr" error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any
 
@@ -199,11 +200,12 @@ def run_report(name: str, url: str | optuna.storages.BaseStorage, out: Path, met
     files += [p for p in (curve_plot(table, out), pareto_plot(trials, metric, rows, out)) if p]
     if spec.config.kind == "search" and len(spec.objectives) == 1:
         files += search_plots(study, out)
-    if spec.config.kind == "tuned":
-        (out / "tuning.md").write_text(tuning.to_markdown(tuning.summary(study, spec), spec))
+    chosen = tuning.summary(study, spec) if spec.config.kind == "tuned" else []
+    if chosen:
+        (out / "tuning.md").write_text(tuning.to_markdown(chosen, spec))
         files += [out / "tuning.md", *filter(None, [tuning.sensitivity_plot(study, spec, out)])]
     if track:
-        _log_to_wandb(spec, table, files, out, target_width)
+        _log_to_wandb(spec, table, files, out, target_width, chosen)
     return table, files
 
 
@@ -220,12 +222,17 @@ def curve_series(table: Table) -> dict[str, tuple[list[Any], list[float]]]:
     return series
 
 
-def _log_to_wandb(spec: Any, table: Table, files: list[Path], out: Path, target_width: float) -> None:
+def _log_to_wandb(spec: Any, table: Table, files: list[Path], out: Path, target_width: float,
+                  chosen: list[dict[str, Any]]) -> None:
     rows = csv_rows(table, target_width)
 
     def payload(wandb: Any) -> dict[str, Any]:
         logged = {"report/table": wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows]),
                   **{f"report/{p.stem}": wandb.Image(str(p)) for p in files if p.suffix == ".png"}}
+        if chosen:  # a tuned study: each arm's budget and chosen setting
+            columns = list(chosen[0])
+            logged["report/tuning"] = wandb.Table(columns=columns, data=[[json.dumps(r[c]) if isinstance(
+                r[c], (dict, list)) else r[c] for c in columns] for r in chosen])
         numeric = table.cols_key is not None and all(isinstance(c, (int, float)) for c in table.cols)
         if numeric:  # the few-shot / freeze-depth curve as a native W&B line plot, intervals as their own lines
             series = curve_series(table)
