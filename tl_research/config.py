@@ -133,6 +133,9 @@ class TrainerConfig:
     # NHWC memory layout for image backbones (faster convolutions with bf16/fp16 on recent GPUs)
     channels_last: bool = False
     deterministic: bool = False  # Lightning's deterministic algorithms
+    # stop as diverged ("training diverged", exit 2; a study's trial fails) when the training loss grows past this
+    # factor of its first value (None: off); a non-finite training or validation loss always stops the run
+    divergence_factor: float | None = field(default=100.0, metadata=_range(gt=1.0))
     # how often training metrics are logged (steps); a rich progress bar
     log_every_n_steps: int = field(default=10, metadata=_range(ge=1))
     progress_bar: bool = True

@@ -176,7 +176,8 @@ def build_module_from(exp: Experiment, backbone: Backbone, num_classes: int, str
         class_weights = counts.sum() / (num_classes * counts.clamp_min(1.0))
     return TransferModule(backbone, head or build_head_from(exp, backbone, num_classes), strategy, num_classes,
                           optim=exp.optim, bn=exp.freeze.bn, class_weights=class_weights, l2sp=exp.freeze.l2sp,
-                          seed=exp.seed, channels_last=exp.trainer.channels_last, suffix=suffix)
+                          seed=exp.seed, channels_last=exp.trainer.channels_last, suffix=suffix,
+                          divergence_factor=exp.trainer.divergence_factor)
 
 
 def build_head_from(exp: Experiment, backbone: Backbone, num_classes: int) -> torch.nn.Module:

@@ -382,3 +382,18 @@ def test_sigterm_stops_a_fit_that_then_resumes(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # the same command resumes
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 5
+
+
+def test_a_finite_but_exploding_loss_is_divergence_too(tmp_path, capsys):
+    """SGD at lr 30: the loss stays finite but runs far above where it started; the run stops as diverged instead
+    of finishing at chance accuracy with a normal exit (and adam at lr 1000, NaN on validation, too)."""
+    cfg = tmp_path / "d.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_experiment(tmp_path, optim={"lr": 30.0, "name": "sgd", "momentum": 0.0})))
+    assert main(["fit", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    _one_line(capsys, "training diverged: the training loss grew from")
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    # off on request: the same run finishes (what it learns is then the user's to judge)
+    assert main(["fit", str(cfg), "--out", str(tmp_path / "off"), "--set", "trainer.divergence_factor=null"]) == 0
+    cfg.write_text(yaml.safe_dump(tiny_experiment(tmp_path, optim={"lr": 1000.0})))
+    assert main(["fit", str(cfg), "--out", str(tmp_path / "adam")]) == 2
+    _one_line(capsys, "training diverged: the ")

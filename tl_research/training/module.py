@@ -30,7 +30,7 @@ class TransferModule(L.LightningModule):
     def __init__(self, backbone: Backbone, head: nn.Module, strategy: Strategy, num_classes: int, *,
                  optim: OptimConfig | None = None, bn: str = "frozen", l2sp: L2SPConfig | None = None, seed: int = 0,
                  channels_last: bool = False, suffix: nn.Module | None = None,
-                 class_weights: torch.Tensor | None = None) -> None:
+                 class_weights: torch.Tensor | None = None, divergence_factor: float | None = None) -> None:
         super().__init__()
         prepare_backbone(strategy, backbone)  # e.g. LoRA adapters, before groups and optimizer exist
         self.backbone = backbone
@@ -42,6 +42,9 @@ class TransferModule(L.LightningModule):
         self.lr_scale_sums: dict[int, float] = {}
         self.lr_scale_steps = 0
         self.optim = optim or OptimConfig()
+        self.divergence_factor = divergence_factor
+        self.first_loss: float | None = None  # the first training loss, what divergence is measured against
+        self.chance_loss = math.log(max(num_classes, 2))  # cross-entropy of a uniform guess
         self.seed = seed
         self.channels_last = channels_last and backbone.modality == "image" and suffix is None
         # reduce-on-plateau state: a factor on every group's lr, cut when val/acc stalls (saved in checkpoints)
@@ -162,8 +165,18 @@ class TransferModule(L.LightningModule):
     def training_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, _, y = self._loss(batch)
         if not torch.isfinite(loss):  # stop at once: a diverged run must not end with a finite-looking val/acc
-            raise FloatingPointError(f"the training loss became {float(loss)} at epoch {self.current_epoch}, "
+            raise FloatingPointError(f"the training loss became {float(loss.detach())} at epoch {self.current_epoch}, "
                                      f"step {self.global_step}")
+        value = float(loss.detach())
+        if self.first_loss is None:
+            self.first_loss = value
+        elif self.divergence_factor is not None and value > self.divergence_factor * max(self.first_loss,
+                                                                                       self.chance_loss):
+            # a loss this far above where training started (or above chance: a fitted head may start near 0) is no
+            # result (an lr far too high): stop like a NaN
+            raise FloatingPointError(f"the training loss grew from {self.first_loss:.3g} to {value:.3g} (more than "
+                                     f"trainer.divergence_factor={self.divergence_factor:g} times) at epoch "
+                                     f"{self.current_epoch}, step {self.global_step}")
         if self.l2sp.alpha > 0 or self.l2sp.beta > 0:
             penalty = self.l2sp_penalty()
             self.log("train/l2sp", penalty, on_step=False, on_epoch=True, batch_size=len(y))
@@ -175,6 +188,8 @@ class TransferModule(L.LightningModule):
 
     def validation_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> None:
         loss, logits, y = self._loss(batch)
+        if not torch.isfinite(loss) and not (self._trainer is not None and self.trainer.sanity_checking):
+            raise FloatingPointError(f"the validation loss became {float(loss)} at epoch {self.current_epoch}")
         self.val_acc(logits, y)
         self.log("val/loss", loss, on_epoch=True, batch_size=len(y))
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=len(y))
