@@ -22,9 +22,12 @@ def _tuned(name, sampler="tpe", trials=3):
             "seeds": 2, "pruner": "none"}  # 1-epoch trials: nothing to prune, and no order-dependent pruning
 
 
-def _check_protocol(url, name):
+def _check_protocol(url, name, killed=0):
+    """The protocol on the stored trials (`killed`: trials failed by a killed worker, each retried as a new one)."""
     study = optuna.load_study(study_name=name, storage=open_storage(url))
     trials = study.get_trials()
+    assert sum(t.state == TrialState.FAIL for t in trials) == killed
+    trials = [t for t in trials if t.state != TrialState.FAIL]
     tuning = [t for t in trials if t.user_attrs.get("phase") == "tune"]
     seeds = [t for t in trials if t.user_attrs.get("phase") == "seed"]
     # the same budget per arm; freeze.ft_lr is tuned only where it applies (lp_ft), never for full
@@ -42,7 +45,7 @@ def _check_protocol(url, name):
             assert t.params["optim.lr"] == best.params["optim.lr"] and t.user_attrs["tuned_from"] == best.number
             assert t.params.get("freeze.ft_lr") == best.params.get("freeze.ft_lr")
             assert "test/acc" in t.user_attrs and t.state == TrialState.COMPLETE
-    assert len(trials) == 10
+    assert len(trials) == 10  # 2 arms x (3 tuning trials + 2 seed runs)
     return study
 
 
@@ -80,6 +83,41 @@ def test_a_tuned_study_with_two_workers_on_a_journal(tmp_path):
     url = str(tmp_path / "journal.log")
     assert main(["study", str(_write(tmp_path, _tuned("t-journal"))), "--storage", url, "--workers", "2"]) == 0
     _check_protocol(url, "t-journal")
+
+
+def test_a_killed_tuned_study_reruns_to_the_same_protocol(tmp_path):
+    """SIGKILL mid tuning trial: the rerun waits for the trial's heartbeat to go stale, retries that setting, and
+    every arm still gets exactly its budget, then its seed runs."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    cfg = _write(tmp_path, {**_tuned("t-kill"), "heartbeat_interval": 1, "grace_period": 2}, epochs=3)
+    tlr = [sys.executable, "-m", "tl_research.cli", "study", str(cfg), "--storage", url]
+    proc = subprocess.Popen(tlr, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:  # kill it inside a tuning trial, after one finished
+        time.sleep(0.5)
+        try:  # read-only peek (opening an Optuna storage would race the study's schema creation)
+            with sqlite3.connect(tmp_path / "studies.db", timeout=5) as db:
+                states = {row[0] for row in db.execute("select state from trials")}
+                beating = db.execute("select count(*) from trials t join trial_heartbeats h "
+                                     "on h.trial_id = t.trial_id where t.state = 'RUNNING'").fetchone()[0]
+        except sqlite3.Error:
+            continue
+        if "COMPLETE" in states and beating:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = optuna.load_study(study_name="t-kill", storage=open_storage(url)).trials
+    assert any(t.state == TrialState.RUNNING and t.user_attrs.get("phase") == "tune" for t in before)
+    done = subprocess.run(tlr, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    _check_protocol(url, "t-kill", killed=1)
 
 
 def test_grid_sampler_tries_every_point_per_arm(tmp_path):
