@@ -397,3 +397,23 @@ def test_a_finite_but_exploding_loss_is_divergence_too(tmp_path, capsys):
     cfg.write_text(yaml.safe_dump(tiny_experiment(tmp_path, optim={"lr": 1000.0})))
     assert main(["fit", str(cfg), "--out", str(tmp_path / "adam")]) == 2
     _one_line(capsys, "training diverged: the ")
+
+
+def test_damage_in_the_middle_of_a_storage_is_one_line(tmp_path, capsys):
+    """8 KiB of garbage in the middle of a study's SQLite file: the header still opens, the reads fail; every
+    reader says the storage is damaged in one line (no traceback)."""
+    from tests.conftest import grid_study
+
+    strategies, shots = ["linear_probe", "full"], [1, 2, 4, 8, 16, 32]
+    accs = {(s, n, seed): 0.5 for s in strategies for n in shots for seed in range(10)}
+    url = grid_study(tmp_path, "dmg", strategies, shots, list(range(10)), accs)
+    db = tmp_path / "st.db"
+    data = bytearray(db.read_bytes())
+    at = len(data) // 4 // 4096 * 4096  # data pages: the schema still reads, the trials do not
+    data[at:at + 8192] = os.urandom(8192)
+    db.write_bytes(bytes(data))
+    for args in (["report", "dmg", "--storage", url], ["worker", "--study", "dmg", "--storage", url]):
+        code = main(args)
+        err = capsys.readouterr().err
+        assert code == 2 and "Traceback" not in err, err
+        assert err.startswith(f"tlr: error: --storage: the storage at {url} is damaged") and err.count("\n") == 1, err

@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from tl_research.cli.console import quiet_libraries, quiet_transformers
 from tl_research.errors import UserError
+from tl_research.redact import mask_url
 
 # commands that may load an HF model; listings skip importing transformers (~2 s) just to quiet it
 MODEL_COMMANDS = {"fit", "study", "worker", "rank", "predict", "export", "quickstart", "reproduce", "inspect"}
@@ -187,6 +188,16 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
 
+def _storage_damage(exc: BaseException) -> bool:
+    """An error of the database layer under a study storage (Optuna's, SQLAlchemy's or sqlite3's) that says the
+    data is damaged, as opposed to a bug or a connection problem."""
+    names = {(c.__module__.split(".")[0], c.__name__) for c in type(exc).__mro__}
+    if names & {("sqlalchemy", "OperationalError"), ("sqlite3", "OperationalError")}:
+        return False  # locked, unreachable: not damage
+    return bool(names & {("optuna", "StorageInternalError"), ("sqlalchemy", "DatabaseError"),
+                         ("sqlite3", "DatabaseError")})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_libraries()
@@ -215,6 +226,17 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except Exception as exc:
+        if not _storage_damage(exc):
+            raise
+        # damage found while reading (a page in the middle of a SQLite file): opening the storage went fine
+        where = f"the storage at {mask_url(args.storage)}" if getattr(args, "storage", None) else "the study storage"
+        root: BaseException = exc
+        while root.__cause__ is not None or root.__context__ is not None:  # Optuna wraps what the database said
+            root = root.__cause__ or root.__context__
+        first = (str(root).strip().splitlines() or [type(root).__name__])[0][:200]
+        print(f"tlr: error: --storage: {where} is damaged ({first})", file=sys.stderr)
+        return 2
     finally:
         if handles:
             signal.signal(signal.SIGTERM, previous)
