@@ -7,3 +7,7 @@ class UserError(Exception):
 
 class ConfigWarning(UserWarning):
     """A config key that has no effect on this run (e.g. an option of another strategy); the CLI prints one line."""
+
+
+class StudyNotice(UserWarning):
+    """What a study is waiting for (e.g. a killed worker's heartbeat to go stale); the CLI prints one line."""

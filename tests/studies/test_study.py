@@ -99,10 +99,33 @@ def test_killed_study_reruns_to_completion(tmp_path):
     # (not report "0 queued" and stop with the cell missing)
     done = subprocess.run([*TLR, "study", str(cfg), "--storage", url], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
+    # the killed trial is reported as retried, not as a failure
+    assert "1 trial(s) retried" in done.stdout and "failed:" not in done.stdout
     study = _cells_exactly_once(url, "g-kill")
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
     assert len(failed) == 1  # the killed trial, retried by Optuna as a new one
     assert any(t.system_attrs.get("failed_trial") == failed[0].number for t in study.trials)
+
+
+def test_a_worker_says_why_it_waits_for_a_trial_held_elsewhere(tmp_path):
+    """One cell held by a worker that no longer beats: the next worker says what it waits for and for how long,
+    then retries the cell once the heartbeat is stale."""
+    from tl_research.errors import StudyNotice
+    from tl_research.studies.study import prepare_study, work
+    from tl_research.studies.studyspec import load_study
+
+    grid = {**_grid("g-wait"), "grid": {"freeze.strategy": ["linear_probe"]}, "seeds": 1, "heartbeat_interval": 1,
+            "grace_period": 3}
+    spec = load_study(_write(tmp_path, grid))
+    study, queued = prepare_study(spec, f"sqlite:///{tmp_path / 'st.db'}")
+    assert queued == 1
+    held = study.get_trials(states=(TrialState.WAITING,))[0]
+    study._storage.set_trial_state_values(held._trial_id, state=TrialState.RUNNING)
+    study._storage.record_heartbeat(held._trial_id)  # fresh: a worker elsewhere, then it stops beating
+    with pytest.warns(StudyNotice, match=r"waiting for 1 trial\(s\) running elsewhere.*once its heartbeat is 3 s old"):
+        assert work(study, spec) == 1  # the retried cell, run here
+    states = Counter(t.state for t in study.get_trials())
+    assert states == Counter({TrialState.FAIL: 1, TrialState.COMPLETE: 1})
 
 
 def test_sigterm_stops_a_study_and_its_workers_and_hands_the_cells_back(tmp_path):

@@ -7,7 +7,7 @@ import sys
 import warnings
 from typing import Any
 
-from tl_research.errors import ConfigWarning
+from tl_research.errors import ConfigWarning, StudyNotice
 
 
 def quiet_transformers() -> None:
@@ -32,6 +32,8 @@ def quiet_libraries() -> None:
     def one_line(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
         if issubclass(category, ConfigWarning):
             print(f"tlr: warning: {message}", file=sys.stderr)
+        elif issubclass(category, StudyNotice):
+            print(f"tlr: {message}", file=sys.stderr, flush=True)
         else:
             show(message, category, *args, **kwargs)
 

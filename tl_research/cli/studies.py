@@ -57,12 +57,23 @@ def cmd_study(args: argparse.Namespace) -> int:
     return failure_summary(study)
 
 
+def _cell(trial: Any) -> str:
+    """A trial's settings (a queued one's are its fixed params), to tell a retried cell from a failed one."""
+    return json.dumps(trial.params or trial.system_attrs.get("fixed_params", {}), sort_keys=True, default=str)
+
+
 def failure_summary(study: Any) -> int:
     """Print why trials failed (grouped by message); exit code 1 when no trial completed."""
 
 
     trials = study.get_trials(deepcopy=False)
-    failed = Counter(t.user_attrs.get("error", "no message") for t in trials if t.state == TrialState.FAIL)
+    done = {_cell(t) for t in trials if t.state == TrialState.COMPLETE}
+    fails = [t for t in trials if t.state == TrialState.FAIL]
+    retried = [t for t in fails if _cell(t) in done]  # its cell completed on a later try
+    if retried:
+        print(f"\n{len(retried)} trial(s) retried (a stopped worker's or a failed try): each completed later")
+    failed = Counter(t.user_attrs.get("error", "its worker stopped (heartbeat went stale)") for t in fails
+                     if _cell(t) not in done)
     if not failed:
         return 0
     print(f"\n{sum(failed.values())} trial(s) failed:")

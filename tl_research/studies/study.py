@@ -27,7 +27,7 @@ import optuna
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
-from tl_research.errors import UserError
+from tl_research.errors import StudyNotice, UserError
 from tl_research.run import run
 from tl_research.runs.rundir import trim_checkpoints
 from tl_research.runs.tracking import log_study_table
@@ -249,7 +249,7 @@ def _running_elsewhere(study: optuna.Study) -> bool:
 
 
 def _work_grid(study: optuna.Study, spec: StudySpec, on_trial: Any, held: list[int]) -> int:
-    done = 0
+    done, waiting = 0, False
     while True:
         fail_stale(study)  # a killed worker's cell goes back into the queue (RDB storages)
         held.clear()
@@ -259,8 +259,15 @@ def _work_grid(study: optuna.Study, spec: StudySpec, on_trial: Any, held: list[i
                 return done
             # another worker holds a cell (or held it and was killed): wait for it to finish, or for its
             # heartbeat to go stale so that fail_stale hands the cell back to this queue
+            if not waiting:
+                running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+                warnings.warn(StudyNotice(
+                    f"waiting for {running} trial(s) running elsewhere: another worker's, or a stopped worker's, "
+                    f"which is retried here once its heartbeat is {spec.config.grace_period} s old"), stacklevel=2)
+                waiting = True
             time.sleep(min(5.0, float(spec.config.heartbeat_interval)))
             continue
+        waiting = False
         run_claimed(study, trial, spec)
         done += 1
         if on_trial:
