@@ -252,6 +252,17 @@ def test_damaged_checkpoint_is_refused_then_restarted(tmp_path, exp_file, capsys
     _one_line(capsys, "last.ckpt is damaged (unreadable); rerun with --restart")
     assert main(["fit", str(exp_file), "--out", str(out), "--restart"]) == 0
     assert (out / "metrics.json").exists() and list((out / "checkpoints").glob("last.ckpt.damaged-*"))
+    # one best model: the new attempt's best.ckpt, the old attempt's aside (no best-v1.ckpt beside a stale one)
+    assert sorted(p.name for p in (out / "checkpoints").glob("*.ckpt")) == ["best.ckpt", "last.ckpt"]
+    assert list((out / "checkpoints").glob("best.ckpt.old-*"))
+    # and what readers load is the model the run reports: its predictions on the test split are the run's own
+    from tl_research.data.registry import load_dataset
+    from tl_research.lifecycle.inference import load_run, predict
+
+    raw = load_dataset("animal-mnist")
+    with np.load(out / "predictions.npz") as z:
+        inputs, probs = [raw.inputs[int(i)] for i in z["index"]], z["prob"]
+    assert np.allclose(predict(load_run(out), inputs)[0], probs, atol=1e-5)
 
 
 def test_full_disk_is_one_line_and_leaves_no_finished_run(tmp_path, exp_file, capsys, monkeypatch):

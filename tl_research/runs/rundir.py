@@ -22,7 +22,8 @@ def make_run_dir(exp: Experiment, out: str | Path | None = None, restart: bool =
 
     Default folder: `output_dir/name/<time>-<random>`. A finished run is never overwritten, an unfinished one is
     only resumed by the identical experiment, and a folder holding anything else is refused. A damaged
-    `last.ckpt` is refused too; `restart` keeps it aside (last.ckpt.damaged-<time>) and starts over.
+    `last.ckpt` is refused too; `restart` keeps it aside (last.ckpt.damaged-<time>, and the old attempt's other
+    checkpoints as <name>.old-<time>) and starts over.
     """
     if out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -42,7 +43,12 @@ def make_run_dir(exp: Experiment, out: str | Path | None = None, restart: bool =
         if not restart:
             raise UserError(f"--out: {last} is damaged (unreadable); rerun with --restart to keep it aside and "
                             f"start this run over")
-        last.rename(last.with_name(f"last.ckpt.damaged-{time.strftime('%Y%m%d-%H%M%S')}"))
+        stamp = time.strftime('%Y%m%d-%H%M%S')
+        last.rename(last.with_name(f"last.ckpt.damaged-{stamp}"))
+        # the old attempt's best checkpoint goes aside too: the new attempt writes its own best.ckpt (else Lightning
+        # would write best-v1.ckpt and every reader would load the stale best.ckpt)
+        for old in (run_dir / "checkpoints").glob("*.ckpt"):
+            old.rename(old.with_name(f"{old.name}.old-{stamp}"))
         return run_dir, None
     if run_dir.is_dir() and any(run_dir.iterdir()) and saved != dump_yaml(exp):
         raise UserError(f"--out: {run_dir} is not empty and holds no run of this experiment; choose an empty or "
