@@ -85,9 +85,11 @@ def test_every_study_yaml_validates(path):
     from tl_research.studies.studyspec import load_study
 
     spec = load_study(path)
-    assert spec.name and (spec.cells or spec.config.kind == "search")
+    assert spec.name and (spec.cells or spec.config.kind == "search" or spec.arms)
     if spec.config.kind == "search":
         assert spec.config.n_trials >= 30 and spec.config.pruner != "none"
+    if spec.config.kind == "tuned":  # every arm tunes something, with a budget worth the name
+        assert spec.tune.trials >= 8 and all(spec.tuned)
 
 
 def test_quickstart_study_is_the_documented_grid():
