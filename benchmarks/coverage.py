@@ -87,14 +87,19 @@ SCENARIOS = [
 
 
 def old_bootstrap(per_seed: np.ndarray, resamples: int, rng: np.random.Generator) -> tuple[float, float]:
-    """The former tables' interval: seeds resampled with replacement, then each chosen seed's examples by
-    multinomial draws of its own (right/wrong or 2x2 agreement) counts; `per_seed`: (seeds, categories) counts whose
-    first two categories' difference (one category: its count) over the total is the statistic."""
+    """The former tables' interval: seeds resampled with replacement, then the examples of each chosen seed by
+    draws of its own counts. `per_seed`: (seeds, 2) right/wrong counts (a cell: a binomial draw per chosen seed, as
+    `cell_interval` did), or (seeds, 4) [only a right, only b right, both right, both wrong] counts (a difference:
+    one multinomial draw per seed shared by its repeats, as `paired_difference` did)."""
     n, total = per_seed.shape[0], per_seed.sum(1)
     pick = rng.integers(0, n, size=(resamples, n))
-    draws = np.stack([rng.multinomial(int(total[s]), per_seed[s] / total[s], size=resamples) for s in range(n)], 1)
-    stat = (draws[..., 0] - (draws[..., 1] if per_seed.shape[1] == 4 else 0)) / total
-    lo, hi = np.quantile(np.take_along_axis(stat, pick, 1).mean(1), [0.025, 0.975])
+    if per_seed.shape[1] == 2:
+        stat = rng.binomial(total[pick].astype(int), (per_seed[:, 0] / total)[pick]) / total[pick]
+    else:
+        draws = np.stack([rng.multinomial(int(total[s]), per_seed[s] / total[s], size=resamples) for s in range(n)],
+                         1)
+        stat = np.take_along_axis((draws[..., 0] - draws[..., 1]) / total, pick, 1)
+    lo, hi = np.quantile(stat.mean(1), [0.025, 0.975])
     return float(lo), float(hi)
 
 
