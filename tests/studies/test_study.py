@@ -73,17 +73,15 @@ def test_grid_two_workers_postgresql(tmp_path):
     _cells_exactly_once(url, name)
 
 
-def test_killed_study_reruns_to_completion(tmp_path):
-    url = f"sqlite:///{tmp_path / 'studies.db'}"
-    spec = {**_grid("g-kill"), "heartbeat_interval": 1, "grace_period": 2}
-    cfg = _write(tmp_path, spec, epochs=3)
-    proc = subprocess.Popen([*TLR, "study", str(cfg), "--storage", url], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def kill_mid_trial(command: list[str], db_path: Path) -> None:
+    """Start `command` (a study on the SQLite file `db_path`) and SIGKILL its process group inside a trial, after
+    one trial finished."""
+    proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    while time.time() < deadline:  # kill it in the middle of a trial, after one cell finished
+    while time.time() < deadline:
         time.sleep(0.5)
         try:  # read-only peek: opening an Optuna storage here would race the study's schema creation
-            with sqlite3.connect(tmp_path / "studies.db", timeout=5) as db:
+            with sqlite3.connect(db_path, timeout=5) as db:
                 states = {row[0] for row in db.execute("select state from trials")}
                 beating = db.execute("select count(*) from trials t join trial_heartbeats h "
                                      "on h.trial_id = t.trial_id where t.state = 'RUNNING'").fetchone()[0]
@@ -93,6 +91,13 @@ def test_killed_study_reruns_to_completion(tmp_path):
             break
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def test_killed_study_reruns_to_completion(tmp_path):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    spec = {**_grid("g-kill"), "heartbeat_interval": 1, "grace_period": 2}
+    cfg = _write(tmp_path, spec, epochs=3)
+    kill_mid_trial([*TLR, "study", str(cfg), "--storage", url], tmp_path / "studies.db")
     before = optuna.load_study(study_name="g-kill", storage=open_storage(url)).trials
     assert any(t.state == TrialState.RUNNING for t in before), "the kill did not land mid-trial"
     # rerun at once, inside the grace period: the rerun must wait for the killed cell's heartbeat to go stale

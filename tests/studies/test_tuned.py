@@ -8,7 +8,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.studies.test_study import _write
+from tests.studies.test_study import _write, kill_mid_trial
 from tl_research.cli.main import main
 from tl_research.studies import tuned
 from tl_research.studies.storage import open_storage
@@ -88,31 +88,13 @@ def test_a_tuned_study_with_two_workers_on_a_journal(tmp_path):
 def test_a_killed_tuned_study_reruns_to_the_same_protocol(tmp_path):
     """SIGKILL mid tuning trial: the rerun waits for the trial's heartbeat to go stale, retries that setting, and
     every arm still gets exactly its budget, then its seed runs."""
-    import os
-    import signal
-    import sqlite3
     import subprocess
     import sys
-    import time
 
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     cfg = _write(tmp_path, {**_tuned("t-kill"), "heartbeat_interval": 1, "grace_period": 2}, epochs=3)
     tlr = [sys.executable, "-m", "tl_research.cli", "study", str(cfg), "--storage", url]
-    proc = subprocess.Popen(tlr, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline:  # kill it inside a tuning trial, after one finished
-        time.sleep(0.5)
-        try:  # read-only peek (opening an Optuna storage would race the study's schema creation)
-            with sqlite3.connect(tmp_path / "studies.db", timeout=5) as db:
-                states = {row[0] for row in db.execute("select state from trials")}
-                beating = db.execute("select count(*) from trials t join trial_heartbeats h "
-                                     "on h.trial_id = t.trial_id where t.state = 'RUNNING'").fetchone()[0]
-        except sqlite3.Error:
-            continue
-        if "COMPLETE" in states and beating:
-            break
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_mid_trial(tlr, tmp_path / "studies.db")  # inside a tuning trial: the first six are all tuning
     before = optuna.load_study(study_name="t-kill", storage=open_storage(url)).trials
     assert any(t.state == TrialState.RUNNING and t.user_attrs.get("phase") == "tune" for t in before)
     done = subprocess.run(tlr, capture_output=True, text=True, timeout=900)
