@@ -20,6 +20,7 @@ import numpy as np
 from tl_research import stats
 from tl_research.findings.claims import Claim, Verdict, check_claims
 from tl_research.reports import archive, predictions
+from tl_research.reports.tables import paired_matrices
 from tl_research.schema import read_yaml
 from tl_research.studies.storage import open_storage
 from tl_research.studies.studyspec import seed_list
@@ -55,12 +56,8 @@ def _margin(claim: Claim, effect: float) -> float | None:
 
 
 def _difference(verdict: Verdict) -> np.ndarray | None:
-    a, b = verdict.cells or (None, None)
-    if a is None or b is None or a.correct is None or b.correct is None or not np.array_equal(a.index, b.index):
-        return None
-    seeds = sorted(set(a.seeds) & set(b.seeds))
-    return (a.correct[[a.seeds.index(s) for s in seeds]].astype(float)
-            - b.correct[[b.seeds.index(s) for s in seeds]].astype(float))
+    matrices = paired_matrices(*verdict.cells) if verdict.cells else None
+    return None if matrices is None else matrices[0].astype(float) - matrices[1].astype(float)
 
 
 def plan(claims: list[Claim], pilot: list[Verdict], seeds: dict[str, int], examples: int | None = None,

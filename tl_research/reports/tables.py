@@ -143,6 +143,15 @@ def make_cell(by_seed: dict[int, optuna.trial.FrozenTrial], metric: str,
     return cell
 
 
+def paired_matrices(a: Cell, b: Cell) -> tuple[np.ndarray, np.ndarray] | None:
+    """The two cells' 0/1 matrices on their shared seeds (rows in seed order), when both have predictions on the
+    same test set (None otherwise)."""
+    if a.correct is None or b.correct is None or not np.array_equal(a.index, b.index):
+        return None
+    seeds = sorted(set(a.seeds) & set(b.seeds))
+    return a.correct[[a.seeds.index(s) for s in seeds]], b.correct[[b.seeds.index(s) for s in seeds]]
+
+
 def compare_cells(a: Cell, b: Cell, family: int = 1, alpha: float = stats.ALPHA) -> stats.Comparison | None:
     """a - b paired on their shared seeds (and on their shared test examples when both have predictions on the
     same test set), as one of `family` simultaneous comparisons; None: no shared seed."""
@@ -150,9 +159,9 @@ def compare_cells(a: Cell, b: Cell, family: int = 1, alpha: float = stats.ALPHA)
     if not seeds:
         return None
     confidence = stats.bonferroni(family, alpha)
-    if a.correct is not None and b.correct is not None and np.array_equal(a.index, b.index):
-        comp = stats.compare_matrices(a.correct[[a.seeds.index(s) for s in seeds]],
-                                      b.correct[[b.seeds.index(s) for s in seeds]], confidence)
+    matrices = paired_matrices(a, b)
+    if matrices is not None:
+        comp = stats.compare_matrices(*matrices, confidence)
     else:
         comp = stats.compare_seeds([a.values[a.seeds.index(s)] for s in seeds],
                                    [b.values[b.seeds.index(s)] for s in seeds], confidence)
