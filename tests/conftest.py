@@ -26,6 +26,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 
+@pytest.fixture
+def postgres_url() -> str:
+    """The live PostgreSQL storage `.ci/postgres.sh` starts (CI sets TLR_TEST_POSTGRES_URL: fail without it)."""
+    url = os.environ.get("TLR_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("CI starts PostgreSQL and sets TLR_TEST_POSTGRES_URL; it is missing")
+        pytest.skip("set TLR_TEST_POSTGRES_URL (bash .ci/postgres.sh prints one) to run this test")
+    return url
+
+
 # a small WordPiece vocabulary: special tokens, characters, their continuations and common words, so any English
 # text tokenises (mostly into characters) without any installed model
 _WORDS = ("the a an and or but not no is was are be it this that of to in on for with as by at from film movie "

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# the storage URL from the environment (a password in it never appears in a command line: `tlr study` hands it to
+# its worker processes this way, and a user or a cluster script can too)
+STORAGE_ENV = "TLR_STORAGE"
+
 
 def mask_url(url: str) -> str:
     """The URL with its password replaced by *** (for anything printed, logged or stored).

@@ -216,6 +216,19 @@ def test_report_names_its_argument(tmp_path, capsys):
     _one_line(capsys, "--study: no study 'nosuch'")
 
 
+def test_storage_from_the_environment(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TLR_STORAGE", raising=False)
+    assert main(["worker", "--study", "x"]) == 2  # no storage named anywhere
+    _one_line(capsys, "--storage: which storage holds study 'x'? (--storage URL or $TLR_STORAGE)")
+    url = f"sqlite:///{tmp_path / 'st.db'}"
+    optuna.create_study(study_name="other", storage=url)
+    monkeypatch.setenv("TLR_STORAGE", url)  # stands in for --storage in every command that reads a storage
+    assert main(["report", "nosuch"]) == 2
+    _one_line(capsys, "name: no study 'nosuch' in this storage (studies: other)")
+    assert main(["worker", "--study", "nosuch"]) == 2
+    _one_line(capsys, "--study: no study 'nosuch'")
+
+
 def test_damaged_storage_is_one_line(tmp_path, capsys):
     db = tmp_path / "st.db"
     db.write_bytes(b"SQLite format 3\x00" + os.urandom(2000))

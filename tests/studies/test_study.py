@@ -62,12 +62,8 @@ def test_grid_two_workers_journal_storage(tmp_path, capsys):
     assert "4/4 done" in capsys.readouterr().out
 
 
-def test_grid_two_workers_postgresql(tmp_path):
-    url = os.environ.get("TLR_TEST_POSTGRES_URL")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("CI starts PostgreSQL and sets TLR_TEST_POSTGRES_URL; it is missing")
-        pytest.skip("set TLR_TEST_POSTGRES_URL (bash .ci/postgres.sh prints one) to run this test")
+def test_grid_two_workers_postgresql(tmp_path, postgres_url):
+    url = postgres_url
     name = f"g-pg-{uuid.uuid4().hex[:8]}"
     assert main(["study", str(_write(tmp_path, _grid(name))), "--storage", url, "--workers", "2"]) == 0
     _cells_exactly_once(url, name)

@@ -12,7 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from tl_research.cli.console import quiet_libraries, quiet_transformers
 from tl_research.errors import UserError
-from tl_research.redact import mask_url
+from tl_research.redact import STORAGE_ENV, mask_url
 
 # commands that may load an HF model; listings skip importing transformers (~2 s) just to quiet it
 MODEL_COMMANDS = {"fit", "study", "worker", "rank", "predict", "export", "quickstart", "reproduce", "inspect"}
@@ -102,18 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("study", help="grid or search study on an Optuna storage; re-run = resume")
     s.add_argument("config", help="study YAML (experiment + study section)")
-    s.add_argument("--storage", help="sqlite:///…, postgresql+psycopg://…, or a journal file (*.log)")
+    s.add_argument("--storage", help="sqlite:///…, postgresql+psycopg://…, or a journal file (*.log); "
+                   f"default: ${STORAGE_ENV}, the study's `storage:`, or sqlite:///OUTPUT_DIR/studies.db")
     s.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override in the base experiment")
     s.add_argument("--dry-run", action="store_true", help="print the cells it would run; touch no storage")
 
     w = sub.add_parser("worker", help="join a study from another process or machine")
     w.add_argument("--study", required=True)
-    w.add_argument("--storage", required=True)
+    w.add_argument("--storage", help=f"the study's storage URL (default: ${STORAGE_ENV})")
 
     r = sub.add_parser("report", help="results.md / .csv / .tex + PNG plots of a study")
     r.add_argument("name", help="study name")
-    r.add_argument("--storage", help="storage URL (default: sqlite:///runs/studies.db)")
+    r.add_argument("--storage", help=f"storage URL (default: ${STORAGE_ENV}, else sqlite:///runs/studies.db)")
     r.add_argument("--out", help="folder (default: runs/reports/NAME)")
     r.add_argument("--metric", default="test/acc")
     r.add_argument("--rows", help="parameter for the table rows (default: freeze.strategy, if swept)")
@@ -125,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="judge a claims file on a study: held / failed / inconclusive (exit 1: failed)")
     c.add_argument("study", help="study name (claims may name their own with `study:`)")
     c.add_argument("claims", help="claims YAML")
-    c.add_argument("--storage", help="storage URL (default: sqlite:///runs/studies.db)")
+    c.add_argument("--storage", help=f"storage URL (default: ${STORAGE_ENV}, else sqlite:///runs/studies.db)")
     c.add_argument("--out", help="also write the verdicts as markdown to this file")
 
     st = sub.add_parser("strategies", help="the freezing strategies, each with its own freeze.* options")
@@ -200,6 +201,11 @@ def _storage_damage(exc: BaseException) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "storage") and not args.storage:
+        args.storage = os.environ.get(STORAGE_ENV) or None
+    if argv is None:
+        # run.json and W&B record the command line: a password in a storage URL must reach neither
+        sys.argv[1:] = [mask_url(a) for a in sys.argv[1:]]
     quiet_libraries()
     if args.command in MODEL_COMMANDS:
         quiet_transformers()

@@ -22,7 +22,7 @@ from tl_research.findings import plan
 from tl_research.findings.claims import check_claims, load_claims
 from tl_research.findings.claims import to_markdown as claims_markdown
 from tl_research.findings.reproduce import judge, load_finding, reproduce, results_folder
-from tl_research.redact import mask_url
+from tl_research.redact import STORAGE_ENV, mask_url
 from tl_research.reports import archive
 from tl_research.reports.report import run_report, write_csv
 from tl_research.reports.report import to_markdown as table_markdown
@@ -87,6 +87,8 @@ def failure_summary(study: Any) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> None:
     quiet_lightning()
+    if not args.storage:
+        raise UserError(f"--storage: which storage holds study {args.study!r}? (--storage URL or ${STORAGE_ENV})")
     study, spec = load_existing(args.study, open_storage(args.storage, must_exist=True))
     seen: set[int] = set()
 

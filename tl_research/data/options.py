@@ -59,6 +59,6 @@ class DataConfig:
     # image side in pixels (None: the backbone's pretrained input size)
     image_size: int | None = field(default=None, metadata=keyed(bounds(ge=8, le=1024)))
     batch_size: int = field(default=32, metadata=unkeyed(bounds(ge=1)))  # the training batch size
-    # validation / test batch size (None: batch_size); DataLoader worker processes
+    # validation / test batch size (None: batch_size)
     eval_batch_size: int | None = field(default=None, metadata=unkeyed(bounds(ge=1)))
-    num_workers: int = field(default=0, metadata=unkeyed(bounds(ge=0)))
+    num_workers: int = field(default=0, metadata=unkeyed(bounds(ge=0)))  # DataLoader worker processes

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import secrets
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from tl_research.errors import StudyNotice, UserError
+from tl_research.redact import STORAGE_ENV
 from tl_research.run import run
 from tl_research.runs.rundir import trim_checkpoints
 from tl_research.runs.tracking import log_study_table
@@ -311,8 +313,10 @@ def work(study: optuna.Study, spec: StudySpec, on_trial: Any = None) -> int:
 
 
 def spawn_workers(n: int, name: str, url: str) -> list[subprocess.Popen]:
-    return [subprocess.Popen([sys.executable, "-m", "tl_research.cli", "worker", "--study", name, "--storage", url],
-                             stdout=subprocess.DEVNULL) for _ in range(n)]
+    # the URL travels in the environment: a password in it must not be in the workers' command lines (visible to
+    # every user of the machine, and recorded by run.json and W&B)
+    return [subprocess.Popen([sys.executable, "-m", "tl_research.cli", "worker", "--study", name],
+                             env={**os.environ, STORAGE_ENV: url}, stdout=subprocess.DEVNULL) for _ in range(n)]
 
 
 def total_trials(spec: StudySpec) -> int:
