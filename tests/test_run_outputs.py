@@ -10,7 +10,9 @@ import torch
 
 from tests.conftest import tiny_experiment
 from tl_research.config import load_experiment
+from tl_research.lifecycle.inference import load_run
 from tl_research.run import build_backbone_from, build_module_from, run
+from tl_research.runs.rundir import trim_checkpoints
 
 
 def _predict(exp, ckpt, run_dir):
@@ -36,6 +38,10 @@ def test_last_epoch_or_best_epoch_is_tested(tmp_path):
         assert epochs["best.ckpt"] < epochs["last.ckpt"]  # else this test could not tell them apart
         with np.load(folder / "predictions.npz") as z:
             assert np.array_equal(z["pred"], _predict(exp, folder / "checkpoints" / ckpt, folder)), restore
+        # readers load the checkpoint the metrics report, also once a study has trimmed the folder to it
+        trim_checkpoints(folder, "best")
+        assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == [ckpt]
+        assert load_run(folder).checkpoint.name == ckpt
 
 
 def test_per_class_metrics_and_confusion_matrix(tmp_path):

@@ -25,7 +25,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from tl_research.backbones import Backbone, build_backbone
 from tl_research.backbones.base import reinit_groups, weights_digest
 from tl_research.backbones.families import option_names
-from tl_research.backbones.runs import load_run_head
+from tl_research.backbones.runs import identity, load_run_head, new_attempt
 from tl_research.cache.features import CacheReport, FeatureCollate, cached_datamodule, cached_rows
 from tl_research.cache.plan import plan_features
 from tl_research.config import Experiment, dump_yaml
@@ -248,7 +248,7 @@ def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks
     the best checkpoint, test (unless `test` is off), and write the run's files."""
     data = run_data.data
     primary = global_rank(exp.trainer) == 0  # under DDP only rank 0 writes
-    module.run_info = {"tl_config": exp.to_dict(), "tl_classes": list(run_data.raw.classes)}
+    module.run_info = {"tl_config": exp.to_dict(), "tl_classes": list(run_data.raw.classes), **new_attempt()}
     cache = run_data.cache.metrics()
     record = run_record(exp, backbone.weights_source, run_data.weights, {**cache, **extra}, sys.argv)
     if primary:
@@ -307,6 +307,10 @@ def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks
                                             run_data.raw.classes))
             tracker.log_confusion(predictions["label"], predictions["pred"], run_data.raw.classes)
             metrics.update(shifted_test_sets(exp, backbone, module, run_data))
+        # the checkpoint holding the model just tested, which every reader must load (and checks it does)
+        last = run_dir / "checkpoints" / "last.ckpt"
+        tested = restored or (best.best_model_path if probe_only is not None else last)
+        metrics.update(identity(Path(tested)))
         metrics.update({
             "weights_source": backbone.weights_source, "run_dir": str(run_dir.resolve()),
             "backbone": backbone.name, "dataset": exp.data.name, "strategy": exp.freeze.strategy,

@@ -10,6 +10,7 @@ import pickle
 import numpy as np
 import optuna
 import pytest
+import torch
 import yaml
 
 from tests.conftest import tiny_experiment
@@ -276,6 +277,14 @@ def test_damaged_checkpoint_is_refused_then_restarted(tmp_path, exp_file, capsys
     with np.load(out / "predictions.npz") as z:
         inputs, probs = [raw.inputs[int(i)] for i in z["index"]], z["prob"]
     assert np.allclose(predict(load_run(out), inputs)[0], probs, atol=1e-5)
+    # an export and `backbone.weights: <run>` hold that model too
+    assert main(["export", str(out), "--format", "safetensors", "--out", str(tmp_path / "exported")]) == 0
+    assert np.allclose(predict(load_run(tmp_path / "exported"), inputs)[0], probs, atol=1e-5)
+    from tl_research.backbones.runs import run_backbone_state
+
+    tensors, _ = run_backbone_state(str(out), "timm/test_efficientnet")
+    served = load_run(out).model.backbone.model.state_dict()
+    assert tensors.keys() == served.keys() and all(torch.equal(tensors[k], served[k]) for k in tensors)
 
 
 def test_full_disk_is_one_line_and_leaves_no_finished_run(tmp_path, exp_file, capsys, monkeypatch):

@@ -1,6 +1,7 @@
 """Chained runs: `backbone.weights: <run folder>` starts from the backbone a previous run trained."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from tests.conftest import tiny_experiment
 from tl_research.backbones import build_backbone
 from tl_research.cli.main import main
 from tl_research.config import load_experiment
+from tl_research.errors import UserError
 from tl_research.run import run
 
 
@@ -81,21 +83,30 @@ def test_bad_run_folders_are_one_line_errors(tmp_path, tiny_bert, capsys):
     cfg.write_text(yaml.safe_dump(tiny_experiment(tmp_path)))
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump(tiny_experiment(tmp_path, backbone={"name": "timm/test_resnet"})))
-    no_ckpt = tmp_path / "half"
-    (no_ckpt / "checkpoints").mkdir(parents=True)
-    (no_ckpt / "config.yaml").write_text((a.run_dir / "config.yaml").read_text())
-    cases = [
-        (cfg, tmp_path / "nosuch", "backbone.weights: "),
-        (other, a.run_dir, "trained timm/test_efficientnet, not timm/test_resnet"),
-        (cfg, no_ckpt, "has no checkpoints/best.ckpt"),
-    ]
-    for config, weights, message in cases:
+    half = tmp_path / "half"
+    (half / "checkpoints").mkdir(parents=True)
+    (half / "config.yaml").write_text((a.run_dir / "config.yaml").read_text())
+
+    def refused(config, weights, message):
         assert main(["fit", str(config), "--set", f"backbone.weights={weights}"]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
-    (no_ckpt / "checkpoints" / "best.ckpt").write_bytes(b"not a checkpoint")
-    assert main(["fit", str(cfg), "--set", f"backbone.weights={no_ckpt}"]) == 2
-    assert "cannot read" in capsys.readouterr().err
+
+    refused(cfg, tmp_path / "nosuch", "backbone.weights: ")
+    refused(other, a.run_dir, "trained timm/test_efficientnet, not timm/test_resnet")
+    refused(cfg, half, "has not finished (no metrics.json)")
+    (half / "metrics.json").write_text((a.run_dir / "metrics.json").read_text())
+    refused(cfg, half, "has no checkpoints/best.ckpt, the model its metrics report")
+    (half / "checkpoints" / "best.ckpt").write_bytes(b"not a checkpoint")
+    refused(cfg, half, "cannot read")
+    # another attempt's checkpoint in the place of the one the metrics report: refused, never loaded silently
+    b = run(load_experiment(data=tiny_experiment(tmp_path, trainer={"max_epochs": 1})), tmp_path / "B")
+    shutil.copy(b.run_dir / "checkpoints" / "best.ckpt", half / "checkpoints" / "best.ckpt")
+    refused(cfg, half, "is not the model")
+    from tl_research.lifecycle.inference import load_run
+
+    with pytest.raises(UserError, match="is not the model"):
+        load_run(half)
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ import torch
 from tl_research.backbones.base import (
     Backbone,
 )
+from tl_research.backbones.runs import tested_file
 from tl_research.errors import UserError
 from tl_research.registry import Registry, import_package
 
@@ -45,7 +46,8 @@ _TEMPLATES: dict[tuple, tuple[Any, Backbone]] = {}
 def _stamp(name: str, weights: str) -> Any:
     """What must not have changed for a template to be reused: local weight files and model folders."""
     paths = [Path(p).expanduser() for p in (weights, name.partition("/")[2]) if p not in ("none", "hub", "offline")]
-    paths += [p / "checkpoints" / "best.ckpt" for p in paths[:1]]  # a run folder: its (resumable) checkpoint
+    # a run folder: its metrics and the checkpoint they report
+    paths += [q for p in paths[:1] for q in (p / "metrics.json", tested_file(p))]
     return tuple((str(p), p.stat().st_mtime_ns) for p in paths if p.exists())
 
 

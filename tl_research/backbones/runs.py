@@ -7,7 +7,10 @@ second pointing at the first's folder.
 
 from __future__ import annotations
 
+import json
+import secrets
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -16,6 +19,58 @@ from tl_research.errors import UserError
 
 PREFIX = "backbone.model."
 HEAD = "head."
+# a fresh id per attempt of a run, saved into each of its checkpoints: with the epoch and step it tells the
+# checkpoint a run's metrics report from a stale one of an earlier attempt that happens to share its epoch
+ATTEMPT = "tl_attempt"
+IDENTITY = ("checkpoint/file", "checkpoint/attempt", "checkpoint/epoch", "checkpoint/global_step")
+
+
+def new_attempt() -> dict[str, str]:
+    """What a run attempt saves into its checkpoints to be told apart (module.run_info)."""
+    return {ATTEMPT: secrets.token_hex(8)}
+
+
+def identity(path: Path, state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The metrics.json entries naming checkpoint `path` (memory-mapped: its tensors are not read)."""
+    state = state if state is not None else torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return dict(zip(IDENTITY, (path.name, state.get(ATTEMPT), state.get("epoch"), state.get("global_step")),
+                    strict=True))
+
+
+def tested_file(folder: Path) -> Path:
+    """The checkpoint file of run `folder` whose model its metrics report: metrics.json's `checkpoint/file`
+    (best.ckpt, or last.ckpt for a run tested on its last epoch); best.ckpt for runs written before it was
+    recorded."""
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text())
+    except (OSError, ValueError):
+        metrics = {}
+    return folder / "checkpoints" / str(metrics.get("checkpoint/file", "best.ckpt"))
+
+
+def load_tested(folder: Path, option: str) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint of run `folder` that its metrics report, loaded (`weights_only`) and checked to be that
+    one: a run that has not finished, a missing file or a checkpoint from another attempt is one line naming
+    `option`, never a silent load of a model the run did not report."""
+    if not (folder / "metrics.json").is_file():
+        raise UserError(f"{option}: {folder} has not finished (no metrics.json), so no checkpoint of it is a model "
+                        f"it reported; finish it (rerun its command) or name a checkpoint file")
+    ckpt = tested_file(folder)
+    if not ckpt.is_file():
+        raise UserError(f"{option}: {folder} has no checkpoints/{ckpt.name}, the model its metrics report (kept "
+                        f"with study.keep_checkpoints: none?)")
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors, a truncated file: the checkpoint is unusable either way
+        raise UserError(f"{option}: cannot read {ckpt} ({type(exc).__name__})") from None
+    recorded = {k: v for k, v in json.loads((folder / "metrics.json").read_text()).items() if k in IDENTITY}
+    found = identity(ckpt, state)
+    if recorded and recorded != found:
+        raise UserError(f"{option}: {ckpt} is not the model {folder}/metrics.json reports (epoch "
+                        f"{found['checkpoint/epoch']} of attempt {found['checkpoint/attempt']}, reported: epoch "
+                        f"{recorded.get('checkpoint/epoch')} of attempt {recorded.get('checkpoint/attempt')}); "
+                        f"it was replaced after the run finished")
+    return ckpt, state
 
 
 def is_run_folder(weights: str) -> bool:
@@ -23,20 +78,11 @@ def is_run_folder(weights: str) -> bool:
     return path.is_dir() and (path / "config.yaml").is_file() and (path / "checkpoints").is_dir()
 
 
-def checkpoint_of(folder: Path) -> Path:
-    """The checkpoint a run was tested with (best.ckpt)."""
-    ckpt = folder / "checkpoints" / "best.ckpt"
-    if not ckpt.is_file():
-        raise UserError(f"backbone.weights: {folder} has no checkpoints/best.ckpt (a run that never finished an "
-                        f"epoch?)")
-    return ckpt
-
-
 def load_run_head(head: torch.nn.Module, weights: str | None) -> None:
     """Copy the head of run folder `weights` into `head` (`head.from_run`); it must have the same shapes."""
     if not weights or not is_run_folder(weights):
         raise UserError(f"head.from_run: backbone.weights must be a run folder (got {weights!r})")
-    state = _checkpoint_state(checkpoint_of(Path(weights).expanduser().resolve()))
+    state = load_tested(Path(weights).expanduser().resolve(), "head.from_run")[1]["state_dict"]
     tensors = {k.removeprefix(HEAD): v for k, v in state.items() if k.startswith(HEAD)}
     mine = head.state_dict()
     if {k: tuple(v.shape) for k, v in tensors.items()} != {k: tuple(v.shape) for k, v in mine.items()}:
@@ -45,13 +91,6 @@ def load_run_head(head: torch.nn.Module, weights: str | None) -> None:
                         f"{ {k: tuple(v.shape) for k, v in mine.items() if k.endswith('weight')} } "
                         f"(same head.type and classes needed)")
     head.load_state_dict(tensors)
-
-
-def _checkpoint_state(ckpt: Path) -> dict[str, torch.Tensor]:
-    try:
-        return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    except Exception as exc:  # unpickling errors, a truncated file: the checkpoint is unusable either way
-        raise UserError(f"backbone.weights: cannot read {ckpt} ({type(exc).__name__})") from None
 
 
 def run_backbone_state(weights: str, name: str) -> tuple[dict[str, torch.Tensor], str]:
@@ -68,8 +107,8 @@ def run_backbone_state(weights: str, name: str) -> tuple[dict[str, torch.Tensor]
     if (config.get("freeze") or {}).get("strategy") == "lora":
         raise UserError(f"backbone.weights: the run at {folder} trained LoRA adapters; start from its merged export "
                         f"(freeze.lora.merge: true writes export/backbone.pth)")
-    ckpt = checkpoint_of(folder)
-    state = _checkpoint_state(ckpt)
+    ckpt, loaded = load_tested(folder, "backbone.weights")
+    state = loaded["state_dict"]
     tensors = {k.removeprefix(PREFIX): v for k, v in state.items() if k.startswith(PREFIX)}
     if not tensors:
         raise UserError(f"backbone.weights: {ckpt} holds no backbone tensors")

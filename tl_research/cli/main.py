@@ -160,14 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     rk.add_argument("--json", action="store_true")
 
     pr = sub.add_parser("predict", help="class probabilities of a trained run for new inputs -> CSV")
-    pr.add_argument("run", help="a run folder (its best checkpoint) or a checkpoint file")
+    pr.add_argument("run", help="a run folder (the checkpoint its metrics report) or a checkpoint file")
     pr.add_argument("input", help="an image folder, a .csv/.tsv of texts (the run's data.text_column), or an .npz")
     pr.add_argument("--out", help="CSV file (default: INPUT-predictions.csv beside the input)")
     pr.add_argument("--batch-size", type=int, default=64)
 
     ex = sub.add_parser("export", help="a trained run as safetensors, a timm state dict, an HF folder, a PEFT adapter",
                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_formats_epilog)
-    ex.add_argument("run", help="a run folder (its best checkpoint) or a checkpoint file")
+    ex.add_argument("run", help="a run folder (the checkpoint its metrics report) or a checkpoint file")
     ex.add_argument("--format", required=True, help="one of the registered formats (see below)")
     ex.add_argument("--out", help="folder (default: RUN/export/FORMAT)")
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from tl_research.backbones.runs import load_tested
 from tl_research.config import Experiment, from_dict, load_experiment
 from tl_research.data.datamodule import input_collates
 from tl_research.data.generic import IMAGE_SUFFIXES, LazyImages
@@ -41,24 +42,24 @@ class LoadedRun:
         return self.model.backbone.modality
 
 
-def _checkpoint(path: Path) -> Path:
-    if path.is_file():
-        return path
-    ckpt = path / "checkpoints" / "best.ckpt"
-    if not path.is_dir() or not ckpt.is_file():
-        raise UserError(f"run: {path} is neither a checkpoint file nor a run folder with checkpoints/best.ckpt")
-    return ckpt
+def _checkpoint(path: Path) -> tuple[Path, dict[str, Any]]:
+    """A checkpoint file as it is, or the checkpoint of a run folder that its metrics report (checked)."""
+    if path.is_dir() and (path / "checkpoints").is_dir():
+        return load_tested(path, "run")
+    if not path.is_file():
+        raise UserError(f"run: {path} is neither a checkpoint file nor a run folder with checkpoints")
+    try:
+        return path, torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or foreign file
+        raise UserError(f"run: cannot read {path} ({type(exc).__name__})") from None
 
 
 def load_run(path: str | Path) -> LoadedRun:
-    """The trained model of a run folder (its best checkpoint) or of a checkpoint file, in eval mode on the CPU."""
+    """The trained model of a run folder (the checkpoint its metrics report) or of a checkpoint file, in eval mode
+    on the CPU."""
     if (Path(path) / "model.safetensors").is_file() and (Path(path) / "config.yaml").is_file():
         return _load_export(Path(path))
-    ckpt = _checkpoint(Path(path).expanduser())
-    try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated or foreign file
-        raise UserError(f"run: cannot read {ckpt} ({type(exc).__name__})") from None
+    ckpt, state = _checkpoint(Path(path).expanduser())
     if CONFIG not in state:
         raise UserError(f"run: {ckpt} carries no tl_research config (written by another tool or an older version)")
     exp = from_dict(Experiment, state[CONFIG])

@@ -78,20 +78,23 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def trim_checkpoints(run_dir: Path, keep: str) -> None:
-    """Shrink a finished run's checkpoints: `best` keeps best.ckpt without the optimizer and loop states (only
-    resuming reads them, and a finished run is never resumed) and drops last.ckpt; `none` drops both; `all` keeps
-    them as they are."""
+    """Shrink a finished run's checkpoints: `best` keeps only the checkpoint whose model the run's metrics report
+    (best.ckpt, or last.ckpt for a run tested on its last epoch), without the optimizer and loop states (only
+    resuming reads them, and a finished run is never resumed); `none` drops both; `all` keeps them as they are."""
     folder = run_dir / "checkpoints"
     if keep == "all" or not folder.is_dir():
         return
     if keep == "none":
         shutil.rmtree(folder)
         return
-    (folder / "last.ckpt").unlink(missing_ok=True)
-    best = folder / "best.ckpt"
+    metrics = run_dir / "metrics.json"  # a pruned trial has none: its best.ckpt is kept
+    named = json.loads(metrics.read_text()).get("checkpoint/file", "best.ckpt") if metrics.is_file() else "best.ckpt"
+    for other in {"best.ckpt", "last.ckpt"} - {named}:
+        (folder / other).unlink(missing_ok=True)
+    best = folder / named
     if best.is_file():
         state = torch.load(best, map_location="cpu", weights_only=True)
         resume_only = ("optimizer_states", "lr_schedulers", "loops", "callbacks")
-        tmp = best.with_name("best.ckpt.tmp")
+        tmp = best.with_name(f"{named}.tmp")
         torch.save({k: v for k, v in state.items() if k not in resume_only}, tmp)
         os.replace(tmp, best)  # a crash leaves the full checkpoint, never a half-written one
