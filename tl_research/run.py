@@ -43,10 +43,10 @@ from tl_research.runs.distributed import (
     wait_for_launched,
     world_size,
 )
-from tl_research.runs.record import run_record
+from tl_research.runs.record import AT_CHANCE, run_record
 from tl_research.runs.rundir import create_run_dir, make_run_dir, write_json
 from tl_research.runs.tracking import Tracker, preflight, start_tracking
-from tl_research.stats import wilson
+from tl_research.stats import at_chance, wilson
 from tl_research.strategies import ProbePhase, Strategy, after_run, frozen_prefix, probe_phase
 from tl_research.training.callbacks import Throughput, peak_memory_mb, reset_peak_memory
 from tl_research.training.heads import build_head
@@ -307,6 +307,8 @@ def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks
                                             run_data.raw.classes))
             tracker.log_confusion(predictions["label"], predictions["pred"], run_data.raw.classes)
             metrics.update(shifted_test_sets(exp, backbone, module, run_data))
+            metrics[AT_CHANCE] = at_chance(metrics["test/acc"], len(data.sets["test"]), data.num_classes,
+                                           module.first_loss, fit_metrics.get("train/loss"))
         # the checkpoint holding the model just tested, which every reader must load (and checks it does)
         last = run_dir / "checkpoints" / "last.ckpt"
         tested = restored or (best.best_model_path if probe_only is not None else last)

@@ -53,6 +53,15 @@ def wilson(correct: float, total: int, confidence: float = 0.95) -> tuple[float,
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def at_chance(acc: float, total: int, classes: int, first_loss: float | None, last_loss: float | None) -> bool:
+    """Did a finished run learn nothing? Its accuracy is not above chance (the Wilson 95 % interval of `acc` on
+    `total` examples reaches 1/`classes`) and its training loss ended no lower than 90 % of its first value. Such a
+    run (a collapsed fine-tuning, an lr just short of divergence) is a failed fit, not a measurement of the method."""
+    if first_loss is None or last_loss is None or total <= 0 or classes < 2:
+        return False
+    return wilson(acc * total, total)[0] <= 1 / classes and last_loss >= 0.9 * first_loss
+
+
 @dataclass(frozen=True)
 class Interval:
     low: float

@@ -2,6 +2,7 @@
 
 import csv
 import math
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -228,3 +229,33 @@ def test_few_shot_report_logs_a_native_line_plot(tmp_path, study_db, monkeypatch
     folder = next((tmp_path / "out" / "wandb").glob("offline-run-*"))
     history = decode(run_file(folder))["history"]
     assert any(k.startswith("report/curve_data_shots") for row in history for k in row)
+
+
+def test_runs_that_learned_nothing_are_flagged_in_metrics_and_report(tmp_path, capsys):
+    """A real study whose lr is too small to move anything: every run ends at chance with its loss where it began,
+    metrics.json flags it and the report names the cell."""
+    import json
+
+    import yaml
+
+    from tests.conftest import tiny_experiment
+
+    exp = tiny_experiment(tmp_path, data={"classes": ["1", "4", "7"], "train_limit": 30, "eval_limit": 60},
+                          trainer={"max_epochs": 1, "patience": None, "progress_bar": False, "accelerator": "cpu"})
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(yaml.safe_dump({"experiment": exp, "study": {
+        "name": "still", "kind": "grid", "grid": {"optim.lr": [1e-12]}, "seeds": 2}}))
+    url = f"sqlite:///{tmp_path / 'st.db'}"
+    assert main(["study", str(cfg), "--storage", url]) == 0
+    trials = optuna.load_study(study_name="still", storage=url).trials
+    flags = [json.loads((Path(t.user_attrs["run_dir"]) / "metrics.json").read_text())["flag/at_chance"]
+             for t in trials]
+    assert flags == [True, True]
+    capsys.readouterr()
+    assert main(["report", "still", "--storage", url, "--out", str(tmp_path / "rep")]) == 0
+    assert "⚠ Runs that learned nothing" in capsys.readouterr().out
+    assert "1e-12: 2 of 2" in (tmp_path / "rep" / "results.md").read_text()
+    fit = tmp_path / "e.yaml"
+    fit.write_text(yaml.safe_dump(exp))
+    assert main(["fit", str(fit), "--set", "optim.lr=1e-12", "--out", str(tmp_path / "one")]) == 0
+    assert "warning: this run learned nothing" in capsys.readouterr().err

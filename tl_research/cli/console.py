@@ -57,3 +57,6 @@ def print_result(m: dict[str, Any]) -> None:
     print(f"run folder: {m['run_dir']}  (metrics.json, config.yaml, checkpoints/)")
     if "wandb_dir" in m:
         print(f"W&B run: {m['wandb_dir']}\n  upload it with: wandb sync {m['wandb_dir']}")
+    if m.get("flag/at_chance"):
+        print("warning: this run learned nothing (test accuracy not above chance, training loss not below 90 % of "
+              "its start): a failed fit, e.g. an lr too high or too low; metrics.json flags it", file=sys.stderr)

@@ -99,6 +99,12 @@ def to_markdown(table: Table, target_width: float | None = 0.02) -> str:
                                                                                     sort_key(kv[0][1]))))
             lines += ["", f"Intervals wider than {target_width:g}: {len(wide)} cell(s); seeds estimated for that width "
                           f"from the cell's variance components at its test size: {notes}."]
+    flagged = [(key, cell) for key, cell in table.cells.items() if cell.at_chance]
+    if flagged:
+        cells = ", ".join(f"{r}{f'/{c}' if table.cols_key else ''}: {cell.at_chance} of {cell.n}" for (r, c), cell in
+                          sorted(flagged, key=lambda kv: (sort_key(kv[0][0]), sort_key(kv[0][1]))))
+        lines += ["", f"⚠ Runs that learned nothing (test accuracy not above chance, training loss not below 90 % of "
+                      f"its start — a failed fit, e.g. an lr too high; check before reading the row): {cells}."]
     if table.missing:
         lines += ["", f"Incomplete study: {table.missing} cell(s) missing."]
     return "\n".join(lines) + "\n"

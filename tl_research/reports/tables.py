@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from tl_research import stats
 from tl_research.errors import UserError
 from tl_research.reports import predictions
+from tl_research.runs.record import AT_CHANCE
 from tl_research.studies import tuned
 
 THROUGHPUT, TRAINABLE = "throughput/train_samples_per_sec", "params/trainable"
@@ -34,6 +35,7 @@ class Cell:
     correct: np.ndarray | None = None  # (seeds x examples) 0/1 on the shared test set, when every run left them
     index: np.ndarray | None = None  # the test examples the columns of `correct` follow
     interval: stats.Interval | None = None
+    at_chance: int = 0  # runs that learned nothing (metrics.json's flag/at_chance): a failed fit, not a result
 
     @property
     def n(self) -> int:
@@ -133,7 +135,8 @@ def make_cell(by_seed: dict[int, optuna.trial.FrozenTrial], metric: str,
     ts = [by_seed[s] for s in seeds]
     sizes = [int(t.user_attrs[size_key]) for t in ts] if size_key and all(
         size_key in t.user_attrs for t in ts) else None
-    cell = Cell([float(t.user_attrs[metric]) for t in ts], seeds, sizes, [t.user_attrs.get("run_dir") for t in ts])
+    cell = Cell([float(t.user_attrs[metric]) for t in ts], seeds, sizes, [t.user_attrs.get("run_dir") for t in ts],
+                at_chance=sum(bool(t.user_attrs.get(AT_CHANCE)) for t in ts))
     found = predictions.correct_matrix(ts, cell.values, lookup) if metric == predictions.METRIC else None
     if found is not None:
         cell.correct, cell.index = found

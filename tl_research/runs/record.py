@@ -14,6 +14,8 @@ import torch
 
 from tl_research.config import Experiment
 
+# metrics.json's flag of a finished run that learned nothing (stats.at_chance); reports name such cells
+AT_CHANCE = "flag/at_chance"
 TRACKED_PACKAGES = ("torch", "lightning", "timm", "transformers", "optuna", "wandb", "torchmetrics", "peft")
 
 

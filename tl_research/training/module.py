@@ -208,11 +208,13 @@ class TransferModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tl_plateau"] = dict(self.plateau)
+        checkpoint["tl_first_loss"] = self.first_loss  # divergence is measured from the run's start, also resumed
         # the resolved experiment and class names (set by run()): a checkpoint alone reloads (inference.py)
         checkpoint.update(getattr(self, "run_info", {}))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.plateau.update(checkpoint.get("tl_plateau", {}))
+        self.first_loss = checkpoint.get("tl_first_loss", self.first_loss)
 
     def on_test_epoch_start(self) -> None:
         self.test_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (labels, probabilities) per batch
