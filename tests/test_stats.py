@@ -154,5 +154,6 @@ def test_at_chance_needs_both_chance_accuracy_and_no_learning():
     assert not stats.at_chance(0.12, 100, 10, first_loss=2.30, last_loss=1.50)  # it learned something: not flagged
     assert not stats.at_chance(0.30, 100, 10, first_loss=2.30, last_loss=2.40)  # clearly above chance
     # the same accuracy on more examples is distinguishable from chance
-    assert stats.at_chance(0.12, 1000, 10, 2.3, 2.3) == (sp.binomtest(120, 1000).proportion_ci(method="wilson").low <= 0.1)
+    low = sp.binomtest(120, 1000).proportion_ci(method="wilson").low
+    assert stats.at_chance(0.12, 1000, 10, 2.3, 2.3) == (low <= 0.1)
     assert not stats.at_chance(0.5, 10, 2, None, 0.7)  # no training loss (a solved probe): nothing to judge

@@ -69,6 +69,11 @@ def check_accelerator(exp: Experiment) -> None:
         raise UserError("trainer.accelerator: mps requested but this machine has no Apple GPU (use auto or cpu)")
     if acc in ("gpu", "cuda") and exp.trainer.devices > torch.cuda.device_count():
         raise UserError(f"trainer.devices: {exp.trainer.devices} requested, {torch.cuda.device_count()} visible")
+    on_cuda = acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available())
+    if exp.trainer.precision == "16-mixed" and not on_cuda:
+        # Lightning would fall back to another precision without a word, and the run record would say 16-mixed
+        raise UserError("trainer.precision: 16-mixed needs a CUDA device and this run has none (use 32-true, or "
+                        "bf16-mixed, which CPUs run)")
 
 
 def build_backbone_from(exp: Experiment) -> Backbone:

@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from importlib.metadata import PackageNotFoundError, version
+from typing import NoReturn
 
 from tl_research.cli.console import quiet_libraries, quiet_transformers
 from tl_research.errors import UserError
@@ -24,6 +25,30 @@ COMMAND_MODULES = {
     "study": "studies", "worker": "studies", "report": "studies", "check": "studies", "reproduce": "studies",
     "plan": "studies", "rank": "studies", "predict": "runs", "export": "runs", "quickstart": "studies"
 }
+
+
+def _count(least: int):
+    """An argparse type: an integer >= `least` (argparse prints the one-line usage error, exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{value} is below {least}")
+        return value
+    return parse
+
+
+def _share(text: str) -> float:
+    """An argparse type: a number in (0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
+    return value
 
 
 def package_version() -> str:
@@ -48,6 +73,10 @@ class _Parser(argparse.ArgumentParser):
             self.epilog = self.epilog()
         return super().format_help()
 
+    def error(self, message: str) -> NoReturn:
+        # the one-line contract of every other bad input, with where to read more
+        self.exit(2, f"tlr: error: {message} (see {self.prog} --help)\n")
+
 
 def _keys_epilog() -> str:
     from tl_research.cli.keydocs import keys_text  # the strategies import torch: only fit --help pays
@@ -68,7 +97,7 @@ def _formats_epilog() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tlr", description="Transfer-learning research: fit, inspect, list.")
+    p = _Parser(prog="tlr", description="Transfer-learning research: fit, inspect, list.")
     p.add_argument("--version", action="version", version=f"tlr {package_version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -104,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("config", help="study YAML (experiment + study section)")
     s.add_argument("--storage", help="sqlite:///…, postgresql+psycopg://…, or a journal file (*.log); "
                    f"default: ${STORAGE_ENV}, the study's `storage:`, or sqlite:///OUTPUT_DIR/studies.db")
-    s.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    s.add_argument("--workers", type=_count(1), default=1, help="worker processes on this machine")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override in the base experiment")
     s.add_argument("--dry-run", action="store_true", help="print the cells it would run; touch no storage")
 
@@ -120,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rows", help="parameter for the table rows (default: freeze.strategy, if swept)")
     r.add_argument("--cols", help="parameter for the columns (default: data.shots or freeze.depth, if swept)")
     r.add_argument("--baseline", help="row the paired tests compare against (default: linear_probe)")
-    r.add_argument("--target-width", type=float, default=0.02,
+    r.add_argument("--target-width", type=_share, default=0.02,
                    help="note cells whose interval is wider, with the seeds estimated for this width")
 
     c = sub.add_parser("check", help="judge a claims file on a study: held / failed / inconclusive (exit 1: failed)")
@@ -145,15 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--pilot", help="a storage URL or a results archive folder (default for a finding: its committed "
                                     "results/)")
     pl.add_argument("--study", help="the study of claims that name none (claims YAML only)")
-    pl.add_argument("--seeds", type=int, help="planned seeds (default: the finding's studies', else the pilot's)")
-    pl.add_argument("--test-size", type=int, help="planned test examples (default: the pilot's)")
+    pl.add_argument("--seeds", type=_count(2), help="planned seeds (default: the finding's studies', else the pilot's)")
+    pl.add_argument("--test-size", type=_count(1), help="planned test examples (default: the pilot's)")
 
     rk = sub.add_parser("rank", help="score backbones x freeze depths from frozen features, before training",
                         epilog=_scores_epilog)
     rk.add_argument("config", help="experiment YAML (dataset, preprocessing, weights)")
     rk.add_argument("--backbones", required=True, help="comma-separated, e.g. timm/mobilenetv2_100,hf/…")
     rk.add_argument("--depths", help="comma-separated freeze depths k (default: each backbone's full depth)")
-    rk.add_argument("--per-class", type=int, default=50, help="training examples per class to score on")
+    rk.add_argument("--per-class", type=_count(2), default=50, help="training examples per class to score on")
     rk.add_argument("--by", default="logme", help="score to sort by (the registered scores: see below)")
     rk.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     rk.add_argument("--out", help="folder for rank.md / rank.csv")
@@ -163,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("run", help="a run folder (the checkpoint its metrics report) or a checkpoint file")
     pr.add_argument("input", help="an image folder, a .csv/.tsv of texts (the run's data.text_column), or an .npz")
     pr.add_argument("--out", help="CSV file (default: INPUT-predictions.csv beside the input)")
-    pr.add_argument("--batch-size", type=int, default=64)
+    pr.add_argument("--batch-size", type=_count(1), default=64)
 
     ex = sub.add_parser("export", help="a trained run as safetensors, a timm state dict, an HF folder, a PEFT adapter",
                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_formats_epilog)
@@ -200,7 +229,10 @@ def _storage_damage(exc: BaseException) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed: a code, as every command returns
+        return exc.code if isinstance(exc.code, int) else 0
     if hasattr(args, "storage") and not args.storage:
         args.storage = os.environ.get(STORAGE_ENV) or None
     if argv is None:

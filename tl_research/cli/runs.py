@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 
 from tl_research.backbones.families import inspect_backbone
 from tl_research.cli.console import print_result, print_table
 from tl_research.cli.keydocs import keys_markdown, strategy_rows
-from tl_research.config import dump_yaml, experiment_schema, load_experiment
-from tl_research.errors import UserError
+from tl_research.config import Experiment, dump_yaml, experiment_schema, load_experiment
+from tl_research.errors import ConfigWarning, UserError
 from tl_research.lifecycle.export import export
 from tl_research.lifecycle.inference import load_run, predict, read_inputs, write_predictions
+from tl_research.paths import writable_file, writable_folder
 from tl_research.run import run
 
 
@@ -22,11 +24,24 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return [*args.set, *getattr(args, "overrides", [])]
 
 
+def _experiment(args: argparse.Namespace) -> Experiment:
+    """The one experiment `fit` runs and `config` shows: a key that would take no effect in it (an option of a
+    strategy it does not select) is refused, as every other key that cannot take effect is. (A study's base may hold
+    options for its other cells: there it is only a warning.)"""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConfigWarning)
+        try:
+            return load_experiment(args.config, _overrides(args))
+        except ConfigWarning as exc:
+            raise UserError(f"{exc}; remove it or select that strategy") from None
+
+
 def cmd_fit(args: argparse.Namespace) -> None:
-    exp = load_experiment(args.config, _overrides(args))
+    exp = _experiment(args)
     if args.print_config:
         print(dump_yaml(exp), end="")
         return
+    writable_folder(args.out or exp.output_dir, "--out" if args.out else "output_dir")
     result = run(exp, args.out, restart=args.restart)
     if result.metrics:  # empty in the extra processes of a DDP run: rank 0 reports
         print_result(result.metrics)
@@ -41,7 +56,7 @@ def cmd_config(args: argparse.Namespace) -> None:
         return
     if not args.config:
         raise UserError("config: name an experiment YAML (or pass --schema or --keys)")
-    print(dump_yaml(load_experiment(args.config, _overrides(args))), end="")
+    print(dump_yaml(_experiment(args)), end="")
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
@@ -67,17 +82,17 @@ def cmd_strategies(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    source = Path(args.input)
+    out = writable_file(args.out or source.with_name(f"{source.stem}-predictions.csv"), "--out")
     loaded = load_run(args.run)
     ids, inputs = read_inputs(args.input, loaded)
     probs, rate = predict(loaded, inputs, args.batch_size)
-    source = Path(args.input)
-    out = Path(args.out) if args.out else source.with_name(f"{source.stem}-predictions.csv")
     write_predictions(out, ids, probs, loaded.classes)
     print(f"{len(ids)} inputs, {rate:.0f} samples/s -> {out}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    out = writable_folder(args.out or Path(args.run) / "export" / args.format, "--out")
     loaded = load_run(args.run)
-    out = Path(args.out) if args.out else Path(args.run) / "export" / args.format
     for f in export(loaded, args.format, out):
         print(f"wrote {f}")

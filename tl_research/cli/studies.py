@@ -22,12 +22,14 @@ from tl_research.findings import plan
 from tl_research.findings.claims import check_claims, load_claims
 from tl_research.findings.claims import to_markdown as claims_markdown
 from tl_research.findings.reproduce import judge, load_finding, reproduce, results_folder
+from tl_research.paths import writable_file, writable_folder
 from tl_research.redact import STORAGE_ENV, mask_url
 from tl_research.reports import archive
 from tl_research.reports.report import run_report, write_csv
 from tl_research.reports.report import to_markdown as table_markdown
+from tl_research.run import check_accelerator
 from tl_research.runs.tracking import log_summary_run
-from tl_research.scores.rank import ordered, rank
+from tl_research.scores.rank import check_score, ordered, rank
 from tl_research.scores.rank import to_markdown as rank_markdown
 from tl_research.studies.storage import dashboard_arg, default_storage, open_storage
 from tl_research.studies.study import load_existing, total_trials, trial_rows, work
@@ -38,6 +40,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise UserError(f"--workers: {args.workers} (at least 1)")
     spec = load_study(args.config, args.set)  # everything is validated before the storage is touched
+    writable_folder(spec.experiment.output_dir, "output_dir")
+    check_accelerator(spec.experiment)
     if args.dry_run:
         print(f"study {spec.name} ({spec.config.kind}): {total_trials(spec)} trials")
         for cell in spec.cells:
@@ -107,7 +111,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    out = Path(args.out or Path("runs") / "reports" / args.name)
+    out = writable_folder(args.out or Path("runs") / "reports" / args.name, "--out")
     table, files = run_report(args.name, args.storage or "sqlite:///runs/studies.db", out, args.metric, args.rows,
                               args.cols, args.baseline, args.target_width)
     print(table_markdown(table, args.target_width))
@@ -130,17 +134,18 @@ def _verdicts(verdicts: list[Any]) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     source, claims = load_claims(args.claims)
+    out = writable_file(args.out, "--out") if args.out else None
     verdicts = check_claims(claims, args.study, args.storage or "sqlite:///runs/studies.db")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(claims_markdown(verdicts, source))
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(claims_markdown(verdicts, source))
         print(f"wrote {args.out}")
     return _verdicts(verdicts)
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     finding = load_finding(args.finding)
-    out = Path(args.out) if args.out else None
+    out = writable_folder(args.out, "--out") if args.out else None
     if args.rejudge:
         verdicts, files = judge(finding, results_folder(finding, args.smoke, out))
     else:
@@ -199,6 +204,8 @@ def cmd_rank(args: argparse.Namespace) -> None:
     if not names:
         raise UserError("--backbones: name at least one backbone")
     depths = _int_list(args.depths, "--depths") if args.depths else None
+    out = writable_folder(args.out, "--out") if args.out else None
+    check_score(args.by)
     found = ordered(rank(exp, names, depths, args.per_class), args.by)
     rows = [c.row() for c in found]
     if args.json:
@@ -206,7 +213,6 @@ def cmd_rank(args: argparse.Namespace) -> None:
     else:
         print(f"{exp.data.name}: {found[0].examples} training examples scored per candidate, best {args.by} first\n")
         print(rank_markdown(found))
-    out = Path(args.out) if args.out else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "rank.md").write_text(rank_markdown(found))
@@ -220,7 +226,7 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
 
 
     t0 = time.perf_counter()
-    out = Path(args.out)
+    out = writable_folder(args.out, "--out")
     spec, url = quickstart_spec(out)
     study_with_progress(spec, url)
     table, files = run_report(spec.name, url, out / "report")

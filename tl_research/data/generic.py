@@ -115,13 +115,22 @@ def load_npz(root: str | None, opts: LoadOptions = LoadOptions()) -> RawDataset:
     labels, classes = encode_labels(y)
     if x.dtype.kind in "US":
         return RawDataset(path.stem, "text", [str(t) for t in x], labels, classes)
-    if x.ndim not in (3, 4):
-        raise UserError(f"data.x_key: {path}:{opts.x_key} has shape {x.shape}; images need (N, H, W[, C])")
+    return RawDataset(path.stem, "image", image_array(x, f"data.x_key: {path}:{opts.x_key}"), labels, classes)
+
+
+def image_array(x: np.ndarray, where: str) -> np.ndarray:
+    """Images (N, H, W[, C]) of an .npz as uint8: floats in [0, 1] are scaled, others clipped to [0, 255]. A wrong
+    shape, an empty array, a non-numeric dtype or NaN/inf pixels are refused (`where` names the array), for
+    training (`data.name: npz`) and prediction alike."""
+    if x.ndim not in (3, 4) or len(x) == 0:
+        raise UserError(f"{where} has shape {x.shape}; images need (N, H, W[, C]) with N >= 1")
+    if x.dtype.kind not in "uif":
+        raise UserError(f"{where} has dtype {x.dtype}; images need numbers")
     if x.dtype.kind == "f" and not np.isfinite(x).all():
-        raise UserError(f"data.x_key: {path}:{opts.x_key} holds {int((~np.isfinite(x)).sum())} NaN/inf values")
+        raise UserError(f"{where} holds {int((~np.isfinite(x)).sum())} NaN/inf values")
     if x.dtype != np.uint8:
         x = np.clip(x * (255.0 if x.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-    return RawDataset(path.stem, "image", x, labels, classes)
+    return x
 
 
 for _info in [

@@ -205,18 +205,19 @@ def _over(c: Claim, cells: Cells, label: str) -> tuple[str, dict[str, Any]]:
 
 def load_claims(path: str | Path) -> tuple[str, list[Claim]]:
     """The claims of a file, checked for shape (not yet against a study)."""
-    parsed = parse_claims(read_yaml(path))
+    parsed = parse_claims(read_yaml(path), f"{path}: ")
     return parsed.source, parsed.claims
 
 
-def parse_claims(raw: Any) -> ClaimsFile:
-    """A claims file's mapping as typed claims (key-path errors); ids default to positions and must be unique."""
-    parsed = from_dict(ClaimsFile, raw)
+def parse_claims(raw: Any, prefix: str = "") -> ClaimsFile:
+    """A claims file's mapping as typed claims (key-path errors, after `prefix`); ids default to positions and must
+    be unique."""
+    parsed = from_dict(ClaimsFile, raw, prefix)
     seen: set[str] = set()
     for i, c in enumerate(parsed.claims):
         c.id = str(i) if c.id is None else c.id
         if c.id in seen:
-            raise UserError(f"claims[{i}].id: {c.id!r} appears twice")
+            raise UserError(f"{prefix}claims[{i}].id: {c.id!r} appears twice")
         seen.add(c.id)
     return parsed
 

@@ -88,6 +88,8 @@ def load_finding(name: str, root: Path = ROOT) -> Finding:
     """A finding by name (a folder under benchmarks/reproductions) or by its folder's path."""
     folder = Path(name) if Path(name, "reproduce.yaml").exists() else root / name
     manifest = folder / "reproduce.yaml"
+    if Path(name).is_dir() and not manifest.exists():
+        raise UserError(f"finding: {name} has no reproduce.yaml (a reproduction folder holds one)")
     if not manifest.exists():
         known = ", ".join(list_findings(root)) or f"none under {root}"
         raise UserError(f"finding: {name!r} is not a reproduction folder (known: {known})")

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from tl_research.backbones.runs import load_tested
 from tl_research.config import Experiment, from_dict, load_experiment
 from tl_research.data.datamodule import input_collates
-from tl_research.data.generic import IMAGE_SUFFIXES, LazyImages
+from tl_research.data.generic import IMAGE_SUFFIXES, LazyImages, image_array
 from tl_research.errors import UserError
 from tl_research.run import build_backbone_from, build_module_from
 
@@ -112,18 +112,25 @@ def read_inputs(path: str | Path, loaded: LoadedRun) -> tuple[list[str], Sequenc
             raise UserError(f"input: no images below {p}")
         return [str(f.relative_to(p)) for f in files], LazyImages(files)
     if suffix == ".npz":
-        with np.load(p, allow_pickle=False) as z:
-            if d.x_key not in z.files:
-                raise UserError(f"input: {p} has no array {d.x_key!r} (arrays: {', '.join(z.files)})")
-            x = z[d.x_key]
-        if x.dtype != np.uint8:
-            x = np.clip(x * (255.0 if x.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                if d.x_key not in z.files:
+                    raise UserError(f"input: {p} has no array {d.x_key!r} (arrays: {', '.join(z.files)})")
+                x = z[d.x_key]
+        except (OSError, ValueError, EOFError) as exc:  # not a zip, a truncated file, a pickled array
+            raise UserError(f"input: {p} is no readable .npz file ({exc})") from None
+        x = image_array(x, f"input: {p}:{d.x_key}")
         return [str(i) for i in range(len(x))], x
-    with p.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f, delimiter="," if suffix == ".csv" else "\t")
-        if d.text_column not in (reader.fieldnames or []):
-            raise UserError(f"input: {p} has no column {d.text_column!r} (the run's data.text_column)")
-        texts = [row[d.text_column] or "" for row in reader]
+    try:
+        with p.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f, delimiter="," if suffix == ".csv" else "\t")
+            if d.text_column not in (reader.fieldnames or []):
+                raise UserError(f"input: {p} has no column {d.text_column!r} (the run's data.text_column)")
+            texts = [row[d.text_column] or "" for row in reader]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"input: {p} is no readable UTF-8 CSV file ({exc})") from None
+    if not texts:
+        raise UserError(f"input: {p} has no rows")
     return [str(i) for i in range(len(texts))], texts
 
 

@@ -203,7 +203,7 @@ def build_table(trials: list[optuna.trial.FrozenTrial], metric: str, rows_key: s
             if name in t.user_attrs:
                 extra[cell[0]][name].append(float(t.user_attrs[name]))
     if not groups:
-        raise UserError(f"report: no completed trial has {metric!r}")
+        raise UserError(f"metric: no completed trial has {metric!r} (none finished yet, or its runs do not record it)")
     cells = {k: make_cell(by_seed, metric, lookup) for k, by_seed in groups.items()}
     rows = sorted({r for r, _ in cells}, key=sort_key)
     cols = sorted({c for _, c in cells}, key=sort_key)

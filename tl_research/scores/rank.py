@@ -132,10 +132,16 @@ def _source_scores(exp: Experiment, backbone: Backbone, raw: RawDataset, n: int,
     return {s.name: float(s.fn(probs, raw.labels[train])) for s in source}
 
 
-def ordered(candidates: list[Candidate], by: str = "logme") -> list[Candidate]:
-    """Best first by score `by` (candidates without it last)."""
+def check_score(by: str) -> str:
+    """`by` as a registered score name (checked before anything is computed)."""
     if by not in score_names():
         raise UserError(f"--by: {by!r} is not a score (allowed: {', '.join(score_names())})")
+    return by
+
+
+def ordered(candidates: list[Candidate], by: str = "logme") -> list[Candidate]:
+    """Best first by score `by` (candidates without it last)."""
+    check_score(by)
     return sorted(candidates, key=lambda c: (np.isnan(c.scores.get(by, np.nan)), -c.scores.get(by, -np.inf)))
 
 
