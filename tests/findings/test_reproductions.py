@@ -66,3 +66,20 @@ def test_a_malformed_reproduce_yaml_is_one_line(tmp_path, capsys, manifest, mess
     assert main(["reproduce", str(tmp_path), "--smoke"]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
+
+
+ARCHIVED = [n for n in FINDINGS if (load_finding(n).folder / "results" / "studies.journal").is_file()]
+
+
+@pytest.mark.parametrize("name", ARCHIVED)
+def test_committed_verdicts_rejudge_byte_for_byte_from_the_committed_archive(tmp_path, name):
+    """A re-run finding's committed tables and claims.md come back, byte for byte, from its committed archive alone
+    (judged in a copy: the committed files are not touched)."""
+    # the whole tree: a finding's sources may live in a sibling finding's folder
+    shutil.copytree(load_finding(name).folder.parent, tmp_path / "reproductions")
+    folder = tmp_path / "reproductions" / name
+    committed = {p.relative_to(folder): p.read_bytes() for p in (folder / "results").rglob("*.md")}
+    for p in committed:
+        (folder / p).unlink()
+    assert main(["reproduce", str(folder), "--rejudge"]) in (0, 1)  # 1: a claim failed, which is a result
+    assert {p.relative_to(folder): p.read_bytes() for p in (folder / "results").rglob("*.md")} == committed
