@@ -2,6 +2,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# test processes: one per core of the 2-core machines this project runs on (each test computes on one thread)
+JOBS ?= 2
 
 .PHONY: install quickstart test lint clean reproduce
 
@@ -27,7 +29,7 @@ lint: install
 	$(VENV)/bin/ruff check tl_research tests benchmarks
 
 test: install lint
-	$(PY) -m pytest -q -rs --durations=20
+	$(PY) -m pytest -q -rs -n $(JOBS) --durations=25
 
 clean:
 	rm -rf runs .pytest_cache

@@ -10,6 +10,11 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("WANDB_MODE", "disabled")  # tracking tests turn it back on explicitly
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one worker per core: each (and the tlr processes its tests start) computes on one thread,
+    # instead of every worker fighting over every core
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a test must never reach a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # the feature cache of this test session (subprocesses inherit it); never the user's own cache
