@@ -173,7 +173,7 @@ RANK = [
 PLAN = [
     ("plan-no-finding", "plan nosuch-finding-xyz", "'nosuch-finding-xyz' is not a reproduction folder"),
     ("plan-seeds-1", "plan {finding} --seeds 1", "argument --seeds: 1 is below 2"),
-    ("plan-test-size-0", "plan {finding} --test-size 0", "argument --test-size: 0 is below 1"),
+    ("plan-test-size-0", "plan {finding} --test-size 0", "argument --test-size: 0 is below 2"),
     ("plan-pilot-missing", "plan {finding} --pilot sqlite:///{ws}/none.db", "no study storage at"),
     ("plan-claims-no-pilot", "plan {ws}/claims-ok.yaml", "--pilot: a claims file is planned from a pilot"),
     ("plan-bad-claims", "plan {ws}/claims-within-lots.yaml --pilot " + URL, "within: expected a number"),

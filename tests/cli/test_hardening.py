@@ -184,7 +184,7 @@ def test_study_bad_cli_input(tmp_path, capsys):
     db = tmp_path / "st.db"
     cfg = _study(tmp_path, {})
     assert main(["study", str(cfg), "--storage", f"sqlite:///{db}", "--workers", "0"]) == 2
-    _one_line(capsys, "--workers: 0 (at least 1)")
+    _one_line(capsys, "argument --workers: 0 is below 1")
     raw = tmp_path / "raw.yaml"
     raw.write_text(yaml.safe_dump({"study": {"name": "x"}}))
     assert main(["study", str(raw), "--storage", f"sqlite:///{db}"]) == 2

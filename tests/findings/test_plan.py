@@ -54,8 +54,8 @@ def test_tlr_plan_from_a_storage_and_from_an_archive(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["plan", "CLAIMS"], "--pilot: a claims file is planned from a pilot"),
-    (["plan", "CLAIMS", "--pilot", "URL", "--seeds", "1"], "--seeds: a plan needs at least 2 seeds"),
-    (["plan", "CLAIMS", "--pilot", "URL", "--test-size", "0"], "--test-size: expected at least 2"),
+    (["plan", "CLAIMS", "--pilot", "URL", "--seeds", "1"], "argument --seeds: 1 is below 2"),
+    (["plan", "CLAIMS", "--pilot", "URL", "--test-size", "0"], "argument --test-size: 0 is below 2"),
     (["plan", "nosuch"], "finding: 'nosuch' is not a reproduction folder"),
     (["plan", "CLAIMS", "--pilot", "sqlite:///nowhere/x.db"], "no study storage at nowhere/x.db"),
 ])

@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "results/)")
     pl.add_argument("--study", help="the study of claims that name none (claims YAML only)")
     pl.add_argument("--seeds", type=_count(2), help="planned seeds (default: the finding's studies', else the pilot's)")
-    pl.add_argument("--test-size", type=_count(1), help="planned test examples (default: the pilot's)")
+    pl.add_argument("--test-size", type=_count(2), help="planned test examples (default: the pilot's)")
 
     rk = sub.add_parser("rank", help="score backbones x freeze depths from frozen features, before training",
                         epilog=_scores_epilog)

@@ -37,8 +37,6 @@ from tl_research.studies.studyspec import grid_seeds, load_study
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    if args.workers < 1:
-        raise UserError(f"--workers: {args.workers} (at least 1)")
     spec = load_study(args.config, args.set)  # everything is validated before the storage is touched
     writable_folder(spec.experiment.output_dir, "output_dir")
     check_accelerator(spec.experiment)
@@ -182,11 +180,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
         if pilot is None:
             raise UserError("--pilot: a claims file is planned from a pilot: a storage URL or a results archive")
     if args.seeds is not None:
-        if args.seeds < 2:
-            raise UserError(f"--seeds: a plan needs at least 2 seeds, got {args.seeds}")
         seeds = {name: args.seeds for name in {c.study or args.study for c in claims} | set(seeds)}
-    if args.test_size is not None and args.test_size < 2:
-        raise UserError(f"--test-size: expected at least 2 test examples, got {args.test_size}")
     needs = plan.plan_claims(claims, pilot, seeds, args.study, args.test_size)
     print(plan.to_markdown(needs, str(pilot)))
 
