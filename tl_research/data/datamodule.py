@@ -166,7 +166,8 @@ class TransferDataModule(L.LightningDataModule):
 def load_data(cfg: DataConfig, modality: str) -> RawDataset:
     """The whole labelled pool of `cfg.name` (only `cfg.classes`, when set), checked against the backbone's
     modality."""
-    raw = load_dataset(cfg.name, cfg.root, LoadOptions(cfg.text_column, cfg.label_column, cfg.x_key, cfg.y_key))
+    raw = load_dataset(cfg.name, cfg.root, LoadOptions(cfg.text_column, cfg.label_column, cfg.x_key, cfg.y_key,
+                                                       cfg.path))
     if raw.modality != modality:
         raise UserError(f"data.name: {cfg.name} holds {raw.modality} data but the backbone takes {modality}")
     for key, value in (("data.eval_shifts", cfg.eval_shifts), ("data.shift", cfg.shift)):

@@ -55,6 +55,9 @@ class DataConfig:
     label_column: str = field(default="label", metadata=unkeyed(applies_when("name", ("csv_text",))))
     x_key: str = field(default="x", metadata=unkeyed(applies_when("name", ("npz",))))
     y_key: str = field(default="y", metadata=unkeyed(applies_when("name", ("npz",))))
+    # torchvision: the dataset class of torchvision.datasets (e.g. FashionMNIST, CIFAR10, Flowers102), read from
+    # data.root as torchvision lays it out (never downloaded)
+    path: str | None = field(default=None, metadata=unkeyed(applies_when("name", ("torchvision",))))
     augment: AugmentConfig = field(default_factory=AugmentConfig, metadata=unkeyed())  # train-time augmentation
     # image side in pixels (None: the backbone's pretrained input size)
     image_size: int | None = field(default=None, metadata=keyed(bounds(ge=8, le=1024)))

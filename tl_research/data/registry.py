@@ -34,12 +34,14 @@ class RawDataset:
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """What generic loaders need besides `root`: column names for CSV text, array names for npz."""
+    """What generic loaders need besides `root`: column names for CSV text, array names for npz, the torchvision
+    dataset class."""
 
     text_column: str = "text"
     label_column: str = "label"
     x_key: str = "x"
     y_key: str = "y"
+    path: str | None = None  # torchvision: the dataset class
 
 
 def encode_labels(raw: list | np.ndarray) -> tuple[np.ndarray, list[str]]:
