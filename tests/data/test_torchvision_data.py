@@ -56,7 +56,7 @@ def test_fit_on_a_torchvision_dataset(tmp_path, torchvision_root, capsys):
 @pytest.mark.parametrize("data, message", [
     ({"root": "ROOT"}, "data.path: name a torchvision dataset class"),
     ({"root": "ROOT", "path": "NoSuchSet"}, "data.path: 'NoSuchSet' is not a torchvision dataset"),
-    ({"path": "FashionMNIST"}, "data.root: the folder torchvision keeps FashionMNIST in"),
+    ({"path": "FashionMNIST"}, "data.root: the folder torchvision keeps the dataset in"),
     ({"root": "EMPTY", "path": "FashionMNIST"}, "data.root: no FashionMNIST under"),
     ({"root": "ROOT", "path": "CIFAR10"}, "data.root: no CIFAR10 under"),
 ])

@@ -82,9 +82,9 @@ def _inputs(ds: Any, where: str) -> Any:
 
 
 def load_torchvision(root: str | None, opts: LoadOptions = LoadOptions()) -> RawDataset:
-    cls = _dataset_class(opts.path)
     if root is None:
-        raise UserError(f"data.root: the folder torchvision keeps {cls.__name__} in (its `root` argument)")
+        raise UserError("data.root: the folder torchvision keeps the dataset in (its `root` argument)")
+    cls = _dataset_class(opts.path)
     parts = _parts(cls, Path(root).expanduser())
     inputs = [_inputs(ds, f"data.path: {cls.__name__}") for _, ds in parts]
     labels = np.concatenate([_labels(ds) for _, ds in parts])
