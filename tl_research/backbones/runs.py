@@ -37,14 +37,18 @@ def identity(path: Path, state: dict[str, Any] | None = None) -> dict[str, Any]:
                     strict=True))
 
 
-def tested_file(folder: Path) -> Path:
+def _metrics(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def tested_file(folder: Path, metrics: dict[str, Any] | None = None) -> Path:
     """The checkpoint file of run `folder` whose model its metrics report: metrics.json's `checkpoint/file`
     (best.ckpt, or last.ckpt for a run tested on its last epoch); best.ckpt for runs written before it was
     recorded."""
-    try:
-        metrics = json.loads((folder / "metrics.json").read_text())
-    except (OSError, ValueError):
-        metrics = {}
+    metrics = _metrics(folder) if metrics is None else metrics
     return folder / "checkpoints" / str(metrics.get("checkpoint/file", "best.ckpt"))
 
 
@@ -55,15 +59,16 @@ def load_tested(folder: Path, option: str) -> tuple[Path, dict[str, Any]]:
     if not (folder / "metrics.json").is_file():
         raise UserError(f"{option}: {folder} has not finished (no metrics.json), so no checkpoint of it is a model "
                         f"it reported; finish it (rerun its command) or name a checkpoint file")
-    ckpt = tested_file(folder)
+    metrics = _metrics(folder)
+    ckpt = tested_file(folder, metrics)
     if not ckpt.is_file():
         raise UserError(f"{option}: {folder} has no checkpoints/{ckpt.name}, the model its metrics report (kept "
-                        f"with study.keep_checkpoints: none?)")
+                        f"with study.checkpoints: none?)")
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors, a truncated file: the checkpoint is unusable either way
         raise UserError(f"{option}: cannot read {ckpt} ({type(exc).__name__})") from None
-    recorded = {k: v for k, v in json.loads((folder / "metrics.json").read_text()).items() if k in IDENTITY}
+    recorded = {k: v for k, v in metrics.items() if k in IDENTITY}
     found = identity(ckpt, state)
     if recorded and recorded != found:
         raise UserError(f"{option}: {ckpt} is not the model {folder}/metrics.json reports (epoch "
