@@ -42,6 +42,19 @@ def postgres_url() -> str:
     return url
 
 
+@pytest.fixture
+def fashion_mnist_folder() -> Path:
+    """Where Debian's dataset-fashion-mnist put its IDX files (CI installs the package: fail without it there)."""
+    from tl_research.data.datasets import FASHION_DEBIAN, _debian_folder
+    from tl_research.data.registry import DATASETS
+
+    if not DATASETS.get("fashion-mnist", "data.name").available():
+        if os.environ.get("CI"):
+            pytest.fail("CI installs the Debian package dataset-fashion-mnist; it is missing")
+        pytest.skip("apt-get install dataset-fashion-mnist to run this test")
+    return _debian_folder("dataset-fashion-mnist", FASHION_DEBIAN)
+
+
 # a small WordPiece vocabulary: special tokens, characters, their continuations and common words, so any English
 # text tokenises (mostly into characters) without any installed model
 _WORDS = ("the a an and or but not no is was are be it this that of to in on for with as by at from film movie "

@@ -1,7 +1,6 @@
 """k-shot subsets, the real extra datasets, users' own data (image folders, CSV, npz) and augmentation."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -14,7 +13,7 @@ from tests.conftest import tiny_experiment
 from tl_research.backbones.base import ImageSpec
 from tl_research.cli.main import main
 from tl_research.config import AugmentConfig, DataConfig
-from tl_research.data import DATASETS, load_dataset
+from tl_research.data import load_dataset
 from tl_research.data.datamodule import build_augment, build_datamodule
 from tl_research.data.fewshot import fraction, k_shot
 from tl_research.data.splits import stratified_split
@@ -71,12 +70,7 @@ def test_few_shot_datamodule_splits_are_disjoint(animals):
     assert dm.subset_info["data/shots_per_class"] == 4 and dm.subset_info["data/min_class_count"] == 4
 
 
-def test_fashion_mnist_real_debian_files():
-    info = DATASETS.get("fashion-mnist", "data.name")
-    if not info.available():
-        if os.environ.get("CI"):
-            pytest.fail("CI installs the Debian package dataset-fashion-mnist; it is missing")
-        pytest.skip("apt-get install dataset-fashion-mnist to run this test")
+def test_fashion_mnist_real_debian_files(fashion_mnist_folder):
     data = load_dataset("fashion-mnist")
     assert data.inputs.shape == (70_000, 28, 28) and data.classes[0] == "T-shirt/top"
     assert np.bincount(data.labels).tolist() == [7000] * 10

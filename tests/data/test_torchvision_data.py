@@ -3,7 +3,6 @@ Fashion-MNIST files (Debian's package, laid out as torchvision expects), which m
 loader's pool; bad names and folders are one line."""
 
 import gzip
-import os
 import shutil
 
 import numpy as np
@@ -12,21 +11,14 @@ import yaml
 
 from tests.conftest import tiny_experiment
 from tl_research.cli.main import main
-from tl_research.data.registry import DATASETS, LoadOptions, load_dataset
+from tl_research.data.registry import LoadOptions, load_dataset
 
 
 @pytest.fixture
-def torchvision_root(tmp_path):
-    info = DATASETS.get("fashion-mnist", "data.name")
-    if not info.available():
-        if os.environ.get("CI"):
-            pytest.fail("CI installs the Debian package dataset-fashion-mnist; it is missing")
-        pytest.skip("apt-get install dataset-fashion-mnist to run this test")
-    from tl_research.data.datasets import FASHION_DEBIAN, _debian_folder
-
+def torchvision_root(tmp_path, fashion_mnist_folder):
     raw = tmp_path / "tv" / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
-    for gz in _debian_folder("dataset-fashion-mnist", FASHION_DEBIAN).glob("*-ubyte.gz"):
+    for gz in fashion_mnist_folder.glob("*-ubyte.gz"):
         with gzip.open(gz) as src, open(raw / gz.stem, "wb") as dst:  # torchvision reads the unpacked files
             shutil.copyfileobj(src, dst)
     return tmp_path / "tv"
