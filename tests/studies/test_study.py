@@ -134,7 +134,8 @@ def test_sigterm_stops_a_study_and_its_workers_and_hands_the_cells_back(tmp_path
     at once (no RUNNING trial waits for a stale heartbeat: the grace period is longer than the rerun may take) and
     no further cell starts; a rerun finishes every cell exactly once."""
     url = f"sqlite:///{tmp_path / 'studies.db'}"
-    cfg = _write(tmp_path, {**_grid("g-term"), "heartbeat_interval": 1, "grace_period": 3600}, epochs=3)
+    # trials long enough that neither can finish between the check below and the signal (3 epochs once raced)
+    cfg = _write(tmp_path, {**_grid("g-term"), "heartbeat_interval": 1, "grace_period": 3600}, epochs=15)
     proc = subprocess.Popen([*TLR, "study", str(cfg), "--storage", url, "--workers", "2"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
