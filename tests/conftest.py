@@ -21,6 +21,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 if "TLR_CACHE_DIR" not in os.environ:
     _SESSION_CACHE = tempfile.mkdtemp(prefix="tlr-test-cache-")
     os.environ["TLR_CACHE_DIR"] = _SESSION_CACHE
+    # and the Arrow files `datasets` writes when it loads parquet / csv files (data.name hf)
+    os.environ.setdefault("HF_DATASETS_CACHE", os.path.join(_SESSION_CACHE, "hf-datasets"))
 else:
     _SESSION_CACHE = None
 

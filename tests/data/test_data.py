@@ -102,15 +102,15 @@ def test_unknown_and_missing_datasets(monkeypatch):
 @pytest.mark.parametrize("name", sorted(DATASETS.names()))
 def test_every_registered_dataset_is_listed_and_loads_consistently(name):
     """The dataset registry's contract: listed with its modality; a built-in loads the same pool twice (labels
-    index its classes); a loader of users' files refuses to run without data.root, in one line."""
+    index its classes); a loader of users' files refuses to run without data.root / data.path, in one line."""
     from tl_research.data import list_datasets
     from tl_research.errors import UserError
 
     info = DATASETS.get(name, "data.name")
     row = {r["name"]: r for r in list_datasets()}[name]
     assert row["modality"] == info.modality and row["available"] in (True, False)
-    if "data.root" in info.description:
-        with pytest.raises(UserError, match="data.root"):
+    if "data.root" in info.description or "data.path" in info.description:
+        with pytest.raises(UserError, match="data.root|data.path"):
             load_dataset(name)
         return
     if not row["available"]:

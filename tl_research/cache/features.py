@@ -70,7 +70,8 @@ _DIGESTS: dict[int, tuple[RawDataset, str]] = {}  # the pools this process diges
 
 
 def dataset_digest(raw: RawDataset) -> str:
-    """A digest of the pool's content: labels, class names and inputs (files: their paths, sizes and mtimes)."""
+    """A digest of the pool's content: labels, class names and inputs (files: their paths, sizes and mtimes; a
+    Hugging Face dataset: its fingerprint)."""
     hit = _DIGESTS.get(id(raw))
     if hit is not None and hit[0] is raw:
         return hit[1]
@@ -87,6 +88,8 @@ def _digest(raw: RawDataset) -> str:
     if isinstance(raw.inputs, np.ndarray):
         h.update(str(raw.inputs.shape).encode())
         h.update(np.ascontiguousarray(raw.inputs).tobytes())
+    elif hasattr(raw.inputs, "fingerprint"):  # an Arrow-backed Hugging Face dataset: its fingerprint and rows
+        h.update(f"{raw.inputs.fingerprint}\0".encode() + np.asarray(raw.inputs.indices).tobytes())
     elif hasattr(raw.inputs, "paths"):
         for p in raw.inputs.paths:
             st = Path(p).stat()

@@ -4,7 +4,7 @@ Importing it registers every dataset.
 May import: the root modules except config (config reads data/options.py); never backbones (both read inputs.py).
 """
 
-from tl_research.data import datasets, generic, torchvision_data  # noqa: F401  (register the built-in and generic loaders)
+from tl_research.data import datasets, generic, hf_data, torchvision_data  # noqa: F401  (register the built-in and generic loaders)
 from tl_research.data.registry import DATASETS, LoadOptions, RawDataset, list_datasets, load_dataset
 
 __all__ = ["DATASETS", "LoadOptions", "RawDataset", "list_datasets", "load_dataset"]

@@ -18,7 +18,7 @@ from tl_research.data.fewshot import fraction, k_shot
 from tl_research.data.options import DataConfig
 from tl_research.data.registry import LoadOptions, RawDataset, load_dataset, restrict_classes
 from tl_research.data.shifts import parse_shift
-from tl_research.data.splits import Split, balanced_take, split_pool
+from tl_research.data.splits import Split, balanced_take, split_pool, vtab1k_split
 from tl_research.errors import UserError
 from tl_research.inputs import ImageSpec, TextSpec
 
@@ -163,11 +163,21 @@ class TransferDataModule(L.LightningDataModule):
         return self._loader("test", False)
 
 
+def load_options(cfg: DataConfig) -> LoadOptions:
+    """The loader's options of the data section (mappings and lists as tuples: a loaded pool is reused by them)."""
+    files = cfg.data_files
+    data_files = (tuple((k, tuple(v)) for k, v in files.items()) if isinstance(files, dict)
+                  else None if files is None else tuple(files))
+    return LoadOptions(text_column=cfg.text_column, label_column=cfg.label_column, x_key=cfg.x_key, y_key=cfg.y_key,
+                       path=cfg.path, subset=cfg.subset, data_files=data_files,
+                       splits=None if cfg.splits is None else tuple(cfg.splits.items()),
+                       image_column=cfg.image_column)
+
+
 def load_data(cfg: DataConfig, modality: str) -> RawDataset:
     """The whole labelled pool of `cfg.name` (only `cfg.classes`, when set), checked against the backbone's
     modality."""
-    raw = load_dataset(cfg.name, cfg.root, LoadOptions(cfg.text_column, cfg.label_column, cfg.x_key, cfg.y_key,
-                                                       cfg.path))
+    raw = load_dataset(cfg.name, cfg.root, load_options(cfg))
     if raw.modality != modality:
         raise UserError(f"data.name: {cfg.name} holds {raw.modality} data but the backbone takes {modality}")
     for key, value in (("data.eval_shifts", cfg.eval_shifts), ("data.shift", cfg.shift)):
@@ -184,6 +194,12 @@ def select(raw: RawDataset, cfg: DataConfig) -> tuple[Split, dict[str, Any]]:
     split_seed = cfg.split_seed
     split = split_pool(raw.labels, raw.predefined, cfg.val_fraction, cfg.test_fraction, split_seed)
     info: dict[str, Any] = {}
+    if cfg.protocol == "vtab1k":
+        if cfg.shots is not None or cfg.fraction is not None or cfg.train_limit is not None:
+            raise UserError("data.protocol: vtab1k fixes the training set (800 + 200 examples); leave data.shots, "
+                            "data.fraction and data.train_limit out")
+        split = vtab1k_split(split, raw.predefined, split_seed)
+        info["data/protocol"] = cfg.protocol
     train = split.train
     if cfg.shots is not None or cfg.fraction is not None:
         seed = split_seed if cfg.subset_seed is None else cfg.subset_seed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -81,6 +82,7 @@ def load_image_folder(root: str | None, opts: LoadOptions = LoadOptions()) -> Ra
 def load_csv_text(root: str | None, opts: LoadOptions = LoadOptions()) -> RawDataset:
     """A CSV (or .tsv) file with a text column and a label column (names from data.text_column/label_column)."""
     path = _need_root(root, "a CSV or TSV file")
+    opts = dataclasses.replace(opts, text_column=opts.text_column or "text", label_column=opts.label_column or "label")
     delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
     try:
         with path.open(newline="", encoding="utf-8") as f:

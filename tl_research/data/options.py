@@ -4,6 +4,7 @@ read them): which dataset, its split, few-shot subsets, shifts, augmentation and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from tl_research.schema import SEED, applies_when, bounds, keyed, unkeyed
 
@@ -36,6 +37,9 @@ class DataConfig:
     # split shares per class (validation, test)
     val_fraction: float = field(default=0.1, metadata=unkeyed(bounds(gt=0.0, lt=1.0)))
     test_fraction: float = field(default=0.2, metadata=unkeyed(bounds(gt=0.0, lt=1.0)))
+    # a benchmark protocol: vtab1k = 800 train + 200 validation examples drawn at random (split_seed) from the
+    # training split, tested on the whole test split (VTAB-1k, Zhai et al. 2019)
+    protocol: Literal["vtab1k"] | None = field(default=None, metadata=unkeyed())
     # k examples per class from the training split (nested across k), or a stratified share of it
     shots: int | None = field(default=None, metadata=unkeyed(bounds(ge=1)))
     fraction: float | None = field(default=None, metadata=unkeyed(bounds(gt=0.0, le=1.0)))
@@ -50,14 +54,26 @@ class DataConfig:
     # stratified caps on split sizes (None: everything the split holds)
     train_limit: int | None = field(default=None, metadata=unkeyed(bounds(ge=1)))
     eval_limit: int | None = field(default=None, metadata=unkeyed(bounds(ge=1)))
-    # csv_text: column names (a .tsv file is read tab-separated); npz: array names
-    text_column: str = field(default="text", metadata=unkeyed(applies_when("name", ("csv_text",))))
-    label_column: str = field(default="label", metadata=unkeyed(applies_when("name", ("csv_text",))))
+    # csv_text: column names (None: "text" and "label"; a .tsv file is read tab-separated); hf: column names (None:
+    # detected from the features: the one Image / string column, the one ClassLabel column)
+    text_column: str | None = field(default=None, metadata=unkeyed(applies_when("name", ("csv_text", "hf"))))
+    label_column: str | None = field(default=None, metadata=unkeyed(applies_when("name", ("csv_text", "hf"))))
+    image_column: str | None = field(default=None, metadata=unkeyed(applies_when("name", ("hf",))))
+    # npz: array names
     x_key: str = field(default="x", metadata=unkeyed(applies_when("name", ("npz",))))
     y_key: str = field(default="y", metadata=unkeyed(applies_when("name", ("npz",))))
     # torchvision: the dataset class of torchvision.datasets (e.g. FashionMNIST, CIFAR10, Flowers102), read from
-    # data.root as torchvision lays it out (never downloaded)
-    path: str | None = field(default=None, metadata=unkeyed(applies_when("name", ("torchvision",))))
+    # data.root as torchvision lays it out (never downloaded); hf: a hub id, a save_to_disk folder, or a loader
+    # (parquet, csv, json, imagefolder) reading data.data_files
+    path: str | None = field(default=None, metadata=unkeyed(applies_when("name", ("torchvision", "hf"))))
+    # hf: the hub config name (e.g. "sst2" of glue)
+    subset: str | None = field(default=None, metadata=unkeyed(applies_when("name", ("hf",))))
+    # hf: the loader's files: a list, or a mapping {split: files}
+    data_files: list[str] | dict[str, list[str]] | None = field(
+        default=None, metadata=unkeyed(applies_when("name", ("hf",))))
+    # hf: which of the dataset's splits is {train, val, test} (None: train, validation/valid/val/dev, test; a
+    # missing val or test split is carved out of train)
+    splits: dict[str, str] | None = field(default=None, metadata=unkeyed(applies_when("name", ("hf",))))
     augment: AugmentConfig = field(default_factory=AugmentConfig, metadata=unkeyed())  # train-time augmentation
     # image side in pixels (None: the backbone's pretrained input size)
     image_size: int | None = field(default=None, metadata=keyed(bounds(ge=8, le=1024)))

@@ -34,14 +34,18 @@ class RawDataset:
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """What generic loaders need besides `root`: column names for CSV text, array names for npz, the torchvision
-    dataset class."""
+    """What generic loaders need besides `root`: column names (CSV text: None = "text" / "label"; hf: None =
+    detected), array names for npz, the torchvision dataset class or the Hugging Face dataset and its parts."""
 
-    text_column: str = "text"
-    label_column: str = "label"
+    text_column: str | None = None
+    label_column: str | None = None
     x_key: str = "x"
     y_key: str = "y"
-    path: str | None = None  # torchvision: the dataset class
+    path: str | None = None  # torchvision: the dataset class; hf: what datasets.load_dataset / load_from_disk read
+    subset: str | None = None
+    data_files: tuple | None = None  # hf: files, or (split, files) pairs (hashable: a loaded pool is reused by key)
+    splits: tuple[tuple[str, str], ...] | None = None  # hf: (role, split name) pairs
+    image_column: str | None = None
 
 
 def encode_labels(raw: list | np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -55,7 +59,7 @@ def encode_labels(raw: list | np.ndarray) -> tuple[np.ndarray, list[str]]:
 @dataclass(frozen=True)
 class DatasetInfo:
     name: str
-    modality: Literal["image", "text"]
+    modality: Literal["image", "text", "image or text"]
     load: Callable[[str | None, LoadOptions], RawDataset]
     module: str | None = None  # import name of the package that ships the data
     requirement: str | None = None  # what to install when missing
@@ -87,18 +91,21 @@ def register_dataset(info: DatasetInfo) -> DatasetInfo:
 _LOADED: dict[tuple, tuple[Any, RawDataset]] = {}
 
 
-def _stamp(info: DatasetInfo, root: str | None) -> Any:
-    """What must not have changed for a loaded pool to be reused: the user's folder or file, or where the package
-    that ships the data is installed."""
+def _stamp(info: DatasetInfo, root: str | None, path: str | None) -> Any:
+    """What must not have changed for a loaded pool to be reused: the user's folder or file (data.root, or a local
+    data.path), or where the package that ships the data is installed."""
+    local = next((Path(p).expanduser() for p in (root, path) if p is not None and Path(p).expanduser().exists()),
+                 None)
+    if local is not None:
+        return local.stat().st_mtime_ns
     if root is None:
         return str(package_dir(info.module)) if info.module else None
-    path = Path(root).expanduser()
-    return path.stat().st_mtime_ns if path.exists() else None
+    return None
 
 
 def load_dataset(name: str, root: str | None = None, opts: LoadOptions = LoadOptions()) -> RawDataset:
     info = DATASETS.get(name, "data.name")
-    key, stamp = (name, root, opts), _stamp(info, root)
+    key, stamp = (name, root, opts), _stamp(info, root, opts.path)
     hit = _LOADED.get(key)
     if hit is not None and hit[0] == stamp:
         return hit[1]
@@ -148,7 +155,8 @@ def restrict_classes(raw: RawDataset, classes: list[str]) -> RawDataset:
     idx = np.flatnonzero(np.isin(raw.labels, keep))
     labels = np.searchsorted(np.asarray(keep), raw.labels[idx]).astype(np.int64)
     inputs = raw.inputs[idx] if isinstance(raw.inputs, np.ndarray) else (
-        [raw.inputs[int(i)] for i in idx] if isinstance(raw.inputs, list) else Take(raw.inputs, idx))
+        [raw.inputs[int(i)] for i in idx] if isinstance(raw.inputs, list) else
+        raw.inputs.take(idx) if hasattr(raw.inputs, "take") else Take(raw.inputs, idx))
     subset = RawDataset(raw.name, raw.modality, inputs, labels, [raw.classes[i] for i in keep],
                         None if raw.predefined is None else raw.predefined[idx])
     if len(_SUBSETS) >= 4:

@@ -67,3 +67,19 @@ def balanced_take(indices: np.ndarray, labels: np.ndarray, n: int | None, seed: 
     order, rank = class_ranks(indices, labels, seed)
     tiebreak = np.random.default_rng(seed + 1).permutation(len(order))  # which classes get the remainder
     return np.sort(order[np.lexsort((tiebreak, rank))[:n]])
+
+
+VTAB_TRAIN, VTAB_VAL = 800, 200
+
+
+def vtab1k_split(split: Split, predefined: np.ndarray | None, seed: int) -> Split:
+    """The VTAB-1k protocol on a pool's split: 800 train and 200 validation examples drawn at random with `seed`
+    from the training data (the dataset's train split; with no validation split of its own, the validation part
+    carved out of it goes back into the draw), tested on the whole test split."""
+    own_val = predefined is not None and bool((predefined == 1).any())
+    pool = split.train if own_val else np.union1d(split.train, split.val)
+    if len(pool) < VTAB_TRAIN + VTAB_VAL:
+        raise UserError(f"data.protocol: vtab1k draws {VTAB_TRAIN} + {VTAB_VAL} examples from the training split, "
+                        f"which holds {len(pool)}")
+    order = np.random.default_rng(seed).permutation(pool)
+    return Split(np.sort(order[:VTAB_TRAIN]), np.sort(order[VTAB_TRAIN:VTAB_TRAIN + VTAB_VAL]), split.test)

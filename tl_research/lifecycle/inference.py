@@ -124,9 +124,10 @@ def read_inputs(path: str | Path, loaded: LoadedRun) -> tuple[list[str], Sequenc
     try:
         with p.open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f, delimiter="," if suffix == ".csv" else "\t")
-            if d.text_column not in (reader.fieldnames or []):
-                raise UserError(f"input: {p} has no column {d.text_column!r} (the run's data.text_column)")
-            texts = [row[d.text_column] or "" for row in reader]
+            column = d.text_column or "text"
+            if column not in (reader.fieldnames or []):
+                raise UserError(f"input: {p} has no column {column!r} (the run's data.text_column, default text)")
+            texts = [row[column] or "" for row in reader]
     except (UnicodeDecodeError, csv.Error) as exc:
         raise UserError(f"input: {p} is no readable UTF-8 CSV file ({exc})") from None
     if not texts:
