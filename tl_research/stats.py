@@ -15,6 +15,11 @@ scored on the *same* test examples, so seeds and test examples are both random a
   examples; the seed term then cannot be estimated, and `method` says so.
 - `seeds_interval`, `compare_seeds`: the fallback when per-example predictions are missing (old studies, metrics
   that are not a test accuracy): Student-t over seeds only, labelled `seeds-t` (it leaves out the test-set term).
+- `tasks_interval`, `compare_tasks`: the mean over a suite's tasks (or a group of them) with the tasks taken as a
+  sample of tasks: Student-t over the per-task means (paired per task for a difference), T - 1 degrees of freedom
+  (`t-over-tasks`) — the summary-statistics approach to random effects (Holmes & Friston 1998): each task's mean is
+  one observation, so the spread of the task means carries both the between-task variance and each task's own
+  estimation noise. One task: no interval.
 - `side` and `bonferroni`: the one decision rule of tables, plots and claims. A comparison is decided by its
   interval against a margin (wholly above / wholly below / undecided); a family of k comparisons (a table's
   comparisons with its best rows, a finding's claims) uses simultaneous intervals at confidence 1 - alpha/k
@@ -196,18 +201,38 @@ def seeds_interval(values: list[float], confidence: float = 0.95, size: int | No
         if size is None:
             return Interval(float(v[0]), float(v[0]), "none")
         return Interval(*wilson(round(float(v[0]) * size), size, confidence), "wilson-one-seed")
-    return _t(float(v.mean()), float(v.var(ddof=1)) / len(v), len(v) - 1, confidence, "seeds-t",
-              -math.inf, math.inf)[0]
+    return _mean_t(v, confidence, "seeds-t")[0]
+
+
+def _mean_t(v: np.ndarray, confidence: float, method: str) -> tuple[Interval, float]:
+    """Student-t interval and p of the mean of independent values (n - 1 degrees of freedom)."""
+    return _t(float(v.mean()), float(v.var(ddof=1)) / len(v), len(v) - 1, confidence, method, -math.inf, math.inf)
+
+
+def _paired(a: list[float], b: list[float], confidence: float, method: str) -> Comparison:
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if len(d) == 1:
+        return Comparison(float(d[0]), Interval(float(d[0]), float(d[0]), "none"), float("nan"), 1, confidence)
+    interval, p = _mean_t(d, confidence, method)
+    return Comparison(float(d.mean()), interval, p, len(d), confidence)
 
 
 def compare_seeds(a: list[float], b: list[float], confidence: float = 0.95) -> Comparison:
     """Fallback paired comparison over seeds only (paired t over the per-seed differences; one seed: no test)."""
-    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    if len(d) == 1:
-        return Comparison(float(d[0]), Interval(float(d[0]), float(d[0]), "none"), float("nan"), 1, confidence)
-    interval, p = _t(float(d.mean()), float(d.var(ddof=1)) / len(d), len(d) - 1, confidence, "seeds-t",
-                     -math.inf, math.inf)
-    return Comparison(float(d.mean()), interval, p, len(d), confidence)
+    return _paired(a, b, confidence, "seeds-t")
+
+
+def tasks_interval(means: list[float], confidence: float = 0.95) -> Interval:
+    """Interval of the mean over tasks, the tasks a sample of tasks: t over the per-task means (one task: none)."""
+    v = np.asarray(means, dtype=float)
+    if len(v) == 1:
+        return Interval(float(v[0]), float(v[0]), "none")
+    return _mean_t(v, confidence, "t-over-tasks")[0]
+
+
+def compare_tasks(a: list[float], b: list[float], confidence: float = 0.95) -> Comparison:
+    """a - b of two rows' means over the same tasks: paired t over the per-task differences (one task: no test)."""
+    return _paired(a, b, confidence, "t-over-tasks")
 
 
 def bonferroni(family: int, alpha: float = ALPHA) -> float:

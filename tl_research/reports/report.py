@@ -11,7 +11,7 @@ import optuna
 
 from tl_research import stats
 from tl_research.errors import UserError
-from tl_research.reports import predictions, tuning
+from tl_research.reports import predictions, suite_table, tuning
 from tl_research.reports.plots import curve_plot, pareto_plot, search_plots
 from tl_research.reports.tables import (  # noqa: F401  (Table, build_table: used by callers of this module)
     THROUGHPUT,
@@ -23,7 +23,7 @@ from tl_research.reports.tables import (  # noqa: F401  (Table, build_table: use
     sort_key,
 )
 from tl_research.runs.tracking import log_summary_run
-from tl_research.studies import prefilter
+from tl_research.studies import prefilter, suites
 from tl_research.studies.storage import open_storage
 from tl_research.studies.study import load_existing
 from tl_research.studies.studyspec import grid_seeds
@@ -164,11 +164,19 @@ def to_latex(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(table: Table, out: Path, target_width: float = 0.02) -> list[Path]:
+def write_tables(table: Table, out: Path, target_width: float = 0.02,
+                 suite: suite_table.SuiteMeans | None = None) -> list[Path]:
+    """results.md / .csv / .tex of `table`; a suite study's mean-over-tasks columns below the markdown table and as
+    `mean:<group>` rows of the CSV."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text(to_markdown(table, target_width))
+    rows = csv_rows(table, target_width)
+    md = to_markdown(table, target_width)
+    if suite is not None:
+        md += suite_table.to_markdown(table, suite)
+        rows += suite_table.csv_rows(table, suite, rows[0])
+    (out / "results.md").write_text(md)
     (out / "results.tex").write_text(to_latex(table))
-    write_csv(out / "results.csv", csv_rows(table, target_width))
+    write_csv(out / "results.csv", rows)
     return [out / "results.md", out / "results.csv", out / "results.tex"]
 
 
@@ -194,12 +202,18 @@ def run_report(name: str, url: str | optuna.storages.BaseStorage, out: Path, met
         raise UserError(f"report: study {name!r} has no completed trial yet")
     record = prefilter.apply(spec, study)  # expected cells: only the kept candidates'
     d_rows, d_cols = default_axes(trials)
+    if spec.suite is not None:  # a suite study: tasks are the columns, the mean over them is added
+        d_cols = suites.TASK
+        d_rows = d_rows if d_rows != suites.TASK else next(
+            (k for k in spec.config.grid if k not in (suites.TASK, "seed")), None)
     rows = rows or d_rows
     cols = cols if cols is not None else (d_cols if d_cols != rows else None)
     expected = (len(spec.cells) if spec.config.kind == "grid" else
                 len(spec.arms) * len(grid_seeds(spec.config)) if spec.config.kind == "tuned" else None)
     table = build_table(trials, metric, rows, cols or None, baseline, expected, lookup=lookup)
-    files = write_tables(table, out, target_width)
+    means = (suite_table.build(table, suites.groups(spec.suite, table.cols))
+             if spec.suite is not None and table.cols_key == suites.TASK else None)
+    files = write_tables(table, out, target_width, means)
     if record is not None:
         (out / "prefilter.md").write_text(prefilter.to_markdown(record))
         files.append(out / "prefilter.md")

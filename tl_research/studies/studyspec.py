@@ -16,10 +16,11 @@ from typing import Any, Literal
 from tl_research.backbones import inspect_backbone
 from tl_research.backbones.families import accepted_options, option_names
 from tl_research.config import Experiment, load_experiment
+from tl_research.data import DATASETS
 from tl_research.errors import ConfigWarning, UserError
 from tl_research.redact import mask_url
 from tl_research.schema import SEED, apply_overrides, bounds, from_dict, inapplicable, read_yaml, set_dotted
-from tl_research.studies import prefilter
+from tl_research.studies import prefilter, suites
 
 
 @dataclass
@@ -56,6 +57,9 @@ class StudyConfig:
     # {score: logme, keep: N, per_class: 50}: rank the swept backbone.name / freeze.depth values by a
     # transferability score before training and run only the best N (prefilter.py)
     prefilter: Any = None
+    # a benchmark suite (suites.py): a YAML path or its tasks inline; a grid study sweeps its tasks as the `task`
+    # axis (study.grid.task: a subset), every task x grid cell x seed one cell
+    suite: Any = None
     # Optuna heartbeat (RDB storages): a worker silent for `grace_period` s has its trial failed and retried
     heartbeat_interval: int = field(default=10, metadata=bounds(ge=1))
     grace_period: int = field(default=60, metadata=bounds(ge=1))
@@ -93,6 +97,7 @@ class StudySpec:
     arms: list[dict[str, Any]] = field(default_factory=list)  # tuned only: each arm's settings
     tuned: list[list[str]] = field(default_factory=list)  # tuned only: per arm, the tune keys that apply to it
     tune: TuneConfig | None = None  # tuned only: the parsed `study.tune`
+    suite: dict[str, Any] | None = None  # the parsed `study.suite`
     _cell_experiments: dict[str, Experiment] = field(default_factory=dict, repr=False)
 
     @property
@@ -108,7 +113,8 @@ class StudySpec:
     def experiment_for(self, params: dict[str, Any]) -> Experiment:
         """The experiment of one trial: a grid cell's (parsed when the spec was), or the base with search params."""
         found = self._cell_experiments.get(_cell_key(params))
-        return found if found is not None else experiment_for(self.base, params, self.config.seed_keys)
+        return found if found is not None else experiment_for(self.base, params, self.config.seed_keys,
+                                                              suite=self.suite)
 
 
 def _cell_key(params: dict[str, Any]) -> str:
@@ -116,9 +122,11 @@ def _cell_key(params: dict[str, Any]) -> str:
 
 
 def experiment_for(base: dict, params: dict[str, Any], seed_keys: list[str] | None = None,
-                   quiet: bool = False) -> Experiment:
-    """`base` with every param set; `seed` goes to each of `seed_keys`. Keys the cell's strategy ignores warn,
-    unless `quiet` or the cell sets the strategy (a strategy sweep's base holds every strategy's options)."""
+                   quiet: bool = False, suite: dict[str, Any] | None = None) -> Experiment:
+    """`base` with every param set; `seed` goes to each of `seed_keys`, a suite's `task` to its data options. Keys
+    the cell's strategy ignores warn, unless `quiet` or the cell sets the strategy (a strategy sweep's base holds
+    every strategy's options)."""
+    params = suites.expand(params, suite)
     data = base
     for key, value in params.items():
         # a grid key "a+b" ties keys: each value goes to both (e.g. keep the first n groups and freeze them)
@@ -151,9 +159,10 @@ def _drop_inapplicable(data: dict, params: dict[str, Any]) -> dict:
     return data
 
 
-def _check_params(base: dict, params: dict[str, Any], where: str, seed_keys: list[str] | None = None) -> Experiment:
+def _check_params(base: dict, params: dict[str, Any], where: str, seed_keys: list[str] | None = None,
+                  suite: dict[str, Any] | None = None) -> Experiment:
     try:
-        return experiment_for(base, params, seed_keys, quiet=True)  # values one by one: types and ranges only
+        return experiment_for(base, params, seed_keys, quiet=True, suite=suite)  # one by one: types, ranges only
     except UserError as exc:
         raise UserError(f"{where}: {exc}") from None
 
@@ -167,14 +176,15 @@ def seed_list(value: Any) -> list[int]:
     raise UserError(f"study.seeds: expected a count >= 1 or a non-empty list of integers, got {value!r}")
 
 
-def _grid_cells(cfg: StudyConfig, base: dict, where: str = "study.grid") -> list[dict[str, Any]]:
+def _grid_cells(cfg: StudyConfig, base: dict, where: str = "study.grid",
+                suite: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     if not isinstance(cfg.grid, dict) or not cfg.grid:
         raise UserError(f"{where}: expected a mapping of config keys to lists of values")
     for key, values in cfg.grid.items():
         if not isinstance(values, list) or not values:
             raise UserError(f"{where}.{key}: expected a non-empty list of values, got {values!r}")
         for v in values:
-            _check_params(base, {key: v}, f"{where}.{key}", cfg.seed_keys)
+            _check_params(base, {key: v}, f"{where}.{key}", cfg.seed_keys, suite)
     keys = [k for k in cfg.grid if k != "seed"]
     cells = [dict(zip(keys, combo)) for combo in itertools.product(*(cfg.grid[k] for k in keys))]
     return [{**cell, "seed": s} for cell in cells for s in grid_seeds(cfg)]
@@ -237,7 +247,9 @@ def _check_space(params: Any, base: dict, num_groups: int, where_: str = "study.
 
 
 def _resolve(exp: Experiment, num_groups: int, where: str) -> None:
-    """The strategy of `exp` against the backbone's groups: the same check a run makes, before anything runs."""
+    """The strategy of `exp` against the backbone's groups, and its dataset's name: the checks a run makes, before
+    anything runs."""
+    DATASETS.get(exp.data.name, f"{where}: data.name")
     try:
         exp.freeze.options.resolve(num_groups, exp.optim.lr)
     except UserError as exc:
@@ -248,6 +260,7 @@ def build_spec(name: str, base: dict, cfg: StudyConfig) -> StudySpec:
     """Validate the study section against the base and parse every grid cell once."""
     swept = {k for section in (cfg.grid, cfg.params, cfg.arms) if isinstance(section, dict) for k in section}
     first = experiment_for(base, {}, quiet="freeze.strategy" in swept)  # the base itself must be valid
+    DATASETS.get(first.data.name, "data.name")
     objectives = cfg.objectives or [ObjectiveConfig()]
     for o in objectives:
         if o.metric not in SELECTABLE:
@@ -259,11 +272,16 @@ def build_spec(name: str, base: dict, cfg: StudyConfig) -> StudySpec:
     spec = StudySpec(name or first.name, base, cfg, first, objectives, num_groups=num_groups)
     if cfg.prefilter is not None:
         prefilter.parse(cfg.prefilter)
+    if cfg.suite is not None:
+        if cfg.kind != "grid":
+            raise UserError(f"study.suite: a suite is swept by a grid study (this one is {cfg.kind})")
+        spec.suite = suites.load_suite(cfg.suite)
+        cfg.grid = suites.task_axis(spec.suite, cfg.grid)
     if cfg.kind == "grid":
-        spec.cells = _grid_cells(cfg, base)
+        spec.cells = _grid_cells(cfg, base, suite=spec.suite)
         groups = {(first.backbone.name, first.backbone.coarse): num_groups}
         for cell in spec.cells:
-            exp = experiment_for(base, cell, cfg.seed_keys)
+            exp = experiment_for(base, cell, cfg.seed_keys, suite=spec.suite)
             b = exp.backbone  # each cell against its own backbone (a grid may sweep backbone.name)
             if (b.name, b.coarse) not in groups:
                 groups[b.name, b.coarse] = len(inspect_backbone(b.name, b.coarse)["groups"])
@@ -356,6 +374,8 @@ def load_study(path: str | Path, overrides: list[str] | None = None,
         raise UserError("experiment: a study needs its base experiment (a YAML path or an inline mapping)")
     base = apply_overrides(copy.deepcopy(base), list(raw.get("set") or []) + list(overrides or []))
     cfg = from_dict(StudyConfig, raw.get("study"), "study.")
+    if cfg.suite is not None:  # stored inline: workers elsewhere read the tasks from the study, not a file
+        cfg.suite = suites.load_suite(cfg.suite, Path(path).parent)
     return build_spec(cfg.name, base, cfg)
 
 
