@@ -13,6 +13,7 @@ import yaml
 from scipy import stats as sps
 
 from tl_research.cli.main import main
+from tl_research.findings.claims import check_claims
 from tl_research.studies.studyspec import load_study, load_study_json
 
 TASKS = {"animals": {"group": "shapes", "data": {"name": "animal-mnist"}},
@@ -72,6 +73,17 @@ def test_a_suite_study_runs_every_task_and_reports_the_mean_over_tasks(tmp_path)
     assert float(diff["diff"]) == pytest.approx(np.mean(d), abs=1e-9)
     half = sps.t.ppf(1 - 0.05 / 4, 2) * np.std(d, ddof=1) / np.sqrt(3)  # 2 comparisons x 2 columns, Bonferroni
     assert float(diff["diff_high"]) == pytest.approx(np.mean(d) + half, abs=1e-9)
+    # a claim on the mean over tasks: the same paired t over tasks, at its family's level (two claims here)
+    claims = [{"id": "mean", "relation": ">", "a": {"freeze.strategy": "depth"},
+               "b": {"freeze.strategy": "linear_probe"}, "mean_over": "task"},
+              {"id": "shapes", "relation": ">", "a": {"freeze.strategy": "depth"},
+               "b": {"freeze.strategy": "linear_probe"}, "mean_over": "task", "among": ["animals", "digits"]}]
+    every, shapes = check_claims(claims, "mini", url)
+    half = sps.t.ppf(1 - 0.05 / 4, 2) * np.std(d, ddof=1) / np.sqrt(3)
+    assert every.effect == pytest.approx(np.mean(d), abs=1e-9) and every.method == "t-over-tasks"
+    assert every.high == pytest.approx(np.mean(d) + half, abs=1e-9)
+    assert every.verdict == ("held" if every.low > 0 else "failed" if every.high < 0 else "inconclusive")
+    assert shapes.effect == pytest.approx(np.mean(d[:2]), abs=1e-9) and shapes.n == 2
 
 
 def test_the_suite_travels_inside_the_study_and_a_task_subset_is_a_grid_key(tmp_path):
@@ -106,3 +118,15 @@ def test_a_missing_suite_file_is_one_line(tmp_path, capsys):
     (tmp_path / "suite.yaml").unlink()
     assert main(["study", str(cfg), "--dry-run"]) == 2
     assert "study.suite: no suite file 'suite.yaml'" in capsys.readouterr().err
+
+
+def test_the_shipped_suites_and_their_studies_load():
+    from tl_research.studies.suites import load_suite
+
+    vtab = load_suite("benchmarks/suites/vtab1k.yaml")
+    assert len(vtab["tasks"]) == 19
+    assert {g: sum(t["group"] == g for t in vtab["tasks"].values()) for g in ("natural", "specialized", "structured")
+            } == {"natural": 7, "specialized": 4, "structured": 8}
+    spec = load_study("benchmarks/suites/offline_mnv2.yaml")
+    assert {c["task"] for c in spec.cells} == {"animal-mnist", "fashion-mnist", "digits"} and len(spec.cells) == 18
+    assert all(spec.experiment_for(c).data.protocol == "vtab1k" for c in spec.cells)

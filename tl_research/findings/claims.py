@@ -9,7 +9,10 @@ A claims file holds `source` (where the findings come from) and `claims`, each o
 - `cells: {…}`, `relation: increasing | decreasing`, `over: <swept key>` (a curve, its values in sorted order);
 - `cells: {…}`, `relation: argmax`, `over: <swept key>`, `expect: <value>` (which value is best).
 
-Any claim may give `expected: <effect>` (e.g. the paper's), which `tlr plan` sizes the design for.
+Any claim may give `expected: <effect>` (e.g. the paper's), which `tlr plan` sizes the design for. A pairwise claim
+may instead address the mean over a swept key — a suite study's tasks: `mean_over: task` (optionally `among: [task,
+…]`, e.g. one group) compares the two sides' means over those tasks, paired per task, with the t-over-tasks interval
+(`stats.compare_tasks`).
 
 A cell is the set of completed trials whose parameters match the mapping; every swept key but the seed must be
 pinned (by the claim or, for `over`, by the curve). `study:` names the study (default: the one given to `tlr check`),
@@ -18,6 +21,7 @@ pinned (by the claim or, for `over`, by the curve). `study:` names the study (de
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +59,9 @@ class Claim:
     cells: dict[str, Any] | None = None  # curves and argmax: the pinned keys
     over: str | None = None  # curves and argmax: the swept key
     expect: Any = None  # argmax: the value expected to be best
+    # pairwise relations: compare the means over this swept key's values (e.g. a suite's tasks), paired per value
+    mean_over: str | None = None
+    among: list[Any] | None = None  # mean_over: only these values (default: every value of the key)
     # the effect expected (e.g. the paper's), in the terms claims.md prints: a - b; last - first (increasing) or
     # first - last (decreasing); the expected best's margin over its closest rival (argmax). Used by `tlr plan`.
     expected: float | None = None
@@ -124,14 +131,17 @@ class Cells:
         return sorted({t.params[key] for t in self.trials if key in t.params}, key=sort_key)
 
 
-def _describe(where: dict[str, Any], cell: Cell) -> str:
-    return f"{', '.join(f'{k}={v}' for k, v in where.items())}: {cell.mean:.3f} (n={cell.n})"
+def _describe(where: dict[str, Any], cell: Cell | None, mean: float | None = None) -> str:
+    text = f"{', '.join(f'{k}={v}' for k, v in where.items())}: "
+    return text + (f"{cell.mean:.3f} (n={cell.n})" if cell is not None else f"{mean:.3f}")
 
 
-Judged = tuple[str, stats.Comparison, str, tuple[Cell, Cell]]  # verdict, comparison, detail, its cells (a, b)
+Judged = tuple[str, stats.Comparison, str, tuple[Cell, Cell] | None]  # verdict, comparison, detail, its cells (a, b)
 
 
 def _pair(c: Claim, cells: Cells, label: str, other: Any) -> Judged:
+    if c.mean_over is not None:
+        return _mean_pair(c, cells, label)
     sides = []
     for side in ("a", "b"):
         if getattr(c, side) is None:
@@ -141,12 +151,41 @@ def _pair(c: Claim, cells: Cells, label: str, other: Any) -> Judged:
         sides.append((other(where.pop("study")) if "study" in where else cells).get(where, f"{label}.{side}"))
     a, b = sides
     comp = _comparison(a, b, cells, label)
-    rel = "≈" if c.relation == "~=" else c.relation
-    within = c.within
-    if rel == "≈" and within <= 0:
-        raise UserError(f"{label}.within: relation ≈ needs a tolerance within > 0 (in metric units)")
-    verdict = _judge(comp.interval, rel, within)
+    verdict = _judge(comp.interval, *_within(c, label))
     return verdict, comp, f"{_describe(c.a or {}, a)} vs {_describe(c.b or {}, b)}", (a, b)
+
+
+def _within(c: Claim, label: str) -> tuple[str, float]:
+    rel = "≈" if c.relation == "~=" else c.relation
+    if rel == "≈" and c.within <= 0:
+        raise UserError(f"{label}.within: relation ≈ needs a tolerance within > 0 (in metric units)")
+    return rel, c.within
+
+
+def _mean_pair(c: Claim, cells: Cells, label: str) -> Judged:
+    """a vs b as means over the values of `mean_over` (a suite's tasks), paired per value: t over the per-value
+    differences of the cells' means, at the claims family's level."""
+    key = c.mean_over
+    if key not in cells.swept:
+        raise UserError(f"{label}.mean_over: {key!r} is not a swept key of this study "
+                        f"(swept: {', '.join(cells.swept)})")
+    values = cells.values(key)
+    chosen = values if c.among is None else c.among
+    unknown = [v for v in chosen if v not in values]
+    if unknown or len(chosen) < 2:
+        raise UserError(f"{label}.among: two or more values of {key} ({', '.join(map(str, values))})")
+    means = {}
+    for side in ("a", "b"):
+        where = dict(getattr(c, side) or {})
+        if "study" in where or key in where:
+            raise UserError(f"{label}.{side}: a mean over {key} pins neither {key} nor another study")
+        means[side] = [cells.get({**where, key: v}, f"{label}.{side} at {key}={v}").mean for v in chosen]
+    comp = stats.compare_tasks(means["a"], means["b"], stats.bonferroni(cells.family))
+    comp = dataclasses.replace(comp, p=stats.adjusted(comp.p, cells.family))
+    verdict = _judge(comp.interval, *_within(c, label))
+    detail = (f"mean over {key} ({len(chosen)}): {_describe(c.a or {}, None, sum(means['a']) / len(chosen))} vs "
+              f"{_describe(c.b or {}, None, sum(means['b']) / len(chosen))}")
+    return verdict, comp, detail, None
 
 
 def _comparison(a: Cell, b: Cell, cells: Cells, label: str) -> stats.Comparison:
@@ -247,6 +286,8 @@ def check_claims(claims: list[Claim] | list[dict[str, Any]], default_study: str 
         if not name:
             raise UserError(f"{label}.study: name the study (or pass one to tlr check)")
         metric = c.metric
+        if c.mean_over is not None and c.relation not in PAIR:
+            raise UserError(f"{label}.mean_over: only pairwise relations (>, >=, ≈) compare means over a key")
         judge = _pair if c.relation in PAIR else _curve if c.relation in CURVE else _argmax
         verdict, comp, detail, pair = judge(c, cells_of(name, metric), label, lambda s, m=metric: cells_of(s, m))
         if comp.interval.method == "seeds-t" and comp.n < MIN_SEEDS_ONLY:
