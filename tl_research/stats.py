@@ -19,7 +19,8 @@ scored on the *same* test examples, so seeds and test examples are both random a
   sample of tasks: Student-t over the per-task means (paired per task for a difference), T - 1 degrees of freedom
   (`t-over-tasks`) — the summary-statistics approach to random effects (Holmes & Friston 1998): each task's mean is
   one observation, so the spread of the task means carries both the between-task variance and each task's own
-  estimation noise. One task: no interval.
+  estimation noise. One task: no interval. Coverage on simulated suites of 3-19 tasks in
+  `benchmarks/suite_coverage.py` (benchmarks/results/suite_coverage.md).
 - `side` and `bonferroni`: the one decision rule of tables, plots and claims. A comparison is decided by its
   interval against a margin (wholly above / wholly below / undecided); a family of k comparisons (a table's
   comparisons with its best rows, a finding's claims) uses simultaneous intervals at confidence 1 - alpha/k
