@@ -45,6 +45,21 @@ def postgres_url() -> str:
 
 
 @pytest.fixture
+def slurm_cluster() -> None:
+    """The one-node Slurm `.ci/slurm.sh` starts (CI runs it: fail without it; elsewhere skip, saying how)."""
+    import subprocess
+
+    try:
+        state = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20).stdout
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        state = ""
+    if not any(s in state for s in ("idle", "mixed", "allocated")):
+        if os.environ.get("CI"):
+            pytest.fail(f"CI starts Slurm (.ci/slurm.sh); sinfo shows no usable node ({state.strip() or 'no sinfo'})")
+        pytest.skip("no Slurm node here: bash .ci/slurm.sh (as root) starts a one-node Slurm")
+
+
+@pytest.fixture
 def fashion_mnist_folder() -> Path:
     """Where Debian's dataset-fashion-mnist put its IDX files (CI installs the package: fail without it there)."""
     from tl_research.data.datasets import FASHION_DEBIAN, _debian_folder

@@ -253,6 +253,8 @@ def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks
     the best checkpoint, test (unless `test` is off), and write the run's files."""
     data = run_data.data
     primary = global_rank(exp.trainer) == 0  # under DDP only rank 0 writes
+    # where a resumed run went on from (the epoch its last checkpoint holds): evidence that nothing started over
+    resumed = {"resumed_from_epoch": identity(resume)["checkpoint/epoch"]} if resume is not None else {}
     module.run_info = {"tl_config": exp.to_dict(), "tl_classes": list(run_data.raw.classes), **new_attempt()}
     cache = run_data.cache.metrics()
     record = run_record(exp, backbone.weights_source, run_data.weights, {**cache, **extra}, sys.argv)
@@ -325,7 +327,7 @@ def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks
             "epochs": trainer.current_epoch if probe_only is None else 0,
             "data/train_size": len(data.sets["train"]), "data/val_size": len(data.sets["val"]),
             "data/test_size": len(data.sets["test"]), "data/num_classes": data.num_classes, **data.subset_info,
-            **cache, **extra,
+            **cache, **extra, **resumed,
         })
         metrics.update(tracker.finish(metrics))
     except BaseException:

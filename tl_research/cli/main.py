@@ -133,9 +133,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("config", help="study YAML (experiment + study section)")
     s.add_argument("--storage", help="sqlite:///…, postgresql+psycopg://…, or a journal file (*.log); "
                    f"default: ${STORAGE_ENV}, the study's `storage:`, or sqlite:///OUTPUT_DIR/studies.db")
-    s.add_argument("--workers", type=_count(1), default=1, help="worker processes on this machine")
+    s.add_argument("--workers", type=_count(1), default=1,
+                   help="worker processes on this machine (--launcher slurm: tasks of the worker job array)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override in the base experiment")
     s.add_argument("--dry-run", action="store_true", help="print the cells it would run; touch no storage")
+    s.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                   help="slurm: queue the cells, submit a job array of --workers `tlr worker` tasks, and return")
+    s.add_argument("--slurm-partition", help="sbatch --partition")
+    s.add_argument("--slurm-time", help="sbatch --time per task (e.g. 4:00:00); a task stopped at its limit hands "
+                   "its cell back and is requeued")
+    s.add_argument("--slurm-gpus-per-worker", type=_count(0), help="sbatch --gpus-per-task")
+    s.add_argument("--slurm-cpus-per-worker", type=_count(1), help="sbatch --cpus-per-task")
+    s.add_argument("--slurm-extra", action="append", default=[], metavar="OPTION",
+                   help="another sbatch option, e.g. --slurm-extra=--qos=low (repeatable)")
+    s.add_argument("--slurm-shared-fs", action="store_true",
+                   help="a SQLite/journal storage file is on a filesystem every node sees (else PostgreSQL)")
 
     w = sub.add_parser("worker", help="join a study from another process or machine")
     w.add_argument("--study", required=True)
@@ -211,6 +223,7 @@ class Terminated(KeyboardInterrupt):
 
 
 _TERMINATED = threading.Event()
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -244,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     # Lightning's own SIGTERM handler only stops a fit at the next batch and turns the stop into SystemExit, which
     # a study would take for a failed cell and go on; it calls this handler too
     handles = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if handles else None
+    # SIGUSR1 too: Slurm's warning before a time limit (`--signal=USR1@90`) stops a worker the same way
+    previous = [signal.signal(sig, _terminate) for sig in STOP_SIGNALS] if handles else None
     _TERMINATED.clear()
     try:
         module = importlib.import_module(f"tl_research.cli.{COMMAND_MODULES[args.command]}")
@@ -277,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         if handles:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in zip(STOP_SIGNALS, previous):
+                signal.signal(sig, handler)
     return code or 0
 

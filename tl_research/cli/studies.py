@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from collections import Counter
@@ -31,8 +32,9 @@ from tl_research.run import check_accelerator
 from tl_research.runs.tracking import log_summary_run
 from tl_research.scores.rank import check_score, ordered, rank
 from tl_research.scores.rank import to_markdown as rank_markdown
+from tl_research.studies import slurm
 from tl_research.studies.storage import dashboard_arg, default_storage, open_storage
-from tl_research.studies.study import load_existing, total_trials, trial_rows, work
+from tl_research.studies.study import load_existing, prepare_study, total_trials, trial_rows, work
 from tl_research.studies.studyspec import grid_seeds, load_study
 
 
@@ -49,6 +51,8 @@ def cmd_study(args: argparse.Namespace) -> int:
                   f"over {', '.join(keys)}, then {len(grid_seeds(spec.config))} seed runs")
         return 0
     url = args.storage or spec.config.storage or default_storage(spec)
+    if args.launcher == "slurm":
+        return _submit_slurm(spec, url, args)
     study = study_with_progress(spec, url, args.workers)
     columns, rows = trial_rows(study, spec)
     print()
@@ -57,6 +61,25 @@ def cmd_study(args: argparse.Namespace) -> int:
     shown = mask_url(url)
     print(f"\nReport: tlr report {spec.name} --storage {shown}\nBrowse: optuna-dashboard {dashboard_arg(shown)}")
     return failure_summary(study)
+
+
+def _submit_slurm(spec: Any, url: str, args: argparse.Namespace) -> int:
+    """Queue the cells, submit the worker array, say how to follow it."""
+    if spec.config.kind != "grid":
+        raise UserError(f"--launcher: slurm runs grid studies (this one is {spec.config.kind}: run `tlr study` "
+                        f"on the cluster, or start `tlr worker` tasks yourself)")
+    opts = slurm.SlurmOptions(args.workers, args.slurm_partition, args.slurm_time, args.slurm_gpus_per_worker,
+                              args.slurm_cpus_per_worker, list(args.slurm_extra), args.slurm_shared_fs)
+    slurm.check_storage(url, opts.shared_fs)
+    _, queued = prepare_study(spec, url)
+    folder = Path(spec.experiment.output_dir) / "studies" / spec.name / "slurm"
+    job, path = slurm.submit(spec.name, url, opts, folder)
+    shown = mask_url(url)
+    print(f"study {spec.name}: {queued} cells queued in {shown}; Slurm job {job} ({opts.workers} worker tasks, "
+          f"script {path})")
+    print(f"Follow: squeue -j {job}   logs: {folder}/worker-{job}_*.out")
+    print(f"Report: tlr report {spec.name} --storage {shown}")
+    return 0
 
 
 def _cell(trial: Any) -> str:
@@ -104,7 +127,16 @@ def cmd_worker(args: argparse.Namespace) -> None:
                          f" ({t.user_attrs.get('error', '')})" if t.state.name == "FAIL" else ""), flush=True)
 
     seen.update(t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished())
-    n = work(study, spec, on_trial=finished)
+    try:
+        n = work(study, spec, on_trial=finished)
+    except (KeyboardInterrupt, SystemExit):
+        # stopped by a signal (its cell is back in the queue): a Slurm task requeues itself while cells remain;
+        # Slurm's own TERM for the requeue must not interrupt the exit
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_IGN)
+        if slurm.requeue_if_cells_remain(study):
+            print(f"worker stopped: its cell is queued again; Slurm task {slurm.task_id()} requeued", flush=True)
+        raise
     print(f"worker done: {n} trials")
 
 

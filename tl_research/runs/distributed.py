@@ -15,6 +15,7 @@ from typing import Any
 
 import lightning.pytorch as L
 import torch.distributed as dist
+from lightning.pytorch.plugins.environments import LightningEnvironment, SLURMEnvironment
 from lightning.pytorch.strategies import DDPStrategy
 
 from tl_research.config import Experiment, TrainerConfig
@@ -29,10 +30,13 @@ def world_size(t: TrainerConfig) -> int:
 
 
 def global_rank(t: TrainerConfig) -> int:
-    """This process's rank: RANK when a launcher (torchrun, SLURM wrappers) sets it, else what Lightning's own
-    launcher sets (NODE_RANK, LOCAL_RANK); 0 for the process the user started."""
+    """This process's rank: RANK when a launcher (torchrun) sets it, SLURM_PROCID for tasks `srun` started (the
+    processes of one run, as Lightning's Slurm environment counts them), else what Lightning's own launcher sets
+    (NODE_RANK, LOCAL_RANK); 0 for the process the user started."""
     if "RANK" in os.environ:
         return int(os.environ["RANK"])
+    if world_size(t) > 1 and SLURMEnvironment.detect():
+        return int(os.environ.get("SLURM_PROCID", 0))
     return int(os.environ.get("NODE_RANK", 0)) * t.devices + int(os.environ.get("LOCAL_RANK", 0))
 
 
@@ -41,6 +45,9 @@ def check_distributed(exp: Experiment, out: str | Path | None) -> None:
     t = exp.trainer
     if t.strategy == "ddp" and world_size(t) == 1:
         raise UserError("trainer.strategy: ddp needs more than one process (trainer.devices or trainer.num_nodes > 1)")
+    if out is None and world_size(t) > 1 and SLURMEnvironment.detect() and int(os.environ.get("SLURM_NTASKS", 1)) > 1:
+        raise UserError("--out: DDP tasks started by srun each run this command; give them one run folder (--out) "
+                        "every task can reach")
     if t.num_nodes > 1 and out is None:
         raise UserError("trainer.num_nodes: a multi-node run needs --out, a folder every node can reach (each node "
                         "would otherwise choose its own run folder)")
@@ -58,6 +65,18 @@ def share_run_dir(run_dir: Path) -> None:
     os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
 
 
+def plugins() -> list[Any]:
+    """The trainers' plugins: atomic checkpoint writes, and under Slurm its cluster environment without Lightning's
+    auto-requeue (a study worker hands its cell back and requeues its own task; two requeue handlers would race)."""
+    found: list[Any] = [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():
+        try:
+            found.append(SLURMEnvironment(auto_requeue=False))
+        except RuntimeError as exc:  # Lightning's check of the srun variables (e.g. --ntasks instead of per node)
+            raise UserError(f"trainer.devices: this Slurm job cannot run the DDP processes ({exc})") from None
+    return found
+
+
 def fit_trainer(exp: Experiment, run_dir: Path, callbacks: list[L.Callback], logger: Any, epochs: int,
                 varying_plan: bool) -> L.Trainer:
     """The trainer that fits: one device, or DDP over devices x nodes (gloo on CPU). `varying_plan`: the trainable
@@ -71,13 +90,14 @@ def fit_trainer(exp: Experiment, run_dir: Path, callbacks: list[L.Callback], log
                      strategy=strategy, precision=t.precision, deterministic=t.deterministic,
                      default_root_dir=run_dir, logger=logger if logger is not None else False, callbacks=callbacks,
                      enable_progress_bar=t.progress_bar, enable_model_summary=False,
-                     log_every_n_steps=t.log_every_n_steps, plugins=[AtomicCheckpointIO()],
+                     log_every_n_steps=t.log_every_n_steps, plugins=plugins(),
                      accumulate_grad_batches=t.accumulate_grad_batches, gradient_clip_val=t.gradient_clip_val)
 
 
 def testing_trainer(exp: Experiment, fitted: L.Trainer, run_dir: Path, logger: Any) -> L.Trainer:
     """The trainer that tests: the fitting one, or after DDP a single-device one on rank 0 (the process group
-    is left first, so that no metric waits for processes that have gone)."""
+    is left first, so that no metric waits for processes that have gone; a plain environment, as a Slurm job's
+    task count is the fit's world, not this trainer's)."""
     if world_size(exp.trainer) == 1:
         return fitted
     leave_group()
@@ -85,7 +105,7 @@ def testing_trainer(exp: Experiment, fitted: L.Trainer, run_dir: Path, logger: A
     return L.Trainer(accelerator=t.accelerator, devices=1, num_nodes=1, precision=t.precision,
                      default_root_dir=run_dir, logger=logger if logger is not None else False,
                      enable_progress_bar=t.progress_bar, enable_model_summary=False,
-                     plugins=[AtomicCheckpointIO()])
+                     plugins=[AtomicCheckpointIO(), LightningEnvironment()])
 
 
 def leave_group() -> None:

@@ -157,7 +157,11 @@ def objective(trial: optuna.Trial, spec: StudySpec) -> list[float]:
     exp = spec.experiment_for(params)
     exp = dataclasses.replace(exp, trainer=dataclasses.replace(exp.trainer, progress_bar=False))
     # unique even when one study name lives in several storages
-    out = Path(exp.output_dir) / "studies" / spec.name / f"trial-{trial.number:04d}-{secrets.token_hex(3)}"
+    # a cell handed back mid-run (a preempted worker) goes on from its last checkpoint, in its own folder and W&B
+    # run; otherwise a new folder, unique even when one study name lives in several storages
+    out = _unfinished(trial) or (Path(exp.output_dir) / "studies" / spec.name /
+                                 f"trial-{trial.number:04d}-{secrets.token_hex(3)}")
+    trial.set_user_attr("run_dir", str(out))  # copied to the cell's retry if this attempt is interrupted
     # an ablation cell or a seed run always runs to the end; searches and tuning trials prune (single objective:
     # Optuna cannot prune multi); a tuning trial is selected on validation and never sees the test split
     tuning = trial.user_attrs.get(tuned.PHASE) == tuned.TUNE
@@ -177,6 +181,16 @@ def objective(trial: optuna.Trial, spec: StudySpec) -> list[float]:
     if not all(math.isfinite(v) for v in values) or not math.isfinite(result.metrics.get("train/loss", 0.0)):
         raise FloatingPointError(f"non-finite result: {dict(zip([o.metric for o in spec.objectives], values))}")
     return values
+
+
+def _unfinished(trial: optuna.Trial) -> Path | None:
+    """The run folder of an earlier attempt at this trial's cell (a retry inherits its user attributes) that left a
+    last checkpoint and no result."""
+    folder = trial.user_attrs.get("run_dir")
+    if folder is None:
+        return None
+    path = Path(folder)
+    return path if (path / "checkpoints" / "last.ckpt").exists() and not (path / "metrics.json").exists() else None
 
 
 def _heartbeat(storage: Any, trial_id: int, stop: threading.Event, every: float) -> None:
@@ -219,12 +233,18 @@ def fail_stale(study: optuna.Study) -> None:
 
 
 def _hand_back(study: optuna.Study, trial_id: int) -> None:
-    """Fail a trial this worker holds (RUNNING) as it stops, so that a rerun retries its cell at once instead
-    of waiting for its heartbeat to go stale."""
+    """Fail a trial this worker holds (RUNNING) as it stops, and queue its cell again at once (instead of waiting
+    for its heartbeat to go stale): the retry inherits the trial's parameters and attributes, so the next worker
+    that claims it resumes the run folder from its last checkpoint (a preempted Slurm task's cell is neither lost
+    nor started over)."""
     storage = study._storage
     if storage.get_trial(trial_id).state == TrialState.RUNNING:
         storage.set_trial_user_attr(trial_id, "error", "interrupted")
         storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)  # the same copy of the cell
+        retry(study, storage.get_trial(trial_id))
 
 
 def _claim(study: optuna.Study, held: list[int]) -> optuna.Trial | None:
