@@ -69,9 +69,15 @@ def test_grid_two_workers_postgresql(tmp_path, postgres_url):
     _cells_exactly_once(url, name)
 
 
-def kill_mid_trial(command: list[str], db_path: Path) -> None:
+def _unfinished_checkpoint(trials: Path | None) -> bool:
+    """A trial folder under `trials` holds a last checkpoint and no result yet (None: nothing to wait for)."""
+    return trials is None or any(not (p.parent.parent / "metrics.json").exists()
+                                 for p in trials.glob("*/checkpoints/last.ckpt"))
+
+
+def kill_mid_trial(command: list[str], db_path: Path, trials: Path | None = None) -> None:
     """Start `command` (a study on the SQLite file `db_path`) and SIGKILL its process group inside a trial, after
-    one trial finished."""
+    one trial finished (and, with `trials`, once a trial folder there has saved a last checkpoint)."""
     proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline:
@@ -83,7 +89,7 @@ def kill_mid_trial(command: list[str], db_path: Path) -> None:
                                      "on h.trial_id = t.trial_id where t.state = 'RUNNING'").fetchone()[0]
         except sqlite3.Error:
             continue
-        if "COMPLETE" in states and beating:  # a claimed trial whose worker has started its heartbeat
+        if "COMPLETE" in states and beating and _unfinished_checkpoint(trials):  # a claimed trial, heartbeat on
             break
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -93,7 +99,8 @@ def test_killed_study_reruns_to_completion(tmp_path):
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     spec = {**_grid("g-kill"), "heartbeat_interval": 1, "grace_period": 2}
     cfg = _write(tmp_path, spec, epochs=3)
-    kill_mid_trial([*TLR, "study", str(cfg), "--storage", url], tmp_path / "studies.db")
+    kill_mid_trial([*TLR, "study", str(cfg), "--storage", url], tmp_path / "studies.db",
+                   tmp_path / "runs" / "studies" / "g-kill")
     before = optuna.load_study(study_name="g-kill", storage=open_storage(url)).trials
     assert any(t.state == TrialState.RUNNING for t in before), "the kill did not land mid-trial"
     # rerun at once, inside the grace period: the rerun must wait for the killed cell's heartbeat to go stale
@@ -105,7 +112,11 @@ def test_killed_study_reruns_to_completion(tmp_path):
     study = _cells_exactly_once(url, "g-kill")
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
     assert len(failed) == 1  # the killed trial, retried by Optuna as a new one
-    assert any(t.system_attrs.get("failed_trial") == failed[0].number for t in study.trials)
+    retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") == failed[0].number)
+    # the retry went on in the killed attempt's folder from its last checkpoint, instead of starting over
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs["run_dir"] == failed[0].user_attrs["run_dir"]
+    metrics = json.loads(Path(retry.user_attrs["run_dir"], "metrics.json").read_text())
+    assert 0 <= metrics["resumed_from_epoch"] < metrics["epochs"]
 
 
 def test_a_worker_says_why_it_waits_for_a_trial_held_elsewhere(tmp_path):
