@@ -27,6 +27,8 @@ def quiet_libraries() -> None:
     # BN layers in eval mode at fit start are the BN policy at work, not an accident
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     warnings.filterwarnings("ignore", ".*optimizer.step.*manual optimization.*")
+    # on a Slurm login node a one-process run is not a mistake: DDP under Slurm is started with srun on purpose
+    warnings.filterwarnings("ignore", ".*The `srun` command is available on your system but is not used.*")
     show = warnings.showwarning
 
     def one_line(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
