@@ -122,6 +122,10 @@ def build_data_from(exp: Experiment, backbone: Backbone, strategy: Strategy, scr
     plan = plan_features(exp, backbone, k, probe_phase(strategy))
     # features that must be computed with cache.mode=off (an L-BFGS probe) go to a store that ends with the run
     root = scratch if exp.cache.mode == "off" else None
+    if exp.data.streaming and (not plan.data.use or exp.data.eval_shifts or exp.data.shift):
+        why = plan.data.reason if not plan.data.use else "shifted test sets are made from the raw images"
+        raise UserError(f"data.streaming: a stream is read once, in order, to compute a frozen backbone's cached "
+                        f"features; this run cannot ({why}): load the dataset without streaming")
     pool = np.concatenate([split.train, split.val, split.test])
     probe: dict[str, Any] = {}
     if plan.solver == "lbfgs" and plan.probe is not plan.data:

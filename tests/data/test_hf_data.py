@@ -165,3 +165,47 @@ def test_a_hub_id_offline_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "data.path: 'cifar100' is neither a local dataset nor reachable on the Hugging Face Hub" in err, err
     assert err.count("\n") == 1
+
+
+@pytest.fixture(scope="module")
+def hf_parquet_images(tmp_path_factory, animal_pool):
+    """Parquet files (train, test) of real Animal-MNIST images with their Image and ClassLabel features."""
+    folder = tmp_path_factory.mktemp("hf-parquet")
+    rows = np.random.default_rng(1).permutation(len(animal_pool))[:300]
+    _image_dataset(animal_pool, rows[:200]).to_parquet(str(folder / "train.parquet"))
+    _image_dataset(animal_pool, rows[200:]).to_parquet(str(folder / "test.parquet"))
+    return folder
+
+
+def test_a_streamed_dataset_gives_the_same_probe_as_the_loaded_one(tmp_path, hf_parquet_images):
+    """The frozen-feature path reads a stream once, in order: the converged probe on streamed parquet files equals
+    the one on the same files loaded memory-mapped."""
+    files = {"train": [str(hf_parquet_images / "train.parquet")], "test": [str(hf_parquet_images / "test.parquet")]}
+    data = {"name": "hf", "path": "parquet", "data_files": files, "train_limit": None, "eval_limit": None}
+    probe = {"freeze": {"strategy": "linear_probe"}}
+    loaded = run(load_experiment(data=tiny_experiment(tmp_path, name="loaded", data=data, **probe))).metrics
+    streamed = run(load_experiment(data=tiny_experiment(tmp_path, name="streamed", data={**data, "streaming": True},
+                                                        **probe))).metrics
+    assert streamed["cache/used"] and streamed["cache/key"] != loaded["cache/key"]  # its own rows, computed
+    assert streamed["data/test_size"] == loaded["data/test_size"] == 100
+    for key in ("test/acc", "val/acc", "probe/l2"):
+        assert streamed[key] == pytest.approx(loaded[key], abs=1e-6), key
+    pool = load_dataset("hf", None, LoadOptions(path="parquet", data_files=tuple((k, tuple(v)) for k, v in
+                                                                                 files.items()), streaming=True))
+    assert pool.inputs.restarts == 0  # every row was read in one forward pass
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["data.path=parquet", "data.data_files={parquet}/train.parquet", "data.streaming=true"],
+     "data.streaming: a stream is read once, in order"),
+    (["data.path={images}", "data.streaming=true"], "data.streaming: a save_to_disk folder is read memory-mapped"),
+])
+def test_streaming_where_it_cannot_work_is_one_line(tmp_path, hf_images, hf_parquet_images, capsys, sets, message):
+    where = {"images": str(hf_images[0]), "parquet": str(hf_parquet_images)}
+    cfg = tmp_path / "e.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_experiment(tmp_path)))  # full fine-tuning: every image every epoch
+    args = [a for s in ["data.name=hf", *sets] for a in ("--set", s.format(**where))]
+    assert main(["fit", str(cfg), *args, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()

@@ -171,7 +171,7 @@ def load_options(cfg: DataConfig) -> LoadOptions:
     return LoadOptions(text_column=cfg.text_column, label_column=cfg.label_column, x_key=cfg.x_key, y_key=cfg.y_key,
                        path=cfg.path, subset=cfg.subset, data_files=data_files,
                        splits=None if cfg.splits is None else tuple(cfg.splits.items()),
-                       image_column=cfg.image_column)
+                       image_column=cfg.image_column, streaming=cfg.streaming)
 
 
 def load_data(cfg: DataConfig, modality: str) -> RawDataset:

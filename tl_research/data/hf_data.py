@@ -12,12 +12,13 @@ memory-mapped Arrow table and are decoded on access, so a dataset larger than me
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tl_research.data.hf_stream import StreamedImages, column_values, fingerprint
 from tl_research.data.registry import DatasetInfo, LoadOptions, RawDataset, encode_labels, register_dataset
 from tl_research.errors import UserError
 
@@ -61,12 +62,15 @@ def _open(opts: LoadOptions) -> dict[str, Any]:
             if opts.subset or opts.data_files:
                 raise UserError("data.subset: a save_to_disk folder holds one dataset; leave data.subset and "
                                 "data.data_files out")
+            if opts.streaming:
+                raise UserError("data.streaming: a save_to_disk folder is read memory-mapped, never held whole; "
+                                "streaming is for hub ids and data files")
             found = datasets.load_from_disk(str(local))
         else:
             files = opts.data_files
             data_files = (None if not files else {k: list(v) for k, v in files} if isinstance(files[0], tuple)
                           else list(files))
-            found = datasets.load_dataset(opts.path, opts.subset, data_files=data_files)
+            found = datasets.load_dataset(opts.path, opts.subset, data_files=data_files, streaming=opts.streaming)
     except UserError:
         raise
     except ConnectionError as exc:
@@ -75,18 +79,16 @@ def _open(opts: LoadOptions) -> dict[str, Any]:
     except (FileNotFoundError, ValueError, OSError, datasets.exceptions.DatasetNotFoundError) as exc:
         raise UserError(f"data.path: cannot load {opts.path!r} ({str(exc).splitlines()[0] if str(exc) else exc!r})"
                         ) from None
-    if isinstance(found, (datasets.IterableDataset, datasets.IterableDatasetDict)):
-        raise UserError("data.path: streaming datasets are not supported; load it without streaming")
-    return {"train": found} if isinstance(found, datasets.Dataset) else dict(found)
+    return {"train": found} if isinstance(found, (datasets.Dataset, datasets.IterableDataset)) else dict(found)
 
 
-def _labelled(part: Any, label: str) -> bool:
+def _labelled(values: list[Any]) -> bool:
     """Whether a split has labels (GLUE-style test splits hold -1 everywhere)."""
-    values = part[label]
     return any(v is not None and not (isinstance(v, int) and v < 0) for v in values)
 
 
-def _roles(parts: dict[str, Any], wanted: dict[str, str] | None, label: str) -> dict[str, str]:
+def _roles(parts: dict[str, Any], wanted: dict[str, str] | None, labels: Callable[[str], list[Any]],
+           ) -> dict[str, str]:
     """Which split of the dataset is train / val / test."""
     names = ", ".join(parts)
     if wanted:
@@ -95,7 +97,7 @@ def _roles(parts: dict[str, Any], wanted: dict[str, str] | None, label: str) -> 
                 raise UserError(f"data.splits: {role!r} is not a role (train, val, test)")
             if split not in parts:
                 raise UserError(f"data.splits.{role}: the dataset has no split {split!r} (splits: {names})")
-            if not _labelled(parts[split], label):
+            if not _labelled(labels(split)):
                 raise UserError(f"data.splits.{role}: split {split!r} has no labels")
         if "train" not in wanted:
             raise UserError(f"data.splits: name the training split (splits: {names})")
@@ -107,7 +109,7 @@ def _roles(parts: dict[str, Any], wanted: dict[str, str] | None, label: str) -> 
                             f"{{train: ..., test: ...}} (splits: {names})")
         roles["train"] = next(iter(parts))
     for role, split in list(roles.items()):
-        if split is not None and role != "train" and not _labelled(parts[split], label):
+        if split is not None and role != "train" and not _labelled(labels(split)):
             warnings.warn(f"data.splits: split {split!r} has no labels; the {role} split is carved out of train",
                           UserWarning, stacklevel=2)
             roles[role] = None
@@ -157,17 +159,23 @@ def load_hf(root: str | None, opts: LoadOptions = LoadOptions()) -> RawDataset:
     if root is not None:
         raise UserError("data.root: data.name hf reads data.path (a hub id, a dataset folder or a loader name)")
     parts = _open(opts)
-    first = next(iter(parts.values()))
-    modality, column, label = _columns(dict(first.features), opts)
-    roles = _roles(parts, dict(opts.splits) if opts.splits else None, label)
-    chosen = [(ROLES[role], parts[split].select_columns([column, label])) for role, split in roles.items()]
-    try:
-        table = datasets.concatenate_datasets([part for _, part in chosen])
-    except ValueError as exc:
-        raise UserError(f"data.splits: the splits' columns differ ({exc})") from None
-    predefined = np.concatenate([np.full(len(part), code, np.int8) for code, part in chosen])
-    raw_labels = list(table[label])
-    feature = table.features[label]
+    features = next(iter(parts.values())).features
+    if features is None:  # a stream that declares no features
+        raise UserError("data.streaming: the stream declares no column types; load it once without streaming")
+    modality, column, label = _columns(dict(features), opts)
+    read: dict[str, list[Any]] = {}  # each split's labels, read once
+
+    def labels_of(split: str) -> list[Any]:
+        if split not in read:
+            part = parts[split]
+            read[split] = column_values(part, label) if opts.streaming else list(part[label])
+        return read[split]
+
+    roles = _roles(parts, dict(opts.splits) if opts.splits else None, labels_of)
+    chosen = [(ROLES[role], split) for role, split in roles.items()]
+    predefined = np.concatenate([np.full(len(labels_of(split)), code, np.int8) for code, split in chosen])
+    raw_labels = [y for _, split in chosen for y in labels_of(split)]
+    feature = features[label]
     keep = np.asarray([y is not None and not (isinstance(y, int) and y < 0) for y in raw_labels])
     if not keep.all():
         warnings.warn(f"data.label_column: {int((~keep).sum())} rows without a label are left out", UserWarning,
@@ -178,12 +186,34 @@ def load_hf(root: str | None, opts: LoadOptions = LoadOptions()) -> RawDataset:
     else:
         labels, classes = encode_labels([raw_labels[i] for i in idx])
     name = f"hf-{Path(opts.path or '').name or opts.path}" + (f"-{opts.subset}" if opts.subset else "")
-    if modality == "image":
-        inputs: Any = HFImages(table, column, idx)
-    else:
-        texts = list(table[column])
-        inputs = ["" if texts[i] is None else str(texts[i]) for i in idx]
+    inputs = (_streamed if opts.streaming else _arrow)(parts, [split for _, split in chosen], modality, column,
+                                                       label, idx, opts)
     return RawDataset(name, modality, inputs, labels, classes, predefined[idx])
+
+
+def _arrow(parts: dict[str, Any], splits: list[str], modality: str, column: str, label: str, idx: np.ndarray,
+           opts: LoadOptions) -> Any:
+    """The kept examples' inputs of memory-mapped splits: lazily decoded images, or the texts."""
+    import datasets
+
+    try:
+        table = datasets.concatenate_datasets([parts[s].select_columns([column, label]) for s in splits])
+    except ValueError as exc:
+        raise UserError(f"data.splits: the splits' columns differ ({exc})") from None
+    if modality == "image":
+        return HFImages(table, column, idx)
+    texts = list(table[column])
+    return ["" if texts[i] is None else str(texts[i]) for i in idx]
+
+
+def _streamed(parts: dict[str, Any], splits: list[str], modality: str, column: str, label: str, idx: np.ndarray,
+              opts: LoadOptions) -> Any:
+    """The kept examples' inputs of streamed splits: images read in one forward pass, or the texts (read now)."""
+    if modality == "image":
+        return StreamedImages([parts[s].select_columns([column]) for s in splits], column, idx,
+                              fingerprint(opts.path, opts.subset, opts.data_files, splits))
+    texts = [t for s in splits for t in column_values(parts[s], column)]
+    return ["" if texts[i] is None else str(texts[i]) for i in idx]
 
 
 register_dataset(DatasetInfo("hf", "image or text", load_hf, module="datasets", hint="pip install datasets",

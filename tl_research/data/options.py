@@ -74,6 +74,9 @@ class DataConfig:
     # hf: which of the dataset's splits is {train, val, test} (None: train, validation/valid/val/dev, test; a
     # missing val or test split is carved out of train)
     splits: dict[str, str] | None = field(default=None, metadata=unkeyed(applies_when("name", ("hf",))))
+    # hf: read a hub id or data files as a stream, never held whole; only runs that train on cached features of a
+    # frozen backbone (a linear probe, depth k) read it, in one pass
+    streaming: bool = field(default=False, metadata=unkeyed(applies_when("name", ("hf",))))
     augment: AugmentConfig = field(default_factory=AugmentConfig, metadata=unkeyed())  # train-time augmentation
     # image side in pixels (None: the backbone's pretrained input size)
     image_size: int | None = field(default=None, metadata=keyed(bounds(ge=8, le=1024)))

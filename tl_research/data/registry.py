@@ -46,6 +46,7 @@ class LoadOptions:
     data_files: tuple | None = None  # hf: files, or (split, files) pairs (hashable: a loaded pool is reused by key)
     splits: tuple[tuple[str, str], ...] | None = None  # hf: (role, split name) pairs
     image_column: str | None = None
+    streaming: bool = False  # hf: read the dataset as a stream (feature-cache runs only)
 
 
 def encode_labels(raw: list | np.ndarray) -> tuple[np.ndarray, list[str]]:
