@@ -7,6 +7,8 @@ weighted tau and top-1 regret with bootstrap intervals over candidates (tl_resea
 
     python benchmarks/transferability.py                  # full run -> benchmarks/results/transferability.md
     python benchmarks/transferability.py --smoke --out DIR  # a reduced run (tests)
+    python benchmarks/transferability.py --rejudge          # the by-question table again, from the committed
+                                                            # per-candidate table (its scores at 4 digits)
 """
 
 from __future__ import annotations
@@ -77,8 +79,12 @@ def evaluate(cells: dict[tuple, float], scores: dict[tuple, dict[str, float]]) -
 
 
 # the two choices a user makes, asked separately: candidates grouped by what stays fixed (key indices:
-# dataset, backbone, weights, depth)
-QUESTIONS = {"which backbone, at a fixed depth": (0, 3), "which depth, for a fixed backbone": (0, 1, 2)}
+# dataset, backbone, weights, depth), and whether random-init candidates take part. A group of backbones at one depth
+# holds the random-init control, which every feature score ranks last and fine-tuning mostly does too: the
+# pretrained-only question asks what a user choosing among pretrained backbones gets
+QUESTIONS = {"which backbone, at a fixed depth": ((0, 3), True),
+             "which pretrained backbone, at a fixed depth": ((0, 3), False),
+             "which depth, for a fixed backbone": ((0, 1, 2), True)}
 
 
 def by_question(cells: dict[tuple, float], scores: dict[tuple, dict[str, float]]) -> list[dict[str, Any]]:
@@ -87,10 +93,10 @@ def by_question(cells: dict[tuple, float], scores: dict[tuple, dict[str, float]]
     score that is the same for every candidate of a group (LEEP and NCE across depths) cannot choose there: it
     has no row."""
     rows = []
-    for question, fixed in QUESTIONS.items():
+    for question, (fixed, with_random) in QUESTIONS.items():
         groups: dict[tuple, list[tuple]] = {}
         for key in cells:
-            if key in scores:
+            if key in scores and (with_random or key[2] != "none"):
                 groups.setdefault(tuple(key[i] for i in fixed), []).append(key)
         for name in score_names():
             found = []
@@ -142,12 +148,39 @@ def to_markdown(rows: list[dict[str, Any]], cells: dict[tuple, float], scores: d
     return "\n".join(lines) + "\n"
 
 
+def from_table(text: str) -> tuple[dict[tuple, float], dict[tuple, dict[str, float]]]:
+    """Candidates and scores back from a results file's per-candidate table."""
+    lines = text.split("Every candidate")[1].splitlines()
+    head = [c.strip() for c in next(line for line in lines if line.startswith("| dataset")).strip("|").split("|")]
+    cells: dict[tuple, float] = {}
+    scores: dict[tuple, dict[str, float]] = {}
+    for line in lines:
+        row = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(row) != len(head) or row[0] in ("dataset", "---"):
+            continue
+        key = (row[0], row[1], row[2], int(row[3]))
+        cells[key] = float(row[4])
+        scores[key] = {n: float("nan") if v == "–" else float(v) for n, v in zip(head[5:], row[5:])}
+    return cells, scores
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--smoke", action="store_true", help="a reduced run (tiny data, one epoch)")
     parser.add_argument("--out", default=None, help="results folder (default: benchmarks/results)")
+    parser.add_argument("--rejudge", action="store_true", help="recompute the tables from the committed results "
+                        "file's per-candidate table (no training, no scoring)")
     args = parser.parse_args(argv)
     out = Path(args.out or "benchmarks/results")
+    if args.rejudge:
+        text = (out / "transferability.md").read_text()
+        command = text.split("Command: `")[1].split("`")[0]
+        cells, scores = from_table(text)
+        updated = to_markdown(evaluate(cells, scores), cells, scores, command)
+        by_question = lambda t: t.split("By question")[1].split("Every candidate")[0]  # noqa: E731
+        (out / "transferability.md").write_text(text.replace(by_question(text), by_question(updated)))
+        print(by_question(updated))
+        return 0
     work = out if args.smoke else Path("runs") / "benchmarks" / "transferability"
     work.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{work / 'studies.db'}"

@@ -104,3 +104,25 @@ def test_benchmark_asks_backbone_and_depth_separately():
     assert depth["groups"] == 3 and depth["tau"] == pytest.approx(-1) and depth["hits"] == 0
     assert depth["regret"] == pytest.approx(0.04)
     assert ("which backbone", "leep") in rows and ("which depth", "leep") not in rows
+
+
+def test_the_pretrained_only_question_leaves_the_random_init_control_out(tmp_path):
+    """A score that ranks the random-init control last but the pretrained backbones backwards has a positive τ
+    with the control and τ = −1 among the pretrained ones; --rejudge rebuilds the committed by-question table from
+    its per-candidate table, the old rows unchanged."""
+    import runpy
+    import shutil
+
+    bench = runpy.run_path("benchmarks/transferability.py")
+    cells, scores = {}, {}
+    for b, weights, quality, score in (("a", "offline", 0.9, 0.1), ("b", "offline", 0.8, 0.2),
+                                       ("c", "offline", 0.7, 0.3), ("r", "none", 0.2, -5.0)):
+        cells[("d", b, weights, 4)] = quality
+        scores[("d", b, weights, 4)] = {"logme": score}
+    rows = {r["question"]: r for r in bench["by_question"](cells, scores) if r["score"] == "logme"}
+    assert rows["which backbone, at a fixed depth"]["tau"] == pytest.approx(0.0)
+    assert rows["which pretrained backbone, at a fixed depth"]["tau"] == pytest.approx(-1.0)
+    shutil.copy("benchmarks/results/transferability.md", tmp_path / "transferability.md")
+    committed = (tmp_path / "transferability.md").read_text()
+    assert bench["main"](["--rejudge", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "transferability.md").read_text() == committed  # the committed file is already rejudged
