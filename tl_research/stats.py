@@ -223,12 +223,15 @@ def compare_seeds(a: list[float], b: list[float], confidence: float = 0.95) -> C
     return _paired(a, b, confidence, "seeds-t")
 
 
-def tasks_interval(means: list[float], confidence: float = 0.95) -> Interval:
-    """Interval of the mean over tasks, the tasks a sample of tasks: t over the per-task means (one task: none)."""
+def tasks_interval(means: list[float], confidence: float = 0.95, lo: float = -math.inf, hi: float = math.inf,
+                   ) -> Interval:
+    """Interval of the mean over tasks, the tasks a sample of tasks: t over the per-task means (one task: none),
+    clipped to [lo, hi] (an accuracy's [0, 1])."""
     v = np.asarray(means, dtype=float)
     if len(v) == 1:
         return Interval(float(v[0]), float(v[0]), "none")
-    return _mean_t(v, confidence, "t-over-tasks")[0]
+    iv = _mean_t(v, confidence, "t-over-tasks")[0]
+    return Interval(max(lo, iv.low), min(hi, iv.high), iv.method)
 
 
 def compare_tasks(a: list[float], b: list[float], confidence: float = 0.95) -> Comparison:

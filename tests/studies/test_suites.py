@@ -64,7 +64,8 @@ def test_a_suite_study_runs_every_task_and_reports_the_mean_over_tasks(tmp_path)
         values = list(means.values())
         half = sps.t.ppf(0.975, 2) * np.std(values, ddof=1) / np.sqrt(3)
         assert float(got["mean"]) == pytest.approx(np.mean(values), abs=1e-9)
-        assert float(got["ci_low"]) == pytest.approx(np.mean(values) - half, abs=1e-9)
+        assert float(got["ci_low"]) == pytest.approx(max(0.0, np.mean(values) - half), abs=1e-9)  # an accuracy
+        assert float(got["ci_high"]) == pytest.approx(min(1.0, np.mean(values) + half), abs=1e-9)
         assert got["ci_method"] == "t-over-tasks"
         shapes = next(r for r in rows if r["row"] == strategy and r["col"] == "mean:shapes")
         assert float(shapes["mean"]) == pytest.approx((means["animals"] + means["digits"]) / 2, abs=1e-9)

@@ -142,9 +142,9 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     out = writable_folder(args.out or Path("runs") / "reports" / args.name, "--out")
-    table, files = run_report(args.name, args.storage or "sqlite:///runs/studies.db", out, args.metric, args.rows,
-                              args.cols, args.baseline, args.target_width)
-    print(table_markdown(table, args.target_width))
+    _, files = run_report(args.name, args.storage or "sqlite:///runs/studies.db", out, args.metric, args.rows,
+                          args.cols, args.baseline, args.target_width)
+    print((out / "results.md").read_text())  # the table and, for a suite study, its means over tasks
     if out.joinpath("tuning.md") in files:  # a tuned study: how each arm's setting was chosen
         print(out.joinpath("tuning.md").read_text())
     for f in files:

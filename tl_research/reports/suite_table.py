@@ -6,11 +6,12 @@ so the interval carries the between-task variance), and each row's difference to
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from tl_research import stats
-from tl_research.reports.tables import Table
+from tl_research.reports.tables import Table, size_key
 
 ALL = "all"
 
@@ -28,12 +29,13 @@ def build(table: Table, groups: dict[str, list[str]], alpha: float = stats.ALPHA
     columns = {g: tasks for g, tasks in groups.items() if len(tasks) > 1 and set(tasks) <= set(table.cols)}
     columns[ALL] = list(table.cols)
     out = SuiteMeans(columns)
+    lo, hi = (0.0, 1.0) if size_key(table.metric) else (-math.inf, math.inf)  # an accuracy stays in [0, 1]
     per_task = {r: {c: table.cells[(r, c)].mean for c in table.cols if (r, c) in table.cells} for r in table.rows}
     for r, found in per_task.items():
         for label, tasks in columns.items():
             if all(t in found for t in tasks):
                 values = [found[t] for t in tasks]
-                out.means[(r, label)] = (sum(values) / len(values), stats.tasks_interval(values))
+                out.means[(r, label)] = (sum(values) / len(values), stats.tasks_interval(values, lo=lo, hi=hi))
     pairs = [(r, label) for (r, label) in out.means if r != table.baseline and (table.baseline, label) in out.means]
     family = sum(len(columns[label]) > 1 for _, label in pairs)
     confidence = stats.bonferroni(family, alpha)

@@ -126,15 +126,19 @@ def default_axes(trials: list[optuna.trial.FrozenTrial]) -> tuple[str | None, st
     return rows, cols
 
 
+def size_key(metric: str) -> str | None:
+    """The split size behind a metric that is a share of its examples (an accuracy), else None."""
+    return PROPORTIONS.get(metric) or ("data/test_size" if re.fullmatch(r"test_\w+/acc", metric) else None)
+
+
 def make_cell(by_seed: dict[int, optuna.trial.FrozenTrial], metric: str,
               lookup: predictions.Lookup = predictions.from_run_folder) -> Cell:
     """One cell from its trials (seed -> trial), with its interval: crossed (seeds x test examples) when every run
     left its predictions, else over seeds only."""
-    size_key = PROPORTIONS.get(metric) or ("data/test_size" if re.fullmatch(r"test_\w+/acc", metric) else None)
+    size = size_key(metric)
     seeds = sorted(by_seed)
     ts = [by_seed[s] for s in seeds]
-    sizes = [int(t.user_attrs[size_key]) for t in ts] if size_key and all(
-        size_key in t.user_attrs for t in ts) else None
+    sizes = [int(t.user_attrs[size]) for t in ts] if size and all(size in t.user_attrs for t in ts) else None
     cell = Cell([float(t.user_attrs[metric]) for t in ts], seeds, sizes, [t.user_attrs.get("run_dir") for t in ts],
                 at_chance=sum(bool(t.user_attrs.get(AT_CHANCE)) for t in ts))
     found = predictions.correct_matrix(ts, cell.values, lookup) if metric == predictions.METRIC else None
