@@ -98,7 +98,9 @@ def kill_mid_trial(command: list[str], db_path: Path, trials: Path | None = None
 def test_killed_study_reruns_to_completion(tmp_path):
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     spec = {**_grid("g-kill"), "heartbeat_interval": 1, "grace_period": 2}
-    cfg = _write(tmp_path, spec, epochs=3)
+    # fine-tuning trials long enough that the kill lands between a saved epoch and the trial's end (with 3 epochs
+    # a loaded machine's polling missed that window once)
+    cfg = _write(tmp_path, spec, epochs=15)
     kill_mid_trial([*TLR, "study", str(cfg), "--storage", url], tmp_path / "studies.db",
                    tmp_path / "runs" / "studies" / "g-kill")
     before = optuna.load_study(study_name="g-kill", storage=open_storage(url)).trials
