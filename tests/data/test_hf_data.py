@@ -80,6 +80,18 @@ def test_parquet_texts_with_a_named_column(hf_texts):
                                                      for i in [*range(300), *range(6000, 6200)]]
 
 
+def test_text_and_class_columns_are_detected(tmp_path, hf_texts):
+    """One string column and one ClassLabel: both found without naming them, class names from the ClassLabel."""
+    _, pool = hf_texts
+    features = datasets.Features({"review": datasets.Value("string"),
+                                  "verdict": datasets.ClassLabel(names=["rotten", "fresh"])})
+    datasets.Dataset.from_dict({"review": pool.inputs[:50], "verdict": [i % 2 for i in range(50)]},
+                               features=features).to_parquet(str(tmp_path / "t.parquet"))
+    mine = load_dataset("hf", None, LoadOptions(path="parquet", data_files=(str(tmp_path / "t.parquet"),)))
+    assert mine.modality == "text" and mine.classes == ["rotten", "fresh"] and mine.inputs == pool.inputs[:50]
+    assert mine.labels.tolist() == [i % 2 for i in range(50)]
+
+
 def test_fit_on_an_image_and_a_text_dataset(tmp_path, hf_images, hf_texts, tiny_bert):
     folder, _ = hf_images
     cfg = tmp_path / "e.yaml"
