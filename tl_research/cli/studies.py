@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from tl_research import stats
 from tl_research.cli.console import print_table
+from tl_research.cli.main import STOP_SIGNALS
 from tl_research.cli.progress import quiet_lightning, study_with_progress
 from tl_research.cli.quickstart import quickstart_spec
 from tl_research.config import load_experiment
@@ -132,7 +133,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
     except (KeyboardInterrupt, SystemExit):
         # stopped by a signal (its cell is back in the queue): a Slurm task requeues itself while cells remain;
         # Slurm's own TERM for the requeue must not interrupt the exit
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
         if slurm.requeue_if_cells_remain(study):
             print(f"worker stopped: its cell is queued again; Slurm task {slurm.task_id()} requeued", flush=True)

@@ -186,13 +186,14 @@ def load_hf(root: str | None, opts: LoadOptions = LoadOptions()) -> RawDataset:
     else:
         labels, classes = encode_labels([raw_labels[i] for i in idx])
     name = f"hf-{Path(opts.path or '').name or opts.path}" + (f"-{opts.subset}" if opts.subset else "")
-    inputs = (_streamed if opts.streaming else _arrow)(parts, [split for _, split in chosen], modality, column,
-                                                       label, idx, opts)
+    splits = [split for _, split in chosen]
+    inputs = (_streamed(parts, splits, modality, column, idx, opts) if opts.streaming
+              else _arrow(parts, splits, modality, column, label, idx))
     return RawDataset(name, modality, inputs, labels, classes, predefined[idx])
 
 
 def _arrow(parts: dict[str, Any], splits: list[str], modality: str, column: str, label: str, idx: np.ndarray,
-           opts: LoadOptions) -> Any:
+           ) -> Any:
     """The kept examples' inputs of memory-mapped splits: lazily decoded images, or the texts."""
     import datasets
 
@@ -206,7 +207,7 @@ def _arrow(parts: dict[str, Any], splits: list[str], modality: str, column: str,
     return ["" if texts[i] is None else str(texts[i]) for i in idx]
 
 
-def _streamed(parts: dict[str, Any], splits: list[str], modality: str, column: str, label: str, idx: np.ndarray,
+def _streamed(parts: dict[str, Any], splits: list[str], modality: str, column: str, idx: np.ndarray,
               opts: LoadOptions) -> Any:
     """The kept examples' inputs of streamed splits: images read in one forward pass, or the texts (read now)."""
     if modality == "image":
