@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import optuna
 from optuna.trial import TrialState
 
 from tl_research.errors import UserError
@@ -96,11 +97,11 @@ def task_id() -> str | None:
     return os.environ.get("SLURM_JOB_ID")
 
 
-def requeue_if_cells_remain(study: object) -> bool:
+def requeue_if_cells_remain(study: optuna.Study) -> bool:
     """Inside a Slurm task stopped by a signal: requeue the task when the study still has queued cells (the one
     just handed back among them), so the array keeps its workers. Returns whether it asked Slurm to."""
     job = task_id()
-    if job is None or not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):  # type: ignore[attr-defined]
+    if job is None or not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         return False
     done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
