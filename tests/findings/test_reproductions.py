@@ -32,7 +32,7 @@ def test_smoke_variant_runs_and_checks_its_claims(tmp_path, capsys, name):
     for c in claims:
         assert f"| {c.id} |" in checked
     # every study of the finding has its own report (sources are finished by now: train_sources reuses them)
-    for spec in specs(finding, True, tmp_path, train_sources(finding, True, tmp_path)):
+    for spec in specs(finding, "smoke", tmp_path, train_sources(finding, "smoke", tmp_path)):
         assert (tmp_path / "results" / spec.name / "results.md").is_file(), spec.name
     assert not any((finding.folder / "results").glob("*smoke*"))  # the committed results are untouched
     # the archive alone re-judges the finding to the same bytes: no storage, no run folders, no training

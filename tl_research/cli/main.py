@@ -180,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--rejudge", action="store_true",
                     help="no training: re-judge the claims and regenerate the tables from the committed results "
                          "archive (or, with --smoke, the smoke variant's)")
+    rp.add_argument("--part", help="run only this part of a finding split into parts (reproduce.yaml `parts:`); "
+                                   "it joins the committed archive beside the parts already run")
+    rp.add_argument("--pilot", action="store_true",
+                    help="run the pilot variant (reproduce.yaml `pilot:`) into the finding's pilot/ and write its "
+                         "power plan (pilot/plan.md)")
 
     pl = sub.add_parser("plan", help="seeds and test examples each claim needs, from a pilot's variance components")
     pl.add_argument("claims", help="a finding (folder under benchmarks/reproductions) or a claims YAML")

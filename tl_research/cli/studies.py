@@ -21,12 +21,10 @@ from tl_research.cli.quickstart import quickstart_spec
 from tl_research.config import load_experiment
 from tl_research.errors import UserError
 from tl_research.findings import plan
-from tl_research.findings.claims import check_claims, load_claims
-from tl_research.findings.claims import to_markdown as claims_markdown
-from tl_research.findings.reproduce import judge, load_finding, reproduce, results_folder
+from tl_research.findings.claims import check_file, file_markdown, load_claims, load_claims_file
+from tl_research.findings.reproduce import default_pilot, judge, load_finding, reproduce, results_folder
 from tl_research.paths import writable_file, writable_folder
 from tl_research.redact import STORAGE_ENV, mask_url
-from tl_research.reports import archive
 from tl_research.reports.report import run_report, write_csv
 from tl_research.reports.report import to_markdown as table_markdown
 from tl_research.run import check_accelerator
@@ -152,50 +150,73 @@ def cmd_report(args: argparse.Namespace) -> None:
         print(f"wrote {f}")
 
 
-def _verdicts(verdicts: list[Any]) -> int:
-    """Print the verdicts; exit code 1 when a claim failed."""
+def _verdicts(verdicts: list[Any], failing: bool = True) -> int:
+    """Print the verdicts; exit code 1 when a claim failed (and they are `failing`: checks are reported only)."""
     level = f"{100 * stats.bonferroni(len(verdicts)):.4g}%"  # the claims are one family
     print_table([[v.id, v.relation, v.verdict, f"{v.effect:+.3f} [{v.low:+.3f}, {v.high:+.3f}]", v.n]
                  for v in verdicts], ["claim", "relation", "verdict", f"effect [{level} CI]", "n"])
     failed = [v.id for v in verdicts if v.verdict == "failed"]
-    if failed:
+    if failed and failing:
         print(f"\nfailed: {', '.join(failed)}")
-    return 1 if failed else 0
+    return 1 if failed and failing else 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    source, claims = load_claims(args.claims)
+    parsed = load_claims_file(args.claims)
     out = writable_file(args.out, "--out") if args.out else None
-    verdicts = check_claims(claims, args.study, args.storage or "sqlite:///runs/studies.db")
+    verdicts, checks = check_file(parsed, args.study, args.storage or "sqlite:///runs/studies.db")
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(claims_markdown(verdicts, source))
+        out.write_text(file_markdown(parsed, verdicts, checks))
         print(f"wrote {args.out}")
-    return _verdicts(verdicts)
+    return _report(verdicts, checks)
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     finding = load_finding(args.finding)
     out = writable_folder(args.out, "--out") if args.out else None
+    variant = "smoke" if args.smoke else "pilot" if args.pilot else "full"
+    if args.smoke and args.pilot:
+        raise UserError("--pilot: runs the pilot variant; --smoke the smoke variant (one at a time)")
     if args.rejudge:
-        verdicts, files = judge(finding, results_folder(finding, args.smoke, out))
+        if args.pilot or args.part:
+            flag = "--pilot" if args.pilot else "--part"
+            raise UserError(f"--rejudge: re-judges the whole finding from its archive (without {flag})")
+        outcome = judge(finding, results_folder(finding, variant, out))
     else:
-        if not args.smoke:  # the full run: say first whether its seeds and test size can decide its claims
+        if variant == "full":  # say first whether its seeds and test size can decide its claims
             _plan_before(finding)
-        verdicts, files = reproduce(finding, args.smoke, out, lambda spec, url: study_with_progress(spec, url))
+        outcome = reproduce(finding, variant, out, lambda spec, url: study_with_progress(spec, url), args.part)
     print(f"\n{finding.title}\n")
-    for f in files:
+    for f in outcome.files:
         print(f"wrote {f}")
+    if outcome.waiting:
+        parts = f" (its other parts: --part {', '.join(finding.parts)})" if finding.parts else ""
+        print(f"\nthe claims wait for studies not yet in the archive: {', '.join(outcome.waiting)}{parts}")
+        return 0
+    if variant == "pilot":
+        return 0
+    return _report(outcome.verdicts, outcome.checks)
+
+
+def _report(verdicts: list[Any], checks: list[Any]) -> int:
+    """The checks (reported only), then the claims (exit code 1 when one failed)."""
+    if checks:
+        print("\nsanity checks (not reproduction evidence):")
+        _verdicts(checks, failing=False)
+        print("\nclaims:")
     return _verdicts(verdicts)
 
 
 def _plan_before(finding: Any) -> None:
-    pilot = finding.folder / "results"
-    if not (pilot / archive.JOURNAL).is_file():
-        print(f"no power plan: no pilot yet (tlr plan {finding.name} --pilot <a storage with a few seeds>)\n")
+    """The plan from the finding's last full run, else from its committed pilot."""
+    pilot = default_pilot(finding)
+    if pilot is None:
+        print(f"no power plan: no pilot yet (tlr reproduce {finding.name} --pilot, or tlr plan {finding.name} "
+              f"--pilot <a storage with a few seeds>)\n")
         return
     needs = plan.plan_claims(load_claims(finding.claims)[1], pilot, plan.study_seeds(finding.studies))
-    print(plan.to_markdown(needs, f"the last full run ({pilot})"))
+    print(plan.to_markdown(needs, f"{'the last full run' if pilot.name == 'results' else 'the pilot'} ({pilot})"))
     below = [n.id for n in needs if plan.short(n)]
     if below:
         print(f"warning: the planned seeds / test size give less than {stats.POWER:.0%} power for: "
@@ -206,7 +227,10 @@ def cmd_plan(args: argparse.Namespace) -> None:
     as_finding = not args.claims.endswith((".yaml", ".yml"))
     if as_finding:
         finding = load_finding(args.claims)
-        claims, pilot = load_claims(finding.claims)[1], args.pilot or finding.folder / "results"
+        claims, pilot = load_claims(finding.claims)[1], args.pilot or default_pilot(finding)
+        if pilot is None:
+            raise UserError(f"--pilot: {finding.name} has no committed results or pilot yet; name a storage URL or a "
+                            f"results archive (or run tlr reproduce {finding.name} --pilot)")
         seeds = plan.study_seeds(finding.studies)
     else:
         claims, pilot, seeds = load_claims(args.claims)[1], args.pilot, {}

@@ -17,12 +17,16 @@ may instead address the mean over a swept key — a suite study's tasks: `mean_o
 A cell is the set of completed trials whose parameters match the mapping; every swept key but the seed must be
 pinned (by the claim or, for `over`, by the curve). `study:` names the study (default: the one given to `tlr check`),
 `metric:` the metric (default test/acc). Claims are written before the full run and never edited to fit.
+
+A file may add `checks:` (claims of the same shape): the project's own sanity checks of the setting (e.g. the probe
+rises with shots), judged as their own family and reported apart, never counted as reproduction evidence; and
+`paper_strength: true` when its claims state the paper's findings at the paper's strength, so that claims.md opens
+with the finding's verdict (reproduced / partly reproduced / not reproduced / undecided).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +75,10 @@ class Claim:
 class ClaimsFile:
     claims: list[Claim]
     source: str = ""  # where the findings come from
+    # the project's own sanity checks: judged and reported (their own family), never counted as reproduction evidence
+    checks: list[Claim] = field(default_factory=list)
+    # the claims state the paper's findings at its strength, so claims.md opens with the finding's verdict
+    paper_strength: bool = False
 
 
 @dataclass
@@ -242,9 +250,14 @@ def _over(c: Claim, cells: Cells, label: str) -> tuple[str, dict[str, Any]]:
     return c.over, c.cells or {}
 
 
+def load_claims_file(path: str | Path) -> ClaimsFile:
+    """A claims file (claims, checks), checked for shape (not yet against a study)."""
+    return parse_claims(read_yaml(path), f"{path}: ")
+
+
 def load_claims(path: str | Path) -> tuple[str, list[Claim]]:
     """The claims of a file, checked for shape (not yet against a study)."""
-    parsed = parse_claims(read_yaml(path), f"{path}: ")
+    parsed = load_claims_file(path)
     return parsed.source, parsed.claims
 
 
@@ -253,12 +266,19 @@ def parse_claims(raw: Any, prefix: str = "") -> ClaimsFile:
     be unique."""
     parsed = from_dict(ClaimsFile, raw, prefix)
     seen: set[str] = set()
-    for i, c in enumerate(parsed.claims):
-        c.id = str(i) if c.id is None else c.id
-        if c.id in seen:
-            raise UserError(f"{prefix}claims[{i}].id: {c.id!r} appears twice")
-        seen.add(c.id)
+    for key in ("claims", "checks"):
+        for i, c in enumerate(getattr(parsed, key)):
+            c.id = (str(i) if key == "claims" else f"check-{i}") if c.id is None else c.id
+            if c.id in seen:
+                raise UserError(f"{prefix}{key}[{i}].id: {c.id!r} appears twice")
+            seen.add(c.id)
     return parsed
+
+
+def named_studies(claims: list[Claim]) -> set[str]:
+    """The studies the claims name (their own and their sides')."""
+    sides = [side for c in claims for side in (c.a, c.b) if side and "study" in side]
+    return {c.study for c in claims if c.study} | {str(side["study"]) for side in sides}
 
 
 def check_claims(claims: list[Claim] | list[dict[str, Any]], default_study: str | None,
@@ -298,19 +318,45 @@ def check_claims(claims: list[Claim] | list[dict[str, Any]], default_study: str 
     return out
 
 
-def to_markdown(verdicts: list[Verdict], source: str = "", alpha: float = stats.ALPHA) -> str:
-    k = len(verdicts)
-    level = f"{100 * stats.bonferroni(k, alpha):.4g}%"
+def _table(verdicts: list[Verdict], level: str) -> list[str]:
     lines = [f"| claim | relation | verdict | effect [{level} CI] | p (adjusted) | n | interval | cells |",
              "|---|---|---|---|---|---|---|---|"]
     for v in verdicts:
         p = "– (one seed, no predictions)" if v.p != v.p else f"{v.p:.3g}"
         lines.append(f"| {v.id} | {v.relation} | **{v.verdict}** | {v.effect:+.3f} [{v.low:+.3f}, {v.high:+.3f}] "
                      f"| {p} | {v.n} | {v.method} | {v.detail} |")
-    counts = defaultdict(int)
+    return lines
+
+
+def _counts(verdicts: list[Verdict]) -> dict[str, int]:
+    counts = {name: 0 for name in ("held", "failed", "inconclusive")}
     for v in verdicts:
         counts[v.verdict] += 1
-    summary = ", ".join(f"{counts[name]} {name}" for name in ("held", "failed", "inconclusive") if counts[name])
+    return counts
+
+
+def finding_verdict(verdicts: list[Verdict]) -> str:
+    """The finding's verdict from claims at the paper's strength: reproduced (every claim held), partly (some held),
+    not reproduced (none held, some failed), undecided (none decided)."""
+    counts, k = _counts(verdicts), len(verdicts)
+    tally = ", ".join(f"{n} {name}" for name, n in counts.items() if n)
+    if counts["held"] == k:
+        word = "reproduced"
+    elif counts["held"]:
+        word = "partly reproduced"
+    else:
+        word = "not reproduced" if counts["failed"] else "undecided"
+    return f"**Verdict: {word}** — of {k} claims at the paper's strength: {tally}."
+
+
+def to_markdown(verdicts: list[Verdict], source: str = "", alpha: float = stats.ALPHA,
+                verdict_line: bool = False) -> str:
+    k = len(verdicts)
+    level = f"{100 * stats.bonferroni(k, alpha):.4g}%"
+    counts = _counts(verdicts)
+    summary = ", ".join(f"{n} {name}" for name, n in counts.items() if n)
+    if verdict_line:
+        summary = finding_verdict(verdicts)
     notes = (f"\n\nThe {k} claims are one family: each effect's interval is a simultaneous {level} interval "
              f"(Bonferroni, α = {alpha:g} over {k} claims). A claim holds when its interval lies wholly on the claimed "
              f"side, fails when it lies wholly on the other side, and is inconclusive otherwise (curves: first to "
@@ -320,4 +366,30 @@ def to_markdown(verdicts: list[Verdict], source: str = "", alpha: float = stats.
              f"test-set term; fewer than {MIN_SEEDS_ONLY} seeds is inconclusive). p = min(1, {k}·p) from the t test "
              f"of the same statistic, so p < α exactly when the interval excludes 0.")
     head = f"Source: {source.strip()}\n\n" if source.strip() else ""
-    return f"{head}{summary}\n\n" + "\n".join(lines) + notes + "\n"
+    return f"{head}{summary}\n\n" + "\n".join(_table(verdicts, level)) + notes + "\n"
+
+
+def checks_markdown(checks: list[Verdict], alpha: float = stats.ALPHA) -> str:
+    """The sanity checks' table: the project's own checks of the setting, not evidence for or against the paper."""
+    k = len(checks)
+    level = f"{100 * stats.bonferroni(k, alpha):.4g}%"
+    summary = ", ".join(f"{n} {name}" for name, n in _counts(checks).items() if n)
+    return (f"## Sanity checks (not reproduction evidence)\n\n{summary}\n\n" + "\n".join(_table(checks, level))
+            + f"\n\nThe {k} checks are their own family (simultaneous {level} intervals, Bonferroni over {k}), "
+              f"judged by the same rule as the claims.\n")
+
+
+def check_file(parsed: ClaimsFile, default_study: str | None, storage: str | optuna.storages.BaseStorage,
+               lookups: Callable[[str], predictions.Lookup] = predictions.run_folders,
+               ) -> tuple[list[Verdict], list[Verdict]]:
+    """A claims file's claims and its sanity checks, each judged as its own family."""
+    if isinstance(storage, str):
+        storage = open_storage(storage, must_exist=True)
+    checks = check_claims(parsed.checks, default_study, storage, lookups) if parsed.checks else []
+    return check_claims(parsed.claims, default_study, storage, lookups), checks
+
+
+def file_markdown(parsed: ClaimsFile, verdicts: list[Verdict], checks: list[Verdict]) -> str:
+    """claims.md's body: the claims (with the finding's verdict at the paper's strength), then the checks."""
+    text = to_markdown(verdicts, parsed.source, verdict_line=parsed.paper_strength)
+    return text + ("\n" + checks_markdown(checks) if checks else "")

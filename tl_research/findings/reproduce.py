@@ -3,7 +3,12 @@ YAMLs, claims file, the smoke variant), the studies, `claims.yaml` and a README;
 on one storage (a rerun resumes), writes each study's report and the claim checks, and returns the verdicts.
 
 The full run writes into the finding's `results/` folder (committed); `smoke` runs the reduced variant into a
-scratch folder, so that CI exercises every finding end to end without touching the committed results.
+scratch folder, so that CI exercises every finding end to end without touching the committed results; `pilot` runs
+the finding's pilot variant (a few seeds of the real setting) into its `pilot/` folder (committed with the claims) and
+writes the power plan the full run is sized from (`pilot/plan.md`).
+
+`parts` split a full run that would not fit one session: each part runs its studies and merges them into the
+committed archive beside the parts already there; the claims are judged once every study they name is in.
 
 `sources` are single runs trained before the studies (e.g. a model fitted on the clean source domain) whose run
 folder becomes `backbone.weights` of the studies they feed: a finding that starts from its own trained model is one
@@ -17,11 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import optuna
-
 from tl_research.config import load_experiment
 from tl_research.errors import UserError
-from tl_research.findings.claims import Verdict, check_claims, load_claims, to_markdown
+from tl_research.findings import plan
+from tl_research.findings.claims import Verdict, check_file, file_markdown, load_claims_file, named_studies
 from tl_research.reports import archive
 from tl_research.reports.report import run_report
 from tl_research.run import run
@@ -42,11 +46,12 @@ class SourceSection:
 
 
 @dataclass
-class SmokeSection:
-    """`smoke:` of reproduce.yaml: the reduced variant CI runs."""
+class VariantSection:
+    """`smoke:` / `pilot:` of reproduce.yaml: a reduced variant of the studies (CI's smoke run, the pilot)."""
 
     seeds: int | list[int] | None = None  # the studies' seeds (a count or a list)
     grid: dict[str, Any] | None = None  # replaced values of the studies' grid axes
+    tune: dict[str, Any] | None = None  # replaced keys of the tuned studies' `tune:` (e.g. fewer trials)
     set: list[str] | None = None  # overrides of every study's experiment (key=value)
     sources: list[str] | None = None  # overrides of every source's experiment
 
@@ -58,8 +63,10 @@ class Manifest:
     studies: list[str]  # the study YAMLs, in the order they run
     title: str | None = None
     claims: str = "claims.yaml"  # the claims file, committed before the full run
-    smoke: SmokeSection = field(default_factory=SmokeSection)
+    smoke: VariantSection = field(default_factory=VariantSection)
+    pilot: VariantSection | None = None  # the pilot the power plan comes from
     sources: dict[str, SourceSection] = field(default_factory=dict)
+    parts: dict[str, list[str]] = field(default_factory=dict)  # a full run in parts: each part's study YAMLs
 
 
 @dataclass
@@ -78,6 +85,21 @@ class Finding:
     claims: Path
     smoke: dict[str, Any] = field(default_factory=dict)
     sources: list[Source] = field(default_factory=list)
+    pilot: dict[str, Any] | None = None
+    parts: dict[str, list[Path]] = field(default_factory=dict)
+
+    def part(self, name: str) -> list[Path]:
+        if name not in self.parts:
+            known = ", ".join(self.parts) or "none: this finding runs whole"
+            raise UserError(f"--part: {name!r} is not a part of {self.name} (parts: {known})")
+        return self.parts[name]
+
+    def variant(self, variant: str) -> dict[str, Any]:
+        """The reduced variant's section (smoke or pilot)."""
+        if variant == "pilot" and self.pilot is None:
+            raise UserError(f"--pilot: {self.name}'s reproduce.yaml has no `pilot:` section (the reduced variant a "
+                            f"power plan is estimated from)")
+        return self.smoke if variant == "smoke" else self.pilot or {}
 
 
 def list_findings(root: Path = ROOT) -> list[str]:
@@ -98,9 +120,21 @@ def load_finding(name: str, root: Path = ROOT) -> Finding:
     missing = [str(s) for s in studies if not s.exists()]
     if missing:
         raise UserError(f"{manifest}: studies must list existing study YAMLs (missing: {', '.join(missing)})")
-    smoke = {k: v for k, v in dataclasses.asdict(m.smoke).items() if v is not None}
+    smoke, pilot = ({k: v for k, v in dataclasses.asdict(section).items() if v is not None}
+                    for section in (m.smoke, m.pilot or VariantSection()))
     return Finding(folder.name, folder, m.title or folder.name, studies, folder / m.claims, smoke,
-                   _sources(m.sources, folder, studies, manifest))
+                   _sources(m.sources, folder, studies, manifest), pilot if m.pilot else None,
+                   _parts(m.parts, folder, studies, manifest))
+
+
+def _parts(parts: dict[str, list[str]], folder: Path, studies: list[Path], manifest: Path) -> dict[str, list[Path]]:
+    """The parts, checked: together they hold every study once."""
+    out = {name: [folder / s for s in entries] for name, entries in parts.items()}
+    listed = [s for entries in out.values() for s in entries]
+    if out and sorted(map(str, listed)) != sorted(map(str, studies)):
+        raise UserError(f"{manifest}: parts: together they must list every study once (studies: "
+                        f"{', '.join(s.name for s in studies)})")
+    return out
 
 
 def _sources(sections: dict[str, SourceSection], folder: Path, studies: list[Path], manifest: Path) -> list[Source]:
@@ -117,12 +151,19 @@ def _sources(sections: dict[str, SourceSection], folder: Path, studies: list[Pat
     return out
 
 
-def train_sources(finding: Finding, smoke: bool, out: Path) -> dict[Path, list[str]]:
-    """Train (or reuse, when finished) every source into `out/sources/<name>`; returns, per study YAML, the
-    `backbone.weights` overrides pointing at the sources it is fed by."""
-    sets = [*finding.smoke.get("sources", []), f"output_dir={out / 'runs'}", "tracking.mode=disabled"] if smoke else []
+VARIANTS = ("full", "smoke", "pilot")
+
+
+def train_sources(finding: Finding, variant: str, out: Path, only: list[Path] | None = None) -> dict[Path, list[str]]:
+    """Train (or reuse, when finished) every source (feeding a study of `only`, default all) into
+    `out/sources/<name>`; returns, per study YAML, the `backbone.weights` overrides pointing at its sources."""
+    reduced = variant != "full"
+    sets = ([*finding.variant(variant).get("sources", []), f"output_dir={out / 'runs'}", "tracking.mode=disabled"]
+            if reduced else [])
     feeds: dict[Path, list[str]] = {}
     for source in finding.sources:
+        if only is not None and not set(source.feeds) & set(only):
+            continue
         folder = out / "sources" / source.name
         if not (folder / "metrics.json").is_file():
             run(load_experiment(source.experiment, sets), folder)
@@ -131,52 +172,97 @@ def train_sources(finding: Finding, smoke: bool, out: Path) -> dict[Path, list[s
     return feeds
 
 
-def specs(finding: Finding, smoke: bool, out: Path, feeds: dict[Path, list[str]] | None = None) -> list[Any]:
-    """The finding's studies, parsed (the smoke variant writes its runs under `out`); `feeds` adds the source
-    weights to the studies that start from them."""
+def specs(finding: Finding, variant: str, out: Path, feeds: dict[Path, list[str]] | None = None,
+          only: list[Path] | None = None) -> list[Any]:
+    """The finding's studies (those of `only`, default all), parsed; a reduced variant (smoke, pilot) writes its
+    runs under `out`; `feeds` adds the source weights to the studies that start from them."""
     feeds = feeds or {}
-    if not smoke:
-        return [load_study(path, feeds.get(path, [])) for path in finding.studies]
-    changes = {k: v for k, v in finding.smoke.items() if k in ("seeds", "grid")}
-    sets = [*finding.smoke.get("set", []), f"output_dir={out / 'runs'}", "tracking.mode=disabled"]
-    return [load_study(path, [*sets, *feeds.get(path, [])], changes) for path in finding.studies]
+    chosen = [path for path in finding.studies if only is None or path in only]
+    if variant == "full":
+        return [load_study(path, feeds.get(path, [])) for path in chosen]
+    reduced = finding.variant(variant)
+    changes = {k: v for k, v in reduced.items() if k in ("seeds", "grid", "tune")}
+    sets = [*reduced.get("set", []), f"output_dir={out / 'runs'}", "tracking.mode=disabled"]
+    return [load_study(path, [*sets, *feeds.get(path, [])], changes) for path in chosen]
 
 
-def default_out(finding: Finding, smoke: bool) -> Path:
-    return Path("runs") / "reproductions" / (finding.name + ("-smoke" if smoke else ""))
+def default_out(finding: Finding, variant: str) -> Path:
+    return Path("runs") / "reproductions" / (finding.name + ("" if variant == "full" else f"-{variant}"))
 
 
-def results_folder(finding: Finding, smoke: bool, out: Path | None = None) -> Path:
-    """Where a run's results go: the finding's committed `results/`, or the smoke variant's scratch folder."""
-    return (out or default_out(finding, smoke)) / "results" if smoke else finding.folder / "results"
+def results_folder(finding: Finding, variant: str, out: Path | None = None) -> Path:
+    """Where a run's results go: the finding's committed `results/` (full) or `pilot/`, or the smoke variant's
+    scratch folder."""
+    if variant == "smoke":
+        return (out or default_out(finding, variant)) / "results"
+    return finding.folder / ("results" if variant == "full" else "pilot")
 
 
-def reproduce(finding: Finding, smoke: bool = False, out: Path | None = None, run_studies: Any = None,
-              ) -> tuple[list[Verdict], list[Path]]:
-    """Run (or resume) every study of the finding, archive what they give (`archive.py`: trials and per-example
-    predictions) and judge the finding from that archive alone; returns the verdicts and the files written.
-    `run_studies(spec, url)` runs one study (default: without a progress display)."""
-    out = out or default_out(finding, smoke)
+@dataclass
+class Outcome:
+    """What a reproduction (or a re-judging) gave."""
+
+    verdicts: list[Verdict]  # the claims' (empty while they wait for studies)
+    checks: list[Verdict]  # the sanity checks' (claims file `checks:`; not reproduction evidence)
+    files: list[Path]
+    waiting: list[str] = field(default_factory=list)  # studies the claims name that the archive lacks yet
+
+
+def reproduce(finding: Finding, variant: str = "full", out: Path | None = None, run_studies: Any = None,
+              part: str | None = None) -> Outcome:
+    """Run (or resume) the finding's studies (a part's, with `part`), archive what they give (`archive.py`: trials
+    and per-example predictions; a part keeps the archive's other studies) and judge the finding from that archive
+    alone — or, for the pilot, write the power plan. `run_studies(spec, url)` runs one study (default: without a
+    progress display)."""
+    out = out or default_out(finding, variant)
     url = f"sqlite:///{out / 'studies.db'}"
-    results = results_folder(finding, smoke, out)
-    load_claims(finding.claims)  # a malformed claims file fails before hours of training
+    results = results_folder(finding, variant, out)
+    load_claims_file(finding.claims)  # a malformed claims file fails before hours of training
+    only = finding.part(part) if part else None
     names = []
-    for spec in specs(finding, smoke, out, train_sources(finding, smoke, out)):
+    for spec in specs(finding, variant, out, train_sources(finding, variant, out, only), only):
         (run_studies or run_study)(spec, url)
         names.append(spec.name)
-    files = archive.export(names, open_storage(url, must_exist=True), results)
-    verdicts, judged = judge(finding, results, track=True)
-    return verdicts, files + judged
+    earlier = archive.Archive(results) if part and (results / archive.JOURNAL).is_file() else None
+    files = archive.export(names, open_storage(url, must_exist=True), results, earlier=earlier)
+    if variant == "pilot":
+        return Outcome([], [], [*files, write_plan(finding, results)])
+    judged = judge(finding, results, track=True)
+    return dataclasses.replace(judged, files=files + judged.files)
 
 
-def judge(finding: Finding, results: Path, track: bool = False) -> tuple[list[Verdict], list[Path]]:
+def default_pilot(finding: Finding) -> Path | None:
+    """What the finding's plan is estimated from: its last full run's archive, else its committed pilot (one that
+    holds every study the claims name: not a finding half run in parts)."""
+    named = named_studies(load_claims_file(finding.claims).claims)
+    for folder in (finding.folder / "results", finding.folder / "pilot"):
+        if (folder / archive.JOURNAL).is_file() and named <= set(archive.Archive(folder).studies()):
+            return folder
+    return None
+
+
+def write_plan(finding: Finding, pilot: Path) -> Path:
+    """The power plan of the finding's full design from its pilot archive (`pilot/plan.md`)."""
+    needs = plan.plan_claims(load_claims_file(finding.claims).claims, pilot, plan.study_seeds(finding.studies))
+    path = pilot / "plan.md"
+    path.write_text(f"# {finding.title}: power plan\n\n{plan.to_markdown(needs, f'the pilot ({finding.name}/pilot)')}")
+    return path
+
+
+def judge(finding: Finding, results: Path, track: bool = False) -> Outcome:
     """Each study's report and the claim checks (`claims.md`) from the results archive in `results` alone (no
-    training, no storage, no run folders): the full run and `--rejudge` write the same bytes."""
-    source, claims = load_claims(finding.claims)
+    training, no storage, no run folders): the full run and `--rejudge` write the same bytes. While a study the
+    claims name is missing (a finding run in parts), the claims wait and a stale claims.md is removed."""
+    parsed = load_claims_file(finding.claims)
     opened = archive.Archive(results)
+    present = opened.studies()
     files: list[Path] = []
-    for name in optuna.get_all_study_names(opened.storage):
+    for name in present:
         files += run_report(name, opened.storage, results / name, lookup=opened.lookups(name), track=track)[1]
-    verdicts = check_claims(claims, None, opened.storage, opened.lookups)
-    (results / "claims.md").write_text(f"# {finding.title}: claims\n\n{to_markdown(verdicts, source)}")
-    return verdicts, [*files, results / "claims.md"]
+    waiting = sorted(named_studies([*parsed.claims, *parsed.checks]) - set(present))
+    if waiting:
+        (results / "claims.md").unlink(missing_ok=True)
+        return Outcome([], [], files, waiting)
+    verdicts, checks = check_file(parsed, None, opened.storage, opened.lookups)
+    (results / "claims.md").write_text(f"# {finding.title}: claims\n\n{file_markdown(parsed, verdicts, checks)}")
+    return Outcome(verdicts, checks, [*files, results / "claims.md"])

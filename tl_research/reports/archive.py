@@ -27,18 +27,22 @@ def _smallest(x: np.ndarray) -> np.ndarray:
 
 
 def export(names: list[str], storage: optuna.storages.BaseStorage, folder: Path,
-           lookups: Callable[[str], predictions.Lookup] = predictions.run_folders) -> list[Path]:
-    """Write the archive of studies `names` into `folder` (replacing an earlier one); returns its files."""
+           lookups: Callable[[str], predictions.Lookup] = predictions.run_folders,
+           earlier: Archive | None = None) -> list[Path]:
+    """Write the archive of studies `names` into `folder` (replacing an earlier one; with `earlier`, that archive's
+    other studies are kept beside them: a finding run in parts); returns its files."""
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / (JOURNAL + ".tmp")
     tmp.unlink(missing_ok=True)
     target = open_storage(f"journal:{tmp}")
     arrays: dict[str, np.ndarray] = {}
     sets: list[predictions.Predictions] = []
-    for name in names:
-        optuna.copy_study(from_study_name=name, from_storage=storage, to_storage=target)
-        lookup, rows, offsets = lookups(name), [], []
-        for trial in completed_trials(optuna.load_study(study_name=name, storage=storage)):
+    kept = [n for n in earlier.studies() if n not in names] if earlier else []
+    sources = [(n, storage, lookups(n)) for n in names] + [(n, earlier.storage, earlier.lookups(n)) for n in kept]
+    for name, held_in, lookup in sources:
+        optuna.copy_study(from_study_name=name, from_storage=held_in, to_storage=target)
+        rows, offsets = [], []
+        for trial in completed_trials(optuna.load_study(study_name=name, storage=held_in)):
             found = lookup(trial)
             if found is None:
                 continue
@@ -72,6 +76,9 @@ class Archive:
         self.storage = open_storage(f"journal:{folder / JOURNAL}", must_exist=True)
         with np.load(folder / PREDICTIONS) as z:
             self._arrays = {k: z[k] for k in z.files}
+
+    def studies(self) -> list[str]:
+        return optuna.get_all_study_names(self.storage)
 
     def lookups(self, study: str) -> predictions.Lookup:
         rows = self._arrays.get(f"{study}/trials", np.zeros((0, 3), dtype=np.int64))
