@@ -152,10 +152,11 @@ def grid_study(tmp_path: Path, name: str, strategies: list, shots: list, seeds: 
     return url
 
 
-def predictions_study(tmp_path: Path, seeds: int, effect: float = 0.10, size: int = 200) -> str:
+def predictions_study(tmp_path: Path, seeds: int, effect: float = 0.10, size: int = 200, shifts: int = 0) -> str:
     """A strategy grid study (linear_probe 0.70, full 0.70 + effect, depth 0.70) in a real SQLite storage whose
-    trials left real per-example predictions (predictions.npz in their run folders) on one shared test set; returns
-    the storage URL (study `n<seeds>`)."""
+    trials left real per-example predictions (predictions.npz in their run folders) on one shared test set, and
+    with `shifts`, on that many shifted copies of it (predictions_shifted.npz, test_shifted/acc at 0.1 below);
+    returns the storage URL (study `n<seeds>`)."""
     import numpy as np
     import optuna
     import yaml
@@ -184,7 +185,14 @@ def predictions_study(tmp_path: Path, seeds: int, effect: float = 0.10, size: in
             run_dir.mkdir(parents=True)
             np.savez(run_dir / "predictions.npz", index=np.arange(size), label=labels, pred=pred)
             acc = float(right.mean())
+            attrs = {"test/acc": acc, "data/test_size": size, "run_dir": str(run_dir)}
+            if shifts:
+                shifted = rng.random(size * shifts) < p_right - 0.1
+                np.savez(run_dir / "predictions_shifted.npz", index=np.tile(np.arange(size), shifts),
+                         label=np.tile(labels, shifts),
+                         pred=np.where(shifted, np.tile(labels, shifts), (np.tile(labels, shifts) + 1) % 10))
+                attrs["test_shifted/acc"] = float(shifted.mean())
             study.add_trial(optuna.trial.create_trial(
                 params={"freeze.strategy": strategy, "seed": seed}, distributions=dists, values=[acc],
-                user_attrs={"test/acc": acc, "data/test_size": size, "run_dir": str(run_dir)}))
+                user_attrs=attrs))
     return url

@@ -32,6 +32,7 @@ from tl_research.config import Experiment, dump_yaml
 from tl_research.data.datamodule import ImageCollate, TransferDataModule, load_data, raw_datamodule, select
 from tl_research.data.shifts import evaluate_shifts, parse_shift, parse_shifts
 from tl_research.errors import UserError
+from tl_research.reports.predictions import FILES, SHIFTED
 from tl_research.runs.distributed import (
     check_distributed,
     fit_trainer,
@@ -317,7 +318,7 @@ def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks
             metrics.update(save_predictions(run_dir / "predictions.npz", data.split.test, predictions,
                                             run_data.raw.classes))
             tracker.log_confusion(predictions["label"], predictions["pred"], run_data.raw.classes)
-            metrics.update(shifted_test_sets(exp, backbone, module, run_data))
+            metrics.update(shifted_test_sets(exp, backbone, module, run_data, run_dir))
             metrics[AT_CHANCE] = at_chance(metrics["test/acc"], len(data.sets["test"]), data.num_classes,
                                            module.first_loss, fit_metrics.get("train/loss"))
         # the checkpoint holding the model just tested, which every reader must load (and checks it does)
@@ -354,16 +355,27 @@ def _keep_probe(trainer: L.Trainer, module: TransferModule, data: TransferDataMo
 
 
 def shifted_test_sets(exp: Experiment, backbone: Backbone, module: TransferModule, run_data: RunData,
-                      ) -> dict[str, float]:
-    """test_<shift>/acc for every `data.eval_shifts` entry, on the test split's examples."""
+                      run_dir: Path) -> dict[str, float]:
+    """test_<shift>/acc for every `data.eval_shifts` entry, on the test split's examples. With two or more shifts,
+    their mean (test_shifted/acc) gets per-example predictions like test/acc (`predictions_shifted.npz`: every
+    shifted copy's predictions in turn, each test example's index repeated once per shift), so that its intervals
+    are crossed too."""
     shifts = parse_shifts(exp.data.eval_shifts)
     if not shifts:
         return {}
     spec = backbone.preprocessing
     size = exp.data.image_size or spec.input_size
-    return evaluate_shifts(module, shifts, run_data.raw, run_data.data.split.test,
-                           lambda shift: ImageCollate(spec, size, shift=shift), run_data.prefix,
-                           exp.data.eval_batch_size or max(64, exp.data.batch_size))
+    test = np.asarray(run_data.data.split.test)
+    metrics, preds = evaluate_shifts(module, shifts, run_data.raw, test,
+                                     lambda shift: ImageCollate(spec, size, shift=shift), run_data.prefix,
+                                     exp.data.eval_batch_size or max(64, exp.data.batch_size))
+    if SHIFTED in metrics:
+        label = np.asarray(run_data.raw.labels)[test]
+        path, tmp = run_dir / FILES[SHIFTED], run_dir / (FILES[SHIFTED] + ".tmp.npz")
+        np.savez_compressed(tmp, index=np.tile(test, len(shifts)), label=np.tile(label, len(shifts)),
+                            pred=np.concatenate([preds[s.metric].numpy() for s in shifts]))
+        os.replace(tmp, path)
+    return metrics
 
 
 def save_predictions(path: Path, test_indices: Any, predictions: dict[str, Any],

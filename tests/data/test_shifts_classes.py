@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import optuna
 import pytest
 import torch
 import yaml
@@ -12,6 +13,7 @@ from tl_research.cli.main import main
 from tl_research.config import load_experiment
 from tl_research.data.registry import load_dataset, restrict_classes
 from tl_research.data.shifts import MEAN_METRIC, SHIFTS, parse_shifts
+from tl_research.reports.predictions import correct_matrix, from_run_folder
 from tl_research.run import run
 from tl_research.schema import features_options
 
@@ -80,6 +82,22 @@ def test_shifted_test_sets_are_reported_and_agree_cached_and_uncached(tmp_path):
         assert 0 <= cached[s.metric] <= 1 and stored[s.metric] == cached[s.metric]
         assert cached[s.metric] == pytest.approx(plain[s.metric], abs=1e-4), s.metric
     assert cached[MEAN_METRIC] == pytest.approx(np.mean([cached[s.metric] for s in parse_shifts(shifts)]))
+    # the mean's per-example predictions: one block per shift, each reproducing its shift's accuracy; as a matrix,
+    # one column per test image (its share of shifts right), whose mean is the recorded test_shifted/acc
+    with np.load(tmp_path / "c" / "predictions_shifted.npz") as z:
+        index, label, pred = z["index"], z["label"], z["pred"]
+    with np.load(tmp_path / "c" / "predictions.npz") as z:
+        test_index, test_label = z["index"], z["label"]
+    n = len(test_index)
+    assert len(index) == 3 * n and np.array_equal(index, np.tile(test_index, 3))
+    assert np.array_equal(label, np.tile(test_label, 3))
+    for k, s in enumerate(parse_shifts(shifts)):
+        assert float((pred[k * n:(k + 1) * n] == test_label).mean()) == pytest.approx(cached[s.metric])
+    trial = optuna.trial.create_trial(value=0.0, user_attrs={"run_dir": str(tmp_path / "c")})
+    x, columns = correct_matrix([trial], [cached[MEAN_METRIC]], from_run_folder, MEAN_METRIC)
+    assert x.shape == (1, n) and np.array_equal(columns, np.unique(test_index))
+    assert set(np.round(3 * x.ravel()).astype(int)) <= {0, 1, 2, 3}
+    assert correct_matrix([trial], [cached[MEAN_METRIC] + 0.01], from_run_folder, MEAN_METRIC) is None
 
 
 def test_a_shifted_domain_shifts_every_split_and_keys_the_cache(tmp_path):

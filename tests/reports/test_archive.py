@@ -44,6 +44,24 @@ def test_an_archive_rejudges_to_the_same_bytes_without_run_folders_or_storage(tm
     assert {c.interval.method for c in bare.cells.values()} == {"seeds-t"}
 
 
+def test_shifted_predictions_give_crossed_intervals_live_and_archived(tmp_path):
+    """The mean over shifted test sets is scored per example like test/acc (an image under 3 shifts is one example:
+    its share right), in the run folders and in the archive alike."""
+    url = predictions_study(tmp_path, 3, shifts=3)
+    ood = [{**c, "metric": "test_shifted/acc"} for c in CLAIMS]
+    live = check_claims(ood, "n3", url)
+    assert {v.method for v in live} == {"crossed-t"}
+    trial = optuna.load_study(study_name="n3", storage=open_storage(url, must_exist=True)).trials[0]
+    x, index = predictions.correct_matrix([trial], [trial.user_attrs["test_shifted/acc"]], predictions.from_run_folder,
+                                          "test_shifted/acc")
+    assert x.shape == (1, 200) and np.array_equal(index, np.arange(200)) and set(np.unique(3 * x)) <= {0, 1, 2, 3}
+    archive.export(["n3"], open_storage(url, must_exist=True), tmp_path / "archive")
+    shutil.rmtree(tmp_path / "runs")
+    opened = archive.Archive(tmp_path / "archive")
+    assert to_markdown(check_claims(ood, "n3", opened.storage, opened.lookups)) == to_markdown(live)
+    assert opened.lookups("n3")(trial, "test/acc") is not None  # test/acc's predictions beside them
+
+
 def test_the_archive_is_small(tmp_path):
     """Predicted labels per trial (offsets from the label: zero where right) and the test set once, compressed:
     30 trials x 1,000 examples, 10 classes, 70-80 % right, in under 8 KB (30 KB as one byte per prediction)."""

@@ -92,22 +92,26 @@ def parse_shifts(values: list[str] | None) -> list[ShiftSpec]:
 
 def evaluate_shifts(model: torch.nn.Module, shifts: list[ShiftSpec], raw: object, indices: object,
                     collate_for: Callable[[ShiftSpec], Callable], prefix: torch.nn.Module | None = None,
-                    batch_size: int = 256) -> dict[str, float]:
+                    batch_size: int = 256) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """Accuracy of `model` (already holding its tested weights) on each shifted copy of the pool examples
-    `indices`; `prefix` maps images to what the model takes when it trains on cached prefix outputs."""
+    `indices`, and its predictions there (metric -> predicted labels, in `indices` order); `prefix` maps images
+    to what the model takes when it trains on cached prefix outputs."""
     device = next(model.parameters()).device
     model.eval()
-    out = {}
+    out, preds = {}, {}
     with torch.no_grad():
         for spec in shifts:
-            collate, correct = collate_for(spec), 0
+            collate, pred, labels = collate_for(spec), [], []
             for start in range(0, len(indices), batch_size):
                 items = [(raw.inputs[int(j)], int(raw.labels[int(j)])) for j in indices[start:start + batch_size]]
                 x, y = collate(items)
                 x = x.to(device)
                 logits = model(prefix(x) if prefix is not None else x)
-                correct += int((logits.argmax(-1).cpu() == y).sum())
-            out[spec.metric] = correct / max(1, len(indices))
+                pred.append(logits.argmax(-1).cpu())
+                labels.append(y)
+            preds[spec.metric] = torch.cat(pred) if pred else torch.zeros(0, dtype=torch.long)
+            right = int((preds[spec.metric] == torch.cat(labels)).sum()) if labels else 0
+            out[spec.metric] = right / max(1, len(indices))
     if len(shifts) > 1:
         out[MEAN_METRIC] = sum(out.values()) / len(shifts)
-    return out
+    return out, preds

@@ -1,9 +1,10 @@
 """A results archive: what a set of studies' tables and claim checks were judged on, small enough to commit.
 
 `studies.journal` holds the studies and their trials (an Optuna journal file: opened like any other storage);
-`predictions.npz` (compressed) holds each distinct test set's indices and labels once and, per study, every completed
-trial's predictions as offsets from the labels modulo the number of classes (zero where right, so they compress to
-little more than the mistakes). Re-judging from an archive needs neither the run folders nor the original storage.
+`predictions.npz` (compressed) holds each distinct test set's indices and labels once and, per study and scored
+metric (`<study>/…` for test/acc, `<study>@<metric>/…` for the others of `predictions.FILES`), every completed trial's
+predictions as offsets from the labels modulo the number of classes (zero where right, so they compress to little
+more than the mistakes). Re-judging from an archive needs neither the run folders nor the original storage.
 """
 
 from __future__ import annotations
@@ -41,22 +42,25 @@ def export(names: list[str], storage: optuna.storages.BaseStorage, folder: Path,
     sources = [(n, storage, lookups(n)) for n in names] + [(n, earlier.storage, earlier.lookups(n)) for n in kept]
     for name, held_in, lookup in sources:
         optuna.copy_study(from_study_name=name, from_storage=held_in, to_storage=target)
-        rows, offsets = [], []
-        for trial in completed_trials(optuna.load_study(study_name=name, storage=held_in)):
-            found = lookup(trial)
-            if found is None:
-                continue
-            k = next((i for i, s in enumerate(sets) if np.array_equal(s.index, found.index)
-                      and np.array_equal(s.label, found.label)), None)
-            if k is None:
-                k = len(sets)
-                sets.append(found)
-            classes = int(max(found.pred.max(initial=0), found.label.max(initial=0))) + 1
-            rows.append((trial.number, k, classes))
-            offsets.append((found.pred - found.label) % classes)
-        if rows:  # one array per study: per-array overhead in the zip would outweigh the predictions
-            arrays[f"{name}/trials"] = np.array(rows, dtype=np.int64)  # number, test set, classes
-            arrays[f"{name}/offsets"] = _smallest(np.concatenate(offsets))
+        trials = completed_trials(optuna.load_study(study_name=name, storage=held_in))
+        for metric in predictions.FILES:
+            rows, offsets = [], []
+            for trial in trials:
+                found = lookup(trial, metric)
+                if found is None:
+                    continue
+                k = next((i for i, s in enumerate(sets) if np.array_equal(s.index, found.index)
+                          and np.array_equal(s.label, found.label)), None)
+                if k is None:
+                    k = len(sets)
+                    sets.append(found)
+                classes = int(max(found.pred.max(initial=0), found.label.max(initial=0))) + 1
+                rows.append((trial.number, k, classes))
+                offsets.append((found.pred - found.label) % classes)
+            if rows:  # one array per study and metric: per-array overhead in the zip would outweigh the predictions
+                key = _key(name, metric)
+                arrays[f"{key}/trials"] = np.array(rows, dtype=np.int64)  # number, test set, classes
+                arrays[f"{key}/offsets"] = _smallest(np.concatenate(offsets))
     for k, s in enumerate(sets):
         arrays[f"sets/{k}/index"], arrays[f"sets/{k}/label"] = _smallest(s.index), _smallest(s.label)
     np.savez_compressed(folder / (PREDICTIONS + ".tmp.npz"), **arrays)
@@ -81,15 +85,24 @@ class Archive:
         return optuna.get_all_study_names(self.storage)
 
     def lookups(self, study: str) -> predictions.Lookup:
-        rows = self._arrays.get(f"{study}/trials", np.zeros((0, 3), dtype=np.int64))
-        sizes = [len(self._arrays[f"sets/{k}/label"]) for _, k, _ in rows]
-        starts = dict(zip(rows[:, 0].tolist(), zip(np.cumsum([0, *sizes[:-1]]).tolist(), rows[:, 1:].tolist())))
+        starts = {metric: self._starts(_key(study, metric)) for metric in predictions.FILES}
 
-        def lookup(trial: optuna.trial.FrozenTrial) -> predictions.Predictions | None:
-            if trial.number not in starts:
+        def lookup(trial: optuna.trial.FrozenTrial, metric: str = predictions.METRIC) -> predictions.Predictions | None:
+            if trial.number not in starts.get(metric, {}):
                 return None
-            start, (k, classes) = starts[trial.number]
+            start, (k, classes) = starts[metric][trial.number]
             label = self._arrays[f"sets/{k}/label"].astype(np.int64)
-            offset = self._arrays[f"{study}/offsets"][start:start + len(label)]
+            offset = self._arrays[f"{_key(study, metric)}/offsets"][start:start + len(label)]
             return predictions.Predictions(self._arrays[f"sets/{k}/index"], label, (label + offset) % classes)
         return lookup
+
+    def _starts(self, key: str) -> dict[int, tuple[int, list[int]]]:
+        """Trial number -> (its first offset, [test set, classes]) in the archive's array `key`."""
+        rows = self._arrays.get(f"{key}/trials", np.zeros((0, 3), dtype=np.int64))
+        sizes = [len(self._arrays[f"sets/{k}/label"]) for _, k, _ in rows]
+        return dict(zip(rows[:, 0].tolist(), zip(np.cumsum([0, *sizes[:-1]]).tolist(), rows[:, 1:].tolist())))
+
+
+def _key(study: str, metric: str) -> str:
+    """The archive's array prefix of a study's predictions for `metric` (test/acc keeps the plain study name)."""
+    return study if metric == predictions.METRIC else f"{study}@{metric}"

@@ -141,7 +141,7 @@ def make_cell(by_seed: dict[int, optuna.trial.FrozenTrial], metric: str,
     sizes = [int(t.user_attrs[size]) for t in ts] if size and all(size in t.user_attrs for t in ts) else None
     cell = Cell([float(t.user_attrs[metric]) for t in ts], seeds, sizes, [t.user_attrs.get("run_dir") for t in ts],
                 at_chance=sum(bool(t.user_attrs.get(AT_CHANCE)) for t in ts))
-    found = predictions.correct_matrix(ts, cell.values, lookup) if metric == predictions.METRIC else None
+    found = predictions.correct_matrix(ts, cell.values, lookup, metric) if metric in predictions.FILES else None
     if found is not None:
         cell.correct, cell.index = found
         cell.interval = stats.accuracy_interval(cell.correct)
