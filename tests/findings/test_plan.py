@@ -57,7 +57,8 @@ def test_tlr_plan_from_a_storage_and_from_an_archive(tmp_path, capsys):
     (["plan", "CLAIMS", "--pilot", "URL", "--seeds", "1"], "argument --seeds: 1 is below 2"),
     (["plan", "CLAIMS", "--pilot", "URL", "--test-size", "0"], "argument --test-size: 0 is below 2"),
     (["plan", "nosuch"], "finding: 'nosuch' is not a reproduction folder"),
-    (["plan", "CLAIMS", "--pilot", "sqlite:///nowhere/x.db"], "no study storage at nowhere/x.db"),
+    (["plan", "CLAIMS", "--pilot", "sqlite:///nowhere/x.db"], "--pilot: no study storage at nowhere/x.db"),
+    (["plan", "CLAIMS", "--pilot", "nowhere/folder"], "--pilot: nowhere/folder is neither a results archive folder"),
 ])
 def test_bad_plan_input_is_one_line(tmp_path, capsys, argv, message):
     url = predictions_study(tmp_path, 2)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from tl_research import stats
+from tl_research.errors import UserError
 from tl_research.findings.claims import Claim, Verdict, check_claims
 from tl_research.reports import archive, predictions
 from tl_research.reports.tables import paired_matrices
@@ -135,7 +136,13 @@ def open_pilot(pilot: str | Path) -> tuple[Any, Callable[[str], predictions.Look
     if (Path(pilot) / archive.JOURNAL).is_file():
         opened = archive.Archive(Path(pilot))
         return opened.storage, opened.lookups
-    return open_storage(str(pilot), must_exist=True), predictions.run_folders
+    if "://" not in str(pilot) and not str(pilot).startswith("journal:"):
+        raise UserError(f"--pilot: {pilot} is neither a results archive folder (studies.journal + predictions.npz) nor "
+                        f"a storage URL")
+    try:
+        return open_storage(str(pilot), must_exist=True), predictions.run_folders
+    except UserError as exc:  # the storage's own message, named after the flag the user gave
+        raise UserError(f"--pilot: {str(exc).removeprefix('--storage: ')}") from None
 
 
 def plan_claims(claims: list[Claim], pilot: str | Path, seeds: dict[str, int], study: str | None = None,
