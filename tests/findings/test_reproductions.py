@@ -2,12 +2,15 @@
 weights and data, so the machinery cannot rot; the verdicts of a smoke run are not evidence (tiny data, 2 seeds)."""
 
 import shutil
+from pathlib import Path
 
 import pytest
+import yaml
 
 from tl_research.cli.main import main
 from tl_research.findings.claims import load_claims
 from tl_research.findings.reproduce import list_findings, load_finding, specs, train_sources
+from tl_research.studies.studyspec import load_study
 
 FINDINGS = list_findings()
 
@@ -43,6 +46,18 @@ def test_smoke_variant_runs_and_checks_its_claims(tmp_path, capsys, name):
         p.unlink()
     assert main(["reproduce", name, "--smoke", "--out", str(tmp_path), "--rejudge"]) == code
     assert {p: p.read_bytes() for p in (tmp_path / "results").rglob("*.md")} == judged
+
+
+@pytest.mark.parametrize("path", sorted(Path("benchmarks/reproductions").glob("*/paper_scale.yaml")))
+def test_the_paper_scale_settings_are_valid_studies(path):
+    """Each v2 finding's "what it would take" YAML is a valid study (checked here on CPU, with the backbone that the
+    offline machine has standing in for a hub-only one whose config it cannot read)."""
+    sets = ["trainer.accelerator=cpu"]
+    if "roberta" in path.read_text():
+        sets += ["backbone.name=hf/all-MiniLM-L6-v2", "backbone.weights=offline"]
+    spec = load_study(path, sets)
+    assert spec.config.kind == "tuned" and len(spec.arms) == 2
+    assert yaml.safe_load(path.read_text())["study"]["seeds"] >= 5
 
 
 def test_unknown_finding_is_one_line(capsys):
