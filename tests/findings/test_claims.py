@@ -77,6 +77,17 @@ def test_tlr_check_exit_codes(tmp_path, url, capsys):
     false.write_text(yaml.safe_dump({"claims": [claim("c2", ">", a=cell("linear_probe", 16), b=cell("full", 16))]}))
     assert main(["check", "cl", str(false), "--storage", url]) == 1
     assert "failed: c2" in capsys.readouterr().out
+    # a failing sanity check is reported apart and does not fail the claims; the verdict line counts claims only
+    both = tmp_path / "both.yaml"
+    both.write_text(yaml.safe_dump({"paper_strength": True,
+                                    "claims": [claim("c1", ">", a=cell("full", 16), b=cell("linear_probe", 16))],
+                                    "checks": [claim("k1", ">", a=cell("linear_probe", 16), b=cell("full", 16))]}))
+    assert main(["check", "cl", str(both), "--storage", url, "--out", str(out)]) == 0
+    printed, written = capsys.readouterr().out, out.read_text()
+    assert printed.index("sanity checks (not reproduction evidence)") < printed.index("k1") < printed.index("c1")
+    assert written.startswith("**Verdict: reproduced** — of 1 claims at the paper's strength: 1 held.")
+    claims_part, checks_part = written.split("## Sanity checks (not reproduction evidence)")
+    assert "| c1 |" in claims_part and "| k1 | > | **failed** |" in checks_part
 
 
 @pytest.mark.parametrize("claims, message", [
