@@ -91,6 +91,8 @@ def _type_name(tp: Any) -> str:
         return "a mapping"
     if origin in (typing.Union, types.UnionType):
         return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
     return {int: "an integer", float: "a number", str: "a string", bool: "a boolean"}.get(tp, str(tp))
 
 
@@ -106,9 +108,10 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~")):
             if type(None) in args:
                 return None
-        for arg in args:
-            if arg is type(None):
-                continue
+        options = [a for a in args if a is not type(None)]
+        if isinstance(value, dict) and len(options) == 1 and dataclasses.is_dataclass(options[0]):
+            return from_dict(options[0], value, f"{path}.")  # an optional section: its own key's error, not ours
+        for arg in options:
             try:
                 return _coerce(value, arg, path)
             except UserError:

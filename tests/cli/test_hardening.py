@@ -23,6 +23,7 @@ def _one_line(capsys, message):
     errors = [line for line in err.splitlines() if line.startswith("tlr: error:")]
     assert len(errors) == 1 and message in errors[0] and err.rstrip().endswith(errors[0]), err
     assert "Traceback" not in err, err
+    return errors[0]
 
 
 @pytest.fixture
@@ -236,7 +237,8 @@ def test_damaged_storage_is_one_line(tmp_path, capsys):
     for args in (["report", "x", "--storage", f"sqlite:///{db}"],
                  ["study", str(_study(tmp_path, {})), "--storage", f"sqlite:///{db}"]):
         assert main(args) == 2
-        _one_line(capsys, f"--storage: the storage at sqlite:///{db} is damaged")
+        err = _one_line(capsys, f"--storage: the storage at sqlite:///{db} is damaged")
+        assert err.count("(") == err.count(")"), err  # the driver's "(sqlite3.DatabaseError) …" prefix reworded
 
 
 def test_passwords_are_masked(tmp_path, capsys):

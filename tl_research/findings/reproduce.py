@@ -32,7 +32,7 @@ from tl_research.run import run
 from tl_research.schema import from_dict, read_yaml
 from tl_research.studies.storage import open_storage
 from tl_research.studies.study import run_study
-from tl_research.studies.studyspec import load_study
+from tl_research.studies.studyspec import load_study, seed_list
 
 ROOT = Path("benchmarks") / "reproductions"
 
@@ -122,6 +122,11 @@ def load_finding(name: str, root: Path = ROOT) -> Finding:
         raise UserError(f"{manifest}: studies must list existing study YAMLs (missing: {', '.join(missing)})")
     smoke, pilot = ({k: v for k, v in dataclasses.asdict(section).items() if v is not None}
                     for section in (m.smoke, m.pilot or VariantSection()))
+    for variant, section in (("smoke", smoke), ("pilot", pilot)):
+        try:
+            seed_list(section.get("seeds", 1))
+        except UserError as exc:  # named after the manifest's key, not the study's it replaces
+            raise UserError(f"{manifest}: {variant}.{str(exc).removeprefix('study.')}") from None
     return Finding(folder.name, folder, m.title or folder.name, studies, folder / m.claims, smoke,
                    _sources(m.sources, folder, studies, manifest), pilot if m.pilot else None,
                    _parts(m.parts, folder, studies, manifest))

@@ -3,6 +3,7 @@ masked, the optuna-dashboard argument)."""
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,8 @@ def open_storage(url: str, cfg: StudyConfig | None = None, must_exist: bool = Fa
             _fast_sqlite(storage.engine)
         return storage
     except Exception as exc:  # driver missing, bad URL, server down: all mean this storage cannot be used
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].lstrip("(")
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = re.sub(r"^\(([\w.]+)\)\s*", r"\1: ", first)  # "(sqlite3.DatabaseError) …": the driver's prefix
         if "malformed" in first or "not a database" in first:
             raise UserError(f"--storage: the storage at {mask_url(url)} is damaged ({first[:200]})") from None
         raise UserError(f"--storage: cannot open {mask_url(url)} ({first[:200]})") from None
