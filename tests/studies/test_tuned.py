@@ -178,3 +178,32 @@ def test_the_example_tuned_study_on_real_weights_and_data(tmp_path):
     assert set(table.rows) == {"lp_ft", "llrd"} and all(c.n == 2 for c in table.cells.values())
     assert {c.interval.method for c in table.cells.values()} == {"crossed-t"}
     assert tmp_path / "report" / "tuning.md" in files
+
+
+def test_a_tuning_trial_is_pruned_against_its_own_arm_only():
+    """Arm B is slower than arm A from the first epoch: study-wide, the median pruner would prune B's trial for
+    being B; within B it is above its arm's median and goes on (and A's trials never see B's)."""
+    from optuna.distributions import FloatDistribution
+
+    from tl_research.studies import tuned
+
+    study = optuna.create_study(direction="maximize",
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
+    a, b = tuned.arm_key({"freeze.strategy": "full"}), tuned.arm_key({"freeze.strategy": "lp_ft"})
+    for key, value in ((a, 0.90), (a, 0.92), (b, 0.30), (b, 0.36)):
+        study.add_trial(optuna.trial.create_trial(
+            params={"optim.lr": 0.001}, distributions={"optim.lr": FloatDistribution(1e-5, 1e-1, log=True)},
+            value=value, intermediate_values={0: value}, user_attrs={tuned.PHASE: tuned.TUNE, tuned.ARM: key}))
+    running = study.ask()
+    running.set_user_attr(tuned.PHASE, tuned.TUNE)
+    running.set_user_attr(tuned.ARM, b)
+    running.report(0.34, 0)
+    assert running.should_prune()  # the study-wide median (0.63) would prune it
+    assert not tuned.should_prune(running)  # its arm's median is 0.33
+    running.report(0.20, 1)
+    assert not tuned.should_prune(running)  # no trial of its arm reported epoch 1: nothing to compare with
+    laggard = study.ask()
+    laggard.set_user_attr(tuned.PHASE, tuned.TUNE)
+    laggard.set_user_attr(tuned.ARM, b)
+    laggard.report(0.31, 0)
+    assert tuned.should_prune(laggard)  # below its own arm's median

@@ -125,7 +125,8 @@ class OptunaPruning(L.Callback):
         value = float(trainer.callback_metrics[self.metric])
         self.trial.report(value, trainer.current_epoch)
         self.trial.set_user_attr("last_reported", value)
-        if self.trial.should_prune():
+        tuning = self.trial.user_attrs.get(tuned.PHASE) == tuned.TUNE
+        if tuned.should_prune(self.trial) if tuning else self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {trainer.current_epoch} with {self.metric}={value:.4f}")
 
 

@@ -10,13 +10,17 @@ trial: the best value of the study's objective (a validation metric), ties to th
 
 The budget: a tuning trial that completed, was pruned, or failed with its error recorded (e.g. a diverging lr) is
 spent; one whose worker was interrupted or went stale is retried, so every arm gets exactly `tune.trials`.
+
+Pruning compares a tuning trial with its own arm's tuning trials only (`should_prune`): against the whole study, an
+arm that starts slower (LP-FT re-adapting BatchNorm, a lower lr grid) would have its trials pruned for being another
+arm, and could end with no completed trial to re-run.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from typing import Any
+from typing import Any, cast
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -134,3 +138,28 @@ def space(spec: StudySpec, params: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def total(spec: StudySpec) -> int:
     return len(spec.arms) * (spec.tune.trials + len(grid_seeds(spec.config)))
+
+
+class _ArmView:
+    """The study as a pruner sees it for one tuning trial: its arm's tuning trials only (everything else delegates
+    to the study)."""
+
+    def __init__(self, study: optuna.Study, key: str) -> None:
+        self._study, self._key = study, key
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[FrozenTrial]:
+        return [t for t in self._study.get_trials(deepcopy=deepcopy, states=states)
+                if t.user_attrs.get(PHASE) == TUNE and t.user_attrs.get(ARM) == self._key]
+
+    @property
+    def trials(self) -> list[FrozenTrial]:
+        return self.get_trials()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+
+def should_prune(trial: optuna.Trial) -> bool:
+    """The study's pruner on a tuning trial, against its own arm's tuning trials (Trial.should_prune, narrowed)."""
+    frozen = trial.study._storage.get_trial(trial._trial_id)
+    return trial.study.pruner.prune(cast(optuna.Study, _ArmView(trial.study, trial.user_attrs[ARM])), frozen)
