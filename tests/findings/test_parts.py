@@ -82,7 +82,11 @@ def test_a_finding_in_parts_is_judged_once_every_study_is_in(finding, tmp_path, 
 
 
 def test_the_pilot_writes_the_plan_the_full_run_prints(finding, tmp_path, capsys):
-    assert main(["reproduce", str(finding), "--pilot", "--out", str(tmp_path / "p")]) == 0
+    # a pilot may run in parts too: the plan waits for the studies the claims name
+    assert main(["reproduce", str(finding), "--pilot", "--part", "two", "--out", str(tmp_path / "p")]) == 0
+    assert "the claims wait for studies not yet in the archive: fast" in capsys.readouterr().out
+    assert not (finding / "pilot" / "plan.md").exists()
+    assert main(["reproduce", str(finding), "--pilot", "--part", "one", "--out", str(tmp_path / "p")]) == 0
     capsys.readouterr()
     pilot = finding / "pilot"
     trials = {s: _trials(pilot, s) for s in ("fast", "slow")}

@@ -156,9 +156,6 @@ def _sources(sections: dict[str, SourceSection], folder: Path, studies: list[Pat
     return out
 
 
-VARIANTS = ("full", "smoke", "pilot")
-
-
 def train_sources(finding: Finding, variant: str, out: Path, only: list[Path] | None = None) -> dict[Path, list[str]]:
     """Train (or reuse, when finished) every source (feeding a study of `only`, default all) into
     `out/sources/<name>`; returns, per study YAML, the `backbone.weights` overrides pointing at its sources."""
@@ -230,8 +227,10 @@ def reproduce(finding: Finding, variant: str = "full", out: Path | None = None, 
         names.append(spec.name)
     earlier = archive.Archive(results) if part and (results / archive.JOURNAL).is_file() else None
     files = archive.export(names, open_storage(url, must_exist=True), results, earlier=earlier)
-    if variant == "pilot":
-        return Outcome([], [], [*files, write_plan(finding, results)])
+    if variant == "pilot":  # the plan, once the pilot holds every study the claims name (a pilot may run in parts)
+        named = named_studies(load_claims_file(finding.claims).claims)
+        waiting = sorted(named - set(archive.Archive(results).studies()))
+        return Outcome([], [], files, waiting) if waiting else Outcome([], [], [*files, write_plan(finding, results)])
     judged = judge(finding, results, track=True)
     return dataclasses.replace(judged, files=files + judged.files)
 
