@@ -30,9 +30,8 @@ from tl_research.cache.features import CacheReport, FeatureCollate, cached_datam
 from tl_research.cache.plan import plan_features
 from tl_research.config import Experiment, dump_yaml
 from tl_research.data.datamodule import ImageCollate, TransferDataModule, load_data, raw_datamodule, select
-from tl_research.data.shifts import evaluate_shifts, parse_shift, parse_shifts
+from tl_research.data.shifts import MEAN_METRIC, evaluate_shifts, parse_shift, parse_shifts
 from tl_research.errors import UserError
-from tl_research.reports.predictions import FILES, SHIFTED
 from tl_research.runs.distributed import (
     check_distributed,
     fit_trainer,
@@ -45,7 +44,7 @@ from tl_research.runs.distributed import (
     world_size,
 )
 from tl_research.runs.record import AT_CHANCE, run_record
-from tl_research.runs.rundir import create_run_dir, make_run_dir, write_json
+from tl_research.runs.rundir import PREDICTION_FILES, create_run_dir, make_run_dir, write_json
 from tl_research.runs.tracking import Tracker, preflight, start_tracking
 from tl_research.stats import at_chance, wilson
 from tl_research.strategies import ProbePhase, Strategy, after_run, frozen_prefix, probe_phase
@@ -315,7 +314,7 @@ def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks
         metrics.update(module.lr_scale_stats())
         if test:
             predictions = module.test_predictions()
-            metrics.update(save_predictions(run_dir / "predictions.npz", data.split.test, predictions,
+            metrics.update(save_predictions(run_dir / PREDICTION_FILES["test/acc"], data.split.test, predictions,
                                             run_data.raw.classes))
             tracker.log_confusion(predictions["label"], predictions["pred"], run_data.raw.classes)
             metrics.update(shifted_test_sets(exp, backbone, module, run_data, run_dir))
@@ -369,9 +368,9 @@ def shifted_test_sets(exp: Experiment, backbone: Backbone, module: TransferModul
     metrics, preds = evaluate_shifts(module, shifts, run_data.raw, test,
                                      lambda shift: ImageCollate(spec, size, shift=shift), run_data.prefix,
                                      exp.data.eval_batch_size or max(64, exp.data.batch_size))
-    if SHIFTED in metrics:
+    if MEAN_METRIC in metrics:
         label = np.asarray(run_data.raw.labels)[test]
-        path, tmp = run_dir / FILES[SHIFTED], run_dir / (FILES[SHIFTED] + ".tmp.npz")
+        path, tmp = run_dir / PREDICTION_FILES[MEAN_METRIC], run_dir / (PREDICTION_FILES[MEAN_METRIC] + ".tmp.npz")
         np.savez_compressed(tmp, index=np.tile(test, len(shifts)), label=np.tile(label, len(shifts)),
                             pred=np.concatenate([preds[s.metric].numpy() for s in shifts]))
         os.replace(tmp, path)

@@ -11,12 +11,10 @@ from typing import NamedTuple, Protocol
 import numpy as np
 import optuna
 
-from tl_research.data.shifts import MEAN_METRIC as SHIFTED
+# the metrics per-example predictions score, and the run folder's file for each (other metrics: seeds-only intervals)
+from tl_research.runs.rundir import PREDICTION_FILES as FILES
 
 METRIC = "test/acc"
-# the metrics per-example predictions score, and the run folder's file for each; other metrics fall back to
-# seeds-only intervals
-FILES = {METRIC: "predictions.npz", SHIFTED: "predictions_shifted.npz"}
 
 
 class Predictions(NamedTuple):

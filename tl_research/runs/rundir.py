@@ -14,7 +14,12 @@ from typing import Any
 import torch
 
 from tl_research.config import Experiment, dump_yaml
+from tl_research.data.shifts import MEAN_METRIC
 from tl_research.errors import UserError
+
+# the per-example test predictions a run leaves, per scored metric (read by reports/predictions.py): the test split,
+# and every shifted copy of it in turn (the mean over `data.eval_shifts`)
+PREDICTION_FILES = {"test/acc": "predictions.npz", MEAN_METRIC: "predictions_shifted.npz"}
 
 
 def make_run_dir(exp: Experiment, out: str | Path | None = None, restart: bool = False) -> tuple[Path, Path | None]:
