@@ -335,28 +335,29 @@ def _counts(verdicts: list[Verdict]) -> dict[str, int]:
     return counts
 
 
+def _tally(counts: dict[str, int]) -> str:
+    """"2 held, 1 inconclusive": the verdicts that occur, in a fixed order."""
+    return ", ".join(f"{n} {name}" for name, n in counts.items() if n)
+
+
 def finding_verdict(verdicts: list[Verdict]) -> str:
     """The finding's verdict from claims at the paper's strength: reproduced (every claim held), partly (some held),
     not reproduced (none held, some failed), undecided (none decided)."""
     counts, k = _counts(verdicts), len(verdicts)
-    tally = ", ".join(f"{n} {name}" for name, n in counts.items() if n)
     if counts["held"] == k:
         word = "reproduced"
     elif counts["held"]:
         word = "partly reproduced"
     else:
         word = "not reproduced" if counts["failed"] else "undecided"
-    return f"**Verdict: {word}** — of {k} claims at the paper's strength: {tally}."
+    return f"**Verdict: {word}** — of {k} claims at the paper's strength: {_tally(counts)}."
 
 
 def to_markdown(verdicts: list[Verdict], source: str = "", alpha: float = stats.ALPHA,
                 verdict_line: bool = False) -> str:
     k = len(verdicts)
     level = f"{100 * stats.bonferroni(k, alpha):.4g}%"
-    counts = _counts(verdicts)
-    summary = ", ".join(f"{n} {name}" for name, n in counts.items() if n)
-    if verdict_line:
-        summary = finding_verdict(verdicts)
+    summary = finding_verdict(verdicts) if verdict_line else _tally(_counts(verdicts))
     notes = (f"\n\nThe {k} claims are one family: each effect's interval is a simultaneous {level} interval "
              f"(Bonferroni, α = {alpha:g} over {k} claims). A claim holds when its interval lies wholly on the claimed "
              f"side, fails when it lies wholly on the other side, and is inconclusive otherwise (curves: first to "
@@ -373,7 +374,7 @@ def checks_markdown(checks: list[Verdict], alpha: float = stats.ALPHA) -> str:
     """The sanity checks' table: the project's own checks of the setting, not evidence for or against the paper."""
     k = len(checks)
     level = f"{100 * stats.bonferroni(k, alpha):.4g}%"
-    summary = ", ".join(f"{n} {name}" for name, n in _counts(checks).items() if n)
+    summary = _tally(_counts(checks))
     return (f"## Sanity checks (not reproduction evidence)\n\n{summary}\n\n" + "\n".join(_table(checks, level))
             + f"\n\nThe {k} checks are their own family (simultaneous {level} intervals, Bonferroni over {k}), "
               f"judged by the same rule as the claims.\n")
