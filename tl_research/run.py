@@ -8,7 +8,6 @@ prefix outputs and the module trains `head(suffix(x))`; otherwise it serves raw 
 from __future__ import annotations
 
 import errno
-import os
 import sys
 import tempfile
 import time
@@ -44,7 +43,7 @@ from tl_research.runs.distributed import (
     world_size,
 )
 from tl_research.runs.record import AT_CHANCE, run_record
-from tl_research.runs.rundir import PREDICTION_FILES, create_run_dir, make_run_dir, write_json
+from tl_research.runs.rundir import PREDICTION_FILES, create_run_dir, make_run_dir, write_json, write_npz
 from tl_research.runs.tracking import Tracker, preflight, start_tracking
 from tl_research.stats import at_chance, wilson
 from tl_research.strategies import ProbePhase, Strategy, after_run, frozen_prefix, probe_phase
@@ -370,10 +369,8 @@ def shifted_test_sets(exp: Experiment, backbone: Backbone, module: TransferModul
                                      exp.data.eval_batch_size or max(64, exp.data.batch_size))
     if MEAN_METRIC in metrics:
         label = np.asarray(run_data.raw.labels)[test]
-        path, tmp = run_dir / PREDICTION_FILES[MEAN_METRIC], run_dir / (PREDICTION_FILES[MEAN_METRIC] + ".tmp.npz")
-        np.savez_compressed(tmp, index=np.tile(test, len(shifts)), label=np.tile(label, len(shifts)),
-                            pred=np.concatenate([preds[s.metric].numpy() for s in shifts]))
-        os.replace(tmp, path)
+        write_npz(run_dir / PREDICTION_FILES[MEAN_METRIC], index=np.tile(test, len(shifts)),
+                  label=np.tile(label, len(shifts)), pred=np.concatenate([preds[s.metric].numpy() for s in shifts]))
     return metrics
 
 
@@ -382,9 +379,7 @@ def save_predictions(path: Path, test_indices: Any, predictions: dict[str, Any],
     """Per-example test predictions (`index` into the dataset's pool, `label`, `pred`, `prob`), the confusion
     matrix beside them (confusion.csv: rows true class, columns predicted), and the Wilson interval of the test
     accuracy, the balanced accuracy and each class's accuracy they give."""
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, index=np.asarray(test_indices), **predictions)
-    os.replace(tmp, path)
+    write_npz(path, index=np.asarray(test_indices), **predictions)
     label, pred = predictions["label"], predictions["pred"]
     correct, total = int((pred == label).sum()), len(label)
     low, high = wilson(correct, total)

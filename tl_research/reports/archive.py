@@ -18,6 +18,7 @@ import optuna
 from tl_research.errors import UserError
 from tl_research.reports import predictions
 from tl_research.reports.tables import completed_trials
+from tl_research.runs.rundir import write_npz
 from tl_research.studies.storage import open_storage
 
 JOURNAL, PREDICTIONS = "studies.journal", "predictions.npz"
@@ -63,8 +64,7 @@ def export(names: list[str], storage: optuna.storages.BaseStorage, folder: Path,
                 arrays[f"{key}/offsets"] = _smallest(np.concatenate(offsets))
     for k, s in enumerate(sets):
         arrays[f"sets/{k}/index"], arrays[f"sets/{k}/label"] = _smallest(s.index), _smallest(s.label)
-    np.savez_compressed(folder / (PREDICTIONS + ".tmp.npz"), **arrays)
-    (folder / (PREDICTIONS + ".tmp.npz")).replace(folder / PREDICTIONS)
+    write_npz(folder / PREDICTIONS, **arrays)
     tmp.replace(folder / JOURNAL)
     return [folder / JOURNAL, folder / PREDICTIONS]
 

@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from tl_research.backbones.runs import tested_file
 from tl_research.config import Experiment, dump_yaml
 from tl_research.data.shifts import MEAN_METRIC
 from tl_research.errors import UserError
@@ -61,6 +63,11 @@ def make_run_dir(exp: Experiment, out: str | Path | None = None, restart: bool =
     return run_dir, None
 
 
+def unfinished(run_dir: Path) -> bool:
+    """An attempt at a run that left a last checkpoint and no result: what `make_run_dir` resumes."""
+    return (run_dir / "checkpoints" / "last.ckpt").exists() and not (run_dir / "metrics.json").exists()
+
+
 def create_run_dir(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -82,6 +89,13 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)  # readers never see a half-written file
 
 
+def write_npz(path: Path, **arrays: Any) -> None:
+    """Compressed arrays written whole or not at all, like `write_json`."""
+    tmp = path.with_name(path.name + ".tmp.npz")  # savez appends .npz to a name without it
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
 def trim_checkpoints(run_dir: Path, keep: str) -> None:
     """Shrink a finished run's checkpoints: `best` keeps only the checkpoint whose model the run's metrics report
     (best.ckpt, or last.ckpt for a run tested on its last epoch), without the optimizer and loop states (only
@@ -92,11 +106,10 @@ def trim_checkpoints(run_dir: Path, keep: str) -> None:
     if keep == "none":
         shutil.rmtree(folder)
         return
-    metrics = run_dir / "metrics.json"  # a pruned trial has none: its best.ckpt is kept
-    named = json.loads(metrics.read_text()).get("checkpoint/file", "best.ckpt") if metrics.is_file() else "best.ckpt"
+    best = tested_file(run_dir)  # a pruned trial has no metrics.json: its best.ckpt is kept
+    named = best.name
     for other in {"best.ckpt", "last.ckpt"} - {named}:
         (folder / other).unlink(missing_ok=True)
-    best = folder / named
     if best.is_file():
         state = torch.load(best, map_location="cpu", weights_only=True)
         resume_only = ("optimizer_states", "lr_schedulers", "loops", "callbacks")

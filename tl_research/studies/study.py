@@ -31,7 +31,7 @@ from optuna.trial import TrialState
 from tl_research.errors import StudyNotice, UserError
 from tl_research.redact import STORAGE_ENV
 from tl_research.run import run
-from tl_research.runs.rundir import trim_checkpoints
+from tl_research.runs.rundir import trim_checkpoints, unfinished
 from tl_research.runs.tracking import log_study_table
 from tl_research.studies import prefilter, tuned
 from tl_research.studies.storage import open_storage
@@ -190,8 +190,7 @@ def _unfinished(trial: optuna.Trial) -> Path | None:
     folder = trial.user_attrs.get("run_dir")
     if folder is None:
         return None
-    path = Path(folder)
-    return path if (path / "checkpoints" / "last.ckpt").exists() and not (path / "metrics.json").exists() else None
+    return Path(folder) if unfinished(Path(folder)) else None
 
 
 def _heartbeat(storage: Any, trial_id: int, stop: threading.Event, every: float) -> None:
