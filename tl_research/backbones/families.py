@@ -65,6 +65,12 @@ def accepted_options(name: str) -> set[str]:
     return set(inspect.signature(FAMILIES.get(family, "backbone.name")).parameters) - {"ident", "weights"}
 
 
+def foreign_options(name: str) -> set[str]:
+    """The backbone options some family takes and backbone `name`'s does not: what a sweep or ranking over several
+    families drops (or resets) when it switches one base experiment to `name`."""
+    return set(option_names()) - accepted_options(name)
+
+
 def family_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     """The options of `options` that backbone `name`'s family takes. An option only another family takes must be
     left at its default: set otherwise it would be silently ignored, so it is refused (one line naming the key)."""

@@ -18,7 +18,7 @@ import torch
 
 from tl_research.backbones import Backbone
 from tl_research.backbones.base import SplitUnsupported
-from tl_research.backbones.families import accepted_options, option_names
+from tl_research.backbones.families import foreign_options
 from tl_research.backbones.offline import source_classifier
 from tl_research.cache.features import CacheDecision, cached_rows
 from tl_research.config import Experiment
@@ -99,9 +99,8 @@ def rank(exp: Experiment, backbones: list[str], depths: list[int] | None = None,
 def candidate_experiment(exp: Experiment, name: str) -> Experiment:
     """`exp` with backbone `name`: the options of the experiment's backbone section that `name`'s family does not
     take go back to their defaults (one experiment ranks backbones of several families)."""
-    own = accepted_options(name)
-    reset = {f.name: f.default for f in dataclasses.fields(exp.backbone)
-             if f.name in option_names() and f.name not in own}
+    foreign = foreign_options(name)
+    reset = {f.name: f.default for f in dataclasses.fields(exp.backbone) if f.name in foreign}
     return dataclasses.replace(exp, backbone=dataclasses.replace(exp.backbone, name=name, **reset))
 
 

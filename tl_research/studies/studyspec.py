@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tl_research.backbones import inspect_backbone
-from tl_research.backbones.families import accepted_options, option_names
+from tl_research.backbones.families import foreign_options
 from tl_research.config import Experiment, load_experiment
 from tl_research.data import DATASETS
 from tl_research.errors import ConfigWarning, UserError
@@ -134,9 +134,8 @@ def experiment_for(base: dict, params: dict[str, Any], seed_keys: list[str] | No
             data = set_dotted(data, target, value, "study:")
     if "backbone.name" in params and isinstance(data.get("backbone"), dict):
         # a sweep over backbone families shares one base: each cell keeps the backbone options its family takes
-        taken = accepted_options(str(params["backbone.name"]))
-        data = {**data, "backbone": {k: v for k, v in data["backbone"].items()
-                                     if k not in option_names() or k in taken}}
+        foreign = foreign_options(str(params["backbone.name"]))
+        data = {**data, "backbone": {k: v for k, v in data["backbone"].items() if k not in foreign}}
     data = _drop_inapplicable(data, params)
     with warnings.catch_warnings():
         if quiet or "freeze.strategy" in params:
