@@ -153,6 +153,18 @@ def test_bad_tuned_studies_are_one_line(tmp_path, capsys, change, message):
     assert message in err and err.count("\n") == 1, err
 
 
+def test_a_one_value_range_equal_to_the_base_is_still_tuned_where_it_applies(tmp_path):
+    """A smoke variant narrows a range to one value, which may be the base's own: the key still applies (the arm
+    takes it), while an option the arm's strategy drops (freeze.ft_lr for full) still does not."""
+    from tl_research.studies.studyspec import load_study
+
+    one = {"type": "categorical", "choices": [0.001]}
+    study = {**_tuned("t-one"), "tune": {"params": {"optim.lr": one, "freeze.ft_lr": one}, "trials": 1}}
+    spec = load_study(_write(tmp_path, study), ["optim.lr=0.001"])
+    assert {a["freeze.strategy"]: set(keys) for a, keys in zip(spec.arms, spec.tuned)} == {
+        "full": {"optim.lr"}, "lp_ft": {"optim.lr", "freeze.ft_lr"}}
+
+
 @pytest.mark.slow
 def test_the_example_tuned_study_on_real_weights_and_data(tmp_path):
     """experiments/studies/mnv2_tuned.yaml, reduced (its lp_ft and llrd arms, 2 tuning trials, 2 seeds, 64 images at

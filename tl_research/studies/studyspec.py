@@ -332,15 +332,21 @@ def _tuned_spec(spec: StudySpec, base: dict, num_groups: int) -> None:
 
 
 def _applies(base: dict, arm: dict[str, Any], key: str, dist: dict[str, Any], seed_keys: list[str]) -> bool:
-    """Does setting `key` change the arm's experiment (for some value of its range)?"""
+    """Does the arm's experiment take `key` (for some value of its range): change with it, or keep the value set
+    (a one-value range equal to the base's, e.g. a smoke variant's) rather than drop it as an option its strategy
+    ignores?"""
     plain = experiment_for(base, arm, seed_keys, quiet=True)
     values = dist["choices"] if dist.get("type") == "categorical" else [dist["low"], dist["high"]]
     for value in values:
         try:
-            if experiment_for(base, {**arm, key: value}, seed_keys, quiet=True) != plain:
-                return True
+            exp = experiment_for(base, {**arm, key: value}, seed_keys, quiet=True)
         except UserError:  # refused as an option that would not take effect with this arm's settings
             continue
+        node: Any = exp.to_dict()
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if exp != plain or node == value:
+            return True
     return False
 
 
