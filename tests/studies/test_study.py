@@ -368,7 +368,8 @@ def test_study_checkpoints_trim_finished_trials(tmp_path):
 
 def test_study_changes_touch_only_the_sections_a_study_has(tmp_path):
     """A reduced variant's `grid` / `tune` changes (reproduce.yaml smoke / pilot) apply where the study has that
-    section: a grid axis keeps its other axes, `tune: {trials}` keeps the space, and neither adds a section."""
+    section: a grid axis keeps its other axes (a tuned study's arms are its grid), `tune: {trials}` keeps the space,
+    and neither adds a section."""
     from tl_research.studies.studyspec import load_study
 
     grid = load_study(_write(tmp_path, {**_grid("g"), "grid": {"freeze.strategy": ["linear_probe", "full"],
@@ -376,7 +377,9 @@ def test_study_changes_touch_only_the_sections_a_study_has(tmp_path):
                       study_changes={"grid": {"data.shots": [2], "other.key": [1]}, "tune": {"trials": 1}})
     assert sorted(grid.cells[i]["data.shots"] for i in range(len(grid.cells))) == [2] * 4 and grid.tune is None
     space = {"optim.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}
-    tuned = load_study(_write(tmp_path, {"name": "t", "kind": "tuned", "arms": {"freeze.strategy": ["full"]},
+    tuned = load_study(_write(tmp_path, {"name": "t", "kind": "tuned", "arms": {"freeze.strategy": ["full", "lp_ft"]},
                                          "tune": {"params": space, "trials": 6}, "seeds": 2}, name="t.yaml"),
-                       study_changes={"grid": {"data.shots": [2]}, "tune": {"trials": 1}, "seeds": 1})
+                       study_changes={"grid": {"data.shots": [2], "freeze.strategy": ["full"]}, "tune": {"trials": 1},
+                                      "seeds": 1})
     assert tuned.tune.trials == 1 and list(tuned.tune.params) == ["optim.lr"] and tuned.config.grid is None
+    assert tuned.arms == [{"freeze.strategy": "full"}]

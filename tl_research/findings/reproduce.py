@@ -50,7 +50,7 @@ class VariantSection:
     """`smoke:` / `pilot:` of reproduce.yaml: a reduced variant of the studies (CI's smoke run, the pilot)."""
 
     seeds: int | list[int] | None = None  # the studies' seeds (a count or a list)
-    grid: dict[str, Any] | None = None  # replaced values of the studies' grid axes
+    grid: dict[str, Any] | None = None  # replaced values of the studies' grid axes (a tuned study's arms too)
     tune: dict[str, Any] | None = None  # replaced keys of the tuned studies' `tune:` (e.g. fewer trials)
     set: list[str] | None = None  # overrides of every study's experiment (key=value)
     sources: list[str] | None = None  # overrides of every source's experiment

@@ -353,17 +353,20 @@ def _applies(base: dict, arm: dict[str, Any], key: str, dist: dict[str, Any], se
 def load_study(path: str | Path, overrides: list[str] | None = None,
                study_changes: dict[str, Any] | None = None) -> StudySpec:
     """Parse and validate a study YAML (`experiment:` path or mapping, optional `set:`, `study:`).
-    `study_changes` replace keys of the `study:` section (`grid`: only the listed axes' values, `tune`: the listed
-    keys; each only where the study has that section), e.g. a reduced smoke variant of a reproduction."""
+    `study_changes` replace keys of the `study:` section (`grid`: only the listed axes' values, of the grid or of a
+    tuned study's arms; `tune`: the listed keys; each only where the study has that section), e.g. a reduced smoke
+    variant of a reproduction."""
     raw = read_yaml(path)
     if study_changes:
         section = dict(raw.get("study") or {})
         for key, value in study_changes.items():
-            if key in ("grid", "tune") and isinstance(value, dict):
-                if key not in section:  # (a grid change leaves a tuned study alone, and the other way round)
+            if key == "grid" and "arms" in section:
+                key = "arms"  # a tuned study's arms are the grid of the settings it compares
+            if key in ("grid", "arms", "tune") and isinstance(value, dict):
+                if key not in section:  # (a tune change leaves a grid study alone)
                     continue
                 current = dict(section[key] or {})
-                # a grid: replace the values of the axes this study has; tune: replace its keys (e.g. trials)
+                # a grid (arms): replace the values of the axes this study has; tune: replace its keys (e.g. trials)
                 value = {**current, **{k: v for k, v in value.items() if key == "tune" or k in current}}
             section[key] = value
         raw["study"] = section
