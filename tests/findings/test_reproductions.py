@@ -101,3 +101,20 @@ def test_committed_verdicts_rejudge_byte_for_byte_from_the_committed_archive(tmp
         (folder / p).unlink()
     assert main(["reproduce", str(folder), "--rejudge"]) in (0, 1)  # 1: a claim failed, which is a result
     assert {p.relative_to(folder): p.read_bytes() for p in (folder / "results").rglob("*.md")} == committed
+
+
+def test_a_full_runs_report_runs_go_to_the_run_folder_not_the_committed_results(tmp_path, monkeypatch):
+    """The full run logs each study's report as a W&B summary run (its studies track offline); those files go under
+    the run's folder, never inside the committed results/ (a copy of classic_recipe's archive, judged as the full
+    run judges it)."""
+    from tl_research.findings.reproduce import judge
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    finding = load_finding("classic_recipe")
+    results = tmp_path / "results"
+    shutil.copytree(finding.folder / "results", results, ignore=shutil.ignore_patterns("wandb"))
+    outcome = judge(finding, results, wandb_dir=tmp_path / "reports")
+    assert [v.verdict for v in outcome.verdicts] == [v.verdict for v in judge(finding, results).verdicts]
+    assert not list(results.rglob("wandb")) and not list(results.rglob("*.wandb"))
+    for study in ("classic-recipe", "classic-catalogue", "classic-recipe-last"):
+        assert list((tmp_path / "reports" / study / "wandb").glob("offline-run-*/run-*.wandb")), study

@@ -231,7 +231,7 @@ def reproduce(finding: Finding, variant: str = "full", out: Path | None = None, 
         named = named_studies(load_claims_file(finding.claims).claims)
         waiting = sorted(named - set(archive.Archive(results).studies()))
         return Outcome([], [], files, waiting) if waiting else Outcome([], [], [*files, write_plan(finding, results)])
-    judged = judge(finding, results, track=True)
+    judged = judge(finding, results, wandb_dir=out / "reports")
     return dataclasses.replace(judged, files=files + judged.files)
 
 
@@ -253,16 +253,18 @@ def write_plan(finding: Finding, pilot: Path) -> Path:
     return path
 
 
-def judge(finding: Finding, results: Path, track: bool = False) -> Outcome:
+def judge(finding: Finding, results: Path, wandb_dir: Path | None = None) -> Outcome:
     """Each study's report and the claim checks (`claims.md`) from the results archive in `results` alone (no
     training, no storage, no run folders): the full run and `--rejudge` write the same bytes. While a study the
-    claims name is missing (a finding run in parts), the claims wait and a stale claims.md is removed."""
+    claims name is missing (a finding run in parts), the claims wait and a stale claims.md is removed. With
+    `wandb_dir`, each report is also a W&B summary run, its files there (never inside the committed results)."""
     parsed = load_claims_file(finding.claims)
     opened = archive.Archive(results)
     present = opened.studies()
     files: list[Path] = []
     for name in present:
-        files += run_report(name, opened.storage, results / name, lookup=opened.lookups(name), track=track)[1]
+        files += run_report(name, opened.storage, results / name, lookup=opened.lookups(name),
+                            track=wandb_dir is not None, wandb_dir=wandb_dir and wandb_dir / name)[1]
     waiting = sorted(named_studies([*parsed.claims, *parsed.checks]) - set(present))
     if waiting:
         (results / "claims.md").unlink(missing_ok=True)

@@ -192,9 +192,10 @@ def run_report(name: str, url: str | optuna.storages.BaseStorage, out: Path, met
                rows: str | None = None, cols: str | None = None, baseline: str | None = None,
                target_width: float = 0.02,
                lookup: predictions.Lookup = predictions.from_run_folder, track: bool = True,
-               ) -> tuple[Table, list[Path]]:
+               wandb_dir: Path | None = None) -> tuple[Table, list[Path]]:
     """Tables and plots of study `name` (in storage `url`, a URL or an open storage) into `out`; also logged to a
-    W&B summary run when `track` and the study's tracking is on. `lookup`: where trials keep their predictions."""
+    W&B summary run when `track` and the study's tracking is on, its files in `wandb_dir` (default `out`).
+    `lookup`: where trials keep their predictions."""
     storage = open_storage(url, must_exist=True) if isinstance(url, str) else url
     study, spec = load_existing(name, storage, "name")
     trials = completed_trials(study)
@@ -225,7 +226,7 @@ def run_report(name: str, url: str | optuna.storages.BaseStorage, out: Path, met
         (out / "tuning.md").write_text(tuning.to_markdown(chosen, spec))
         files += [out / "tuning.md", *filter(None, [tuning.sensitivity_plot(study, spec, out)])]
     if track:
-        _log_to_wandb(spec, table, files, out, target_width, chosen)
+        _log_to_wandb(spec, table, files, wandb_dir or out, target_width, chosen)
     return table, files
 
 
