@@ -11,7 +11,9 @@ import yaml
 from tests.conftest import tiny_experiment
 from tl_research.cli.main import main
 from tl_research.findings.claims import Verdict, finding_verdict
+from tl_research.findings.reproduce import load_finding, reproduce
 from tl_research.reports import archive
+from tl_research.studies.study import run_study
 
 
 @pytest.fixture
@@ -43,7 +45,8 @@ def finding(tmp_path):
 
 def _trials(folder, study):
     opened = archive.Archive(folder)
-    trials = optuna.load_study(study_name=study, storage=opened.storage).trials
+    trials = optuna.load_study(study_name=study, storage=opened.storage).get_trials(
+        states=(optuna.trial.TrialState.COMPLETE,))
     lookup = opened.lookups(study)
     return [(t.params, t.user_attrs["test/acc"], lookup(t).pred.tolist()) for t in trials]
 
@@ -58,7 +61,8 @@ def test_a_finding_in_parts_is_judged_once_every_study_is_in(finding, tmp_path, 
     assert len(first) == 6
     shutil.rmtree(tmp_path / "s1")  # the next session: no storage, no run folders, only the committed archive
 
-    code = main(["reproduce", str(finding), "--part", "two", "--out", str(tmp_path / "s2")])
+    # (part two with two local workers: the same archive merge)
+    code = main(["reproduce", str(finding), "--part", "two", "--out", str(tmp_path / "s2"), "--workers", "2"])
     out, err = capsys.readouterr()
     assert code in (0, 1) and "sanity checks (not reproduction evidence):" in out, err
     # part one's trials and predictions came through the merge unchanged, beside part two's
@@ -79,6 +83,39 @@ def test_a_finding_in_parts_is_judged_once_every_study_is_in(finding, tmp_path, 
         p.unlink()
     assert main(["reproduce", str(finding), "--rejudge"]) == code
     assert {p: p.read_bytes() for p in results.rglob("*.md")} == judged
+
+
+def test_a_part_stopped_midway_keeps_what_it_finished_and_a_later_session_continues_it(finding, tmp_path, capsys):
+    """The session ends inside a part: its finished trials are archived (the study marked unfinished, the claims
+    waiting); the next session, without storage or run folders, runs only the missing cells."""
+    loaded, results = load_finding(str(finding)), finding / "results"
+
+    def stop_after_two(spec, url):
+        def progress(study):
+            if len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) >= 2:
+                raise KeyboardInterrupt
+        run_study(spec, url, progress=progress)
+
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(loaded, "full", tmp_path / "s1", stop_after_two, part="one")
+    assert "fast is archived unfinished" in capsys.readouterr().out
+    opened = archive.Archive(results)
+    assert opened.unfinished() == ["fast"] and opened.finished() == []
+    first = _trials(results, "fast")
+    assert len(first) == 2
+    assert main(["reproduce", str(finding), "--rejudge"]) == 0  # an unfinished study is not judged
+    assert "the claims wait for studies not yet in the archive: fast, slow" in capsys.readouterr().out
+    assert not (results / "claims.md").exists()
+    shutil.rmtree(tmp_path / "s1")
+    shutil.rmtree(tmp_path / "runs")  # the next session: only the committed archive
+
+    assert main(["reproduce", str(finding), "--part", "one", "--out", str(tmp_path / "s2")]) == 0
+    capsys.readouterr()
+    again = archive.Archive(results)
+    assert again.unfinished() == [] and again.finished() == ["fast"]
+    # the two archived trials came through unchanged (their predictions from the archive), four ran now
+    assert _trials(results, "fast")[:2] == first and len(_trials(results, "fast")) == 6
+    assert len(list((tmp_path / "runs").glob("studies/fast/*/metrics.json"))) == 4
 
 
 def test_the_pilot_writes_the_plan_the_full_run_prints(finding, tmp_path, capsys):

@@ -62,6 +62,26 @@ def test_grid_two_workers_journal_storage(tmp_path, capsys):
     assert "4/4 done" in capsys.readouterr().out
 
 
+def test_local_workers_split_the_cores_between_them(tmp_path, monkeypatch):
+    """Two workers each computing on every core oversubscribe them: each gets its share of the cores (run.json
+    records the threads it computed on), unless the user set the thread count."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    url = str(tmp_path / "journal.log")
+    assert main(["study", str(_write(tmp_path, _grid("g-threads"))), "--storage", url, "--workers", "2"]) == 0
+    study = _cells_exactly_once(url, "g-threads")
+    cores = len(os.sched_getaffinity(0))
+    share = max(1, cores // 2)
+    threads = {json.loads((Path(t.user_attrs["run_dir"]) / "run.json").read_text())["cpu_threads"]
+               for t in study.trials}
+    assert threads == {share}
+    monkeypatch.setenv("OMP_NUM_THREADS", str(cores))  # (torch computes on at most the cores there are)
+    url = str(tmp_path / "journal-set.log")
+    assert main(["study", str(_write(tmp_path, _grid("g-set"))), "--storage", url, "--workers", "2"]) == 0
+    study = _cells_exactly_once(url, "g-set")
+    assert {json.loads((Path(t.user_attrs["run_dir"]) / "run.json").read_text())["cpu_threads"]
+            for t in study.trials} == {cores}
+
+
 def test_grid_two_workers_postgresql(tmp_path, postgres_url):
     url = postgres_url
     name = f"g-pg-{uuid.uuid4().hex[:8]}"

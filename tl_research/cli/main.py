@@ -185,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--pilot", action="store_true",
                     help="run the pilot variant (reproduce.yaml `pilot:`) into the finding's pilot/ and write its "
                          "power plan (pilot/plan.md)")
+    rp.add_argument("--workers", type=_count(1), default=1,
+                    help="worker processes on this machine for each study (each computes on its share of the cores)")
 
     pl = sub.add_parser("plan", help="seeds and test examples each claim needs, from a pilot's variance components")
     pl.add_argument("claims", help="a finding (folder under benchmarks/reproductions) or a claims YAML")

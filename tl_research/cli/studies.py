@@ -186,7 +186,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     else:
         if variant == "full":  # say first whether its seeds and test size can decide its claims
             _plan_before(finding)
-        outcome = reproduce(finding, variant, out, lambda spec, url: study_with_progress(spec, url), args.part)
+        outcome = reproduce(finding, variant, out, lambda spec, url: study_with_progress(spec, url, args.workers),
+                            args.part)
     print(f"\n{finding.title}\n")
     for f in outcome.files:
         print(f"wrote {f}")

@@ -8,7 +8,8 @@ the finding's pilot variant (a few seeds of the real setting) into its `pilot/` 
 writes the power plan the full run is sized from (`pilot/plan.md`).
 
 `parts` split a full run that would not fit one session: each part runs its studies and merges them into the
-committed archive beside the parts already there; the claims are judged once every study they name is in.
+committed archive beside the parts already there; the claims are judged once every study they name is in. A part
+stopped midway archives what it finished (the study marked unfinished); running it again continues from there.
 
 `sources` are single runs trained before the studies (e.g. a model fitted on the clean source domain) whose run
 folder becomes `backbone.weights` of the studies they feed: a finding that starts from its own trained model is one
@@ -221,15 +222,28 @@ def reproduce(finding: Finding, variant: str = "full", out: Path | None = None, 
     results = results_folder(finding, variant, out)
     load_claims_file(finding.claims)  # a malformed claims file fails before hours of training
     only = finding.part(part) if part else None
-    names = []
-    for spec in specs(finding, variant, out, train_sources(finding, variant, out, only), only):
-        (run_studies or run_study)(spec, url)
-        names.append(spec.name)
     earlier = archive.Archive(results) if part and (results / archive.JOURNAL).is_file() else None
-    files = archive.export(names, open_storage(url, must_exist=True), results, earlier=earlier)
+    names: list[str] = []
+    continued: set[str] = set()
+    try:
+        for spec in specs(finding, variant, out, train_sources(finding, variant, out, only), only):
+            names.append(spec.name)
+            if earlier and archive.continue_study(earlier, spec, url):
+                continued.add(spec.name)
+            (run_studies or run_study)(spec, url)
+    except (KeyboardInterrupt, SystemExit):
+        # a part stopped midway (the session ends, Ctrl-C, SIGTERM) keeps what it finished: the archive holds it,
+        # the study marked unfinished, and running the part again continues it (in this session or a later one)
+        if part and names:
+            archive.export(names, open_storage(url, must_exist=True), results, earlier=earlier,
+                           unfinished=frozenset(names[-1:]), continued=frozenset(continued))
+            print(f"\nstopped: {names[-1]} is archived unfinished in {results}; run --part {part} again to continue")
+        raise
+    files = archive.export(names, open_storage(url, must_exist=True), results, earlier=earlier,
+                           continued=frozenset(continued))
     if variant == "pilot":  # the plan, once the pilot holds every study the claims name (a pilot may run in parts)
         named = named_studies(load_claims_file(finding.claims).claims)
-        waiting = sorted(named - set(archive.Archive(results).studies()))
+        waiting = sorted(named - set(archive.Archive(results).finished()))
         return Outcome([], [], files, waiting) if waiting else Outcome([], [], [*files, write_plan(finding, results)])
     judged = judge(finding, results, wandb_dir=out / "reports")
     return dataclasses.replace(judged, files=files + judged.files)
@@ -240,7 +254,7 @@ def default_pilot(finding: Finding) -> Path | None:
     holds every study the claims name: not a finding half run in parts)."""
     named = named_studies(load_claims_file(finding.claims).claims)
     for folder in (finding.folder / "results", finding.folder / "pilot"):
-        if (folder / archive.JOURNAL).is_file() and named <= set(archive.Archive(folder).studies()):
+        if (folder / archive.JOURNAL).is_file() and named <= set(archive.Archive(folder).finished()):
             return folder
     return None
 
@@ -260,12 +274,11 @@ def judge(finding: Finding, results: Path, wandb_dir: Path | None = None) -> Out
     `wandb_dir`, each report is also a W&B summary run, its files there (never inside the committed results)."""
     parsed = load_claims_file(finding.claims)
     opened = archive.Archive(results)
-    present = opened.studies()
     files: list[Path] = []
-    for name in present:
+    for name in opened.studies():
         files += run_report(name, opened.storage, results / name, lookup=opened.lookups(name),
                             track=wandb_dir is not None, wandb_dir=wandb_dir and wandb_dir / name)[1]
-    waiting = sorted(named_studies([*parsed.claims, *parsed.checks]) - set(present))
+    waiting = sorted(named_studies([*parsed.claims, *parsed.checks]) - set(opened.finished()))
     if waiting:
         (results / "claims.md").unlink(missing_ok=True)
         return Outcome([], [], files, waiting)

@@ -9,8 +9,10 @@ more than the mistakes). Re-judging from an archive needs neither the run folder
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -20,8 +22,11 @@ from tl_research.reports import predictions
 from tl_research.reports.tables import completed_trials
 from tl_research.runs.rundir import write_npz
 from tl_research.studies.storage import open_storage
+from tl_research.studies.study import SPEC_ATTR, create_or_load
+from tl_research.studies.studyspec import StudySpec
 
 JOURNAL, PREDICTIONS = "studies.journal", "predictions.npz"
+UNFINISHED = "archive_unfinished"  # a study's user attribute: its part was stopped before every trial was done
 
 
 def _smallest(x: np.ndarray) -> np.ndarray:
@@ -30,9 +35,13 @@ def _smallest(x: np.ndarray) -> np.ndarray:
 
 def export(names: list[str], storage: optuna.storages.BaseStorage, folder: Path,
            lookups: Callable[[str], predictions.Lookup] = predictions.run_folders,
-           earlier: Archive | None = None) -> list[Path]:
+           earlier: Archive | None = None, unfinished: frozenset[str] = frozenset(),
+           continued: frozenset[str] = frozenset()) -> list[Path]:
     """Write the archive of studies `names` into `folder` (replacing an earlier one; with `earlier`, that archive's
-    other studies are kept beside them: a finding run in parts); returns its files."""
+    other studies are kept beside them: a finding run in parts); returns its files. Studies in `unfinished` are
+    marked so (a part stopped midway: its claims wait, and running the part again continues them); those in
+    `continued` were seeded from `earlier` (`continue_study`): their archived trials keep the archive's
+    predictions, their run folders being gone."""
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / (JOURNAL + ".tmp")
     tmp.unlink(missing_ok=True)
@@ -40,9 +49,12 @@ def export(names: list[str], storage: optuna.storages.BaseStorage, folder: Path,
     arrays: dict[str, np.ndarray] = {}
     sets: list[predictions.Predictions] = []
     kept = [n for n in earlier.studies() if n not in names] if earlier else []
-    sources = [(n, storage, lookups(n)) for n in names] + [(n, earlier.storage, earlier.lookups(n)) for n in kept]
+    sources = ([(n, storage, _either(lookups(n), earlier.lookups(n)) if earlier and n in continued else lookups(n))
+                for n in names] + [(n, earlier.storage, earlier.lookups(n)) for n in kept])
     for name, held_in, lookup in sources:
         optuna.copy_study(from_study_name=name, from_storage=held_in, to_storage=target)
+        if name in unfinished:
+            optuna.load_study(study_name=name, storage=target).set_user_attr(UNFINISHED, True)
         trials = completed_trials(optuna.load_study(study_name=name, storage=held_in))
         for metric in predictions.FILES:
             rows, offsets = [], []
@@ -84,6 +96,14 @@ class Archive:
     def studies(self) -> list[str]:
         return optuna.get_all_study_names(self.storage)
 
+    def unfinished(self) -> list[str]:
+        """The studies whose part was stopped midway (its trials so far are kept; running the part continues)."""
+        return [s.study_name for s in optuna.get_all_study_summaries(self.storage, include_best_trial=False)
+                if s.user_attrs.get(UNFINISHED)]
+
+    def finished(self) -> list[str]:
+        return [n for n in self.studies() if n not in self.unfinished()]
+
     def lookups(self, study: str) -> predictions.Lookup:
         starts = {metric: self._starts(_key(study, metric)) for metric in predictions.FILES}
 
@@ -101,6 +121,41 @@ class Archive:
         rows = self._arrays.get(f"{key}/trials", np.zeros((0, 3), dtype=np.int64))
         sizes = [len(self._arrays[f"sets/{k}/label"]) for _, k, _ in rows]
         return dict(zip(rows[:, 0].tolist(), zip(np.cumsum([0, *sizes[:-1]]).tolist(), rows[:, 1:].tolist())))
+
+
+def continue_study(earlier: Archive, spec: StudySpec, url: str) -> bool:
+    """Seed a new storage with an unfinished study's archived trials (a part stopped in an earlier session, whose
+    storage and run folders are gone), so that running the part again runs only what is missing; returns whether
+    it did. The trials keep their numbers, which key their archived predictions; a trial that was not finished
+    when the part stopped goes in as failed, and its cell is queued again."""
+    storage = open_storage(url, spec.config)
+    if spec.name not in earlier.unfinished() or spec.name in optuna.get_all_study_names(storage):
+        return False  # nothing to continue, or this session's storage holds the study already
+    archived = optuna.load_study(study_name=spec.name, storage=earlier.storage)
+    if _comparable(archived.user_attrs.get(SPEC_ATTR, {})) != _comparable(json.loads(json.dumps(spec.to_json()))):
+        raise UserError(f"study {spec.name!r}: the archive's unfinished study has a different definition; a "
+                        f"part continues only the study it started (rerun it from scratch by removing the archive)")
+    study = create_or_load(spec, storage)
+    for trial in archived.get_trials(deepcopy=True):
+        if not trial.state.is_finished():
+            trial.state, trial.values = optuna.trial.TrialState.FAIL, None
+            trial.datetime_complete = trial.datetime_start
+        storage.create_new_trial(study._study_id, template_trial=trial)
+    return True
+
+
+def _comparable(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored definition without what moves with the checkout: where runs go and the path of a source model."""
+    base = {k: v for k, v in stored.get("base", {}).items() if k != "output_dir"}
+    base["backbone"] = {k: v for k, v in base.get("backbone", {}).items() if k != "weights"}
+    return {**stored, "base": base}
+
+
+def _either(first: predictions.Lookup, then: predictions.Lookup) -> predictions.Lookup:
+    def lookup(trial: optuna.trial.FrozenTrial, metric: str = predictions.METRIC) -> predictions.Predictions | None:
+        found = first(trial, metric)
+        return found if found is not None else then(trial, metric)
+    return lookup
 
 
 def _key(study: str, metric: str) -> str:

@@ -50,7 +50,9 @@ def device_info(accelerator: str) -> dict[str, Any]:
     cuda = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
     return {"accelerator": "cuda" if cuda else "cpu",
             "device_name": torch.cuda.get_device_name(0) if cuda else platform.processor() or platform.machine(),
-            "python": platform.python_version(), "platform": platform.platform()}
+            "python": platform.python_version(), "platform": platform.platform(),
+            # CPU throughput depends on it (a study's local workers split the cores between them)
+            "cpu_threads": torch.get_num_threads()}
 
 
 def run_record(exp: Experiment, weights_source: str, weights: str | None = None,

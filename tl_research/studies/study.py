@@ -333,10 +333,19 @@ def work(study: optuna.Study, spec: StudySpec, on_trial: Any = None) -> int:
 
 
 def spawn_workers(n: int, name: str, url: str) -> list[subprocess.Popen]:
-    # the URL travels in the environment: a password in it must not be in the workers' command lines (visible to
-    # every user of the machine, and recorded by run.json and W&B)
     return [subprocess.Popen([sys.executable, "-m", "tl_research.cli", "worker", "--study", name],
-                             env={**os.environ, STORAGE_ENV: url}, stdout=subprocess.DEVNULL) for _ in range(n)]
+                             env=worker_env(n, url), stdout=subprocess.DEVNULL) for _ in range(n)]
+
+
+def worker_env(n: int, url: str) -> dict[str, str]:
+    """The environment of each of `n` local workers. The URL travels here: a password in it must not be in the
+    workers' command lines (visible to every user of the machine, and recorded by run.json and W&B). Each worker
+    computes on its share of the cores (unless the user set the thread count): n workers each using every core
+    oversubscribe them, and run slower together than one alone."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    env = {**os.environ, STORAGE_ENV: url}
+    env.setdefault("OMP_NUM_THREADS", str(max(1, cores // n)))
+    return env
 
 
 def total_trials(spec: StudySpec) -> int:
