@@ -275,7 +275,7 @@ def judge(finding: Finding, results: Path, wandb_dir: Path | None = None) -> Out
     parsed = load_claims_file(finding.claims)
     opened = archive.Archive(results)
     files: list[Path] = []
-    for name in opened.studies():
+    for name in opened.finished():  # an unfinished study's report waits for the rest of its part
         files += run_report(name, opened.storage, results / name, lookup=opened.lookups(name),
                             track=wandb_dir is not None, wandb_dir=wandb_dir and wandb_dir / name)[1]
     waiting = sorted(named_studies([*parsed.claims, *parsed.checks]) - set(opened.finished()))
