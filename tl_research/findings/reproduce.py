@@ -274,11 +274,12 @@ def judge(finding: Finding, results: Path, wandb_dir: Path | None = None) -> Out
     `wandb_dir`, each report is also a W&B summary run, its files there (never inside the committed results)."""
     parsed = load_claims_file(finding.claims)
     opened = archive.Archive(results)
+    finished = opened.finished()  # an unfinished study's report and claims wait for the rest of its part
     files: list[Path] = []
-    for name in opened.finished():  # an unfinished study's report waits for the rest of its part
+    for name in finished:
         files += run_report(name, opened.storage, results / name, lookup=opened.lookups(name),
                             track=wandb_dir is not None, wandb_dir=wandb_dir and wandb_dir / name)[1]
-    waiting = sorted(named_studies([*parsed.claims, *parsed.checks]) - set(opened.finished()))
+    waiting = sorted(named_studies([*parsed.claims, *parsed.checks]) - set(finished))
     if waiting:
         (results / "claims.md").unlink(missing_ok=True)
         return Outcome([], [], files, waiting)

@@ -22,7 +22,7 @@ from tl_research.reports import predictions
 from tl_research.reports.tables import completed_trials
 from tl_research.runs.rundir import write_npz
 from tl_research.studies.storage import open_storage
-from tl_research.studies.study import SPEC_ATTR, create_or_load
+from tl_research.studies.study import SPEC_ATTR, create_or_load, definition
 from tl_research.studies.studyspec import StudySpec
 
 JOURNAL, PREDICTIONS = "studies.journal", "predictions.npz"
@@ -145,7 +145,9 @@ def continue_study(earlier: Archive, spec: StudySpec, url: str) -> bool:
 
 
 def _comparable(stored: dict[str, Any]) -> dict[str, Any]:
-    """A stored definition without what moves with the checkout: where runs go and the path of a source model."""
+    """A stored definition as `create_or_load` compares it (study keys at their defaults aside: a later version
+    may add one), without what moves with the checkout: where runs go and the path of a source model."""
+    stored = definition(stored)
     base = {k: v for k, v in stored.get("base", {}).items() if k != "output_dir"}
     base["backbone"] = {k: v for k, v in base.get("backbone", {}).items() if k != "weights"}
     return {**stored, "base": base}

@@ -57,7 +57,7 @@ def create_or_load(spec: StudySpec, storage: optuna.storages.BaseStorage) -> opt
                                 sampler=_sampler(spec.config), pruner=_pruner(spec.config), load_if_exists=True)
     saved = study.user_attrs.get(SPEC_ATTR)
     current = json.loads(json.dumps(spec.to_json()))
-    if saved is not None and _definition(saved) != _definition(current):
+    if saved is not None and definition(saved) != definition(current):
         raise UserError(f"study {spec.name!r} exists in this storage with a different definition; "
                         f"rename the study or use another storage")
     if saved != current:  # new, or an operational key changed: workers follow the coordinator
@@ -74,7 +74,7 @@ def create_or_load(spec: StudySpec, storage: optuna.storages.BaseStorage) -> opt
 OPERATIONAL = ("checkpoints",)
 
 
-def _definition(stored: dict[str, Any]) -> dict[str, Any]:
+def definition(stored: dict[str, Any]) -> dict[str, Any]:
     """A stored study definition without the study keys at their defaults: a study keeps resuming after a later
     version adds a study option (stored definitions then lack it)."""
     defaults = json.loads(json.dumps(dataclasses.asdict(StudyConfig())))
