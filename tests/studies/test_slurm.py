@@ -130,10 +130,11 @@ def test_a_preempted_task_is_requeued_and_its_cell_resumes_from_its_checkpoint(t
 
 
 def test_a_task_at_its_time_limit_hands_its_cell_back_and_resumes(tmp_path, postgres_url):
-    """`--slurm-time=2`: Slurm sends SIGUSR1 90 s ahead of the limit (about 30 s in); the cell needs longer."""
+    """`--slurm-time=3`: Slurm sends SIGUSR1 90 s ahead of the limit (about 90 s in); the cell needs longer. (At 2
+    minutes the warning came 30 s in, before a loaded machine had finished the cell's first epoch.)"""
     name = f"st-{uuid.uuid4().hex[:8]}"
-    cfg = _study(tmp_path, name, [0.01], 1, 400)
-    job = _submit(cfg, postgres_url, "--workers", "1", "--slurm-time", "2")
+    cfg = _study(tmp_path, name, [0.01], 1, 2000)
+    job = _submit(cfg, postgres_url, "--workers", "1", "--slurm-time", "3")
     folder = _last_checkpoint(tmp_path, name)
     _wait(job, lambda: any(t.state == TrialState.FAIL for t in _done(postgres_url, name)), timeout=240)
     subprocess.run(["scancel", job])  # the cell was handed back at the warning: enough shown, stop the array
