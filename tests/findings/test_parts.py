@@ -104,7 +104,8 @@ def test_a_part_stopped_midway_keeps_what_it_finished_and_a_later_session_contin
     first = _trials(results, "fast")
     assert len(first) == 2
     assert main(["reproduce", str(finding), "--rejudge"]) == 0  # an unfinished study is not judged
-    assert "the claims wait for studies not yet in the archive: fast, slow" in capsys.readouterr().out
+    assert ("the claims wait for studies not yet in the archive: fast (stopped midway: 2 trials complete), slow"
+            in capsys.readouterr().out)
     assert not (results / "claims.md").exists() and not (results / "fast").exists()  # nor its report
     shutil.rmtree(tmp_path / "s1")
     shutil.rmtree(tmp_path / "runs")  # the next session: only the committed archive
