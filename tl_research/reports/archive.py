@@ -106,8 +106,7 @@ class Archive:
 
     def complete(self, study: str) -> int:
         """How many of the study's trials completed (for an unfinished one: how far its part got)."""
-        return len(optuna.load_study(study_name=study, storage=self.storage).get_trials(
-            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+        return len(completed_trials(optuna.load_study(study_name=study, storage=self.storage)))
 
     def lookups(self, study: str) -> predictions.Lookup:
         starts = {metric: self._starts(_key(study, metric)) for metric in predictions.FILES}
