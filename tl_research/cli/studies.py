@@ -34,7 +34,7 @@ from tl_research.scores.rank import check_score, ordered, rank
 from tl_research.scores.rank import to_markdown as rank_markdown
 from tl_research.studies import slurm
 from tl_research.studies.storage import dashboard_arg, default_storage, open_storage
-from tl_research.studies.study import load_existing, prepare_study, total_trials, trial_rows, work
+from tl_research.studies.study import load_existing, open_failures, prepare_study, total_trials, trial_rows, work
 from tl_research.studies.studyspec import grid_seeds, load_study
 
 
@@ -82,23 +82,14 @@ def _submit_slurm(spec: Any, url: str, args: argparse.Namespace) -> int:
     return 0
 
 
-def _cell(trial: Any) -> str:
-    """A trial's settings (a queued one's are its fixed params), to tell a retried cell from a failed one."""
-    return json.dumps(trial.params or trial.system_attrs.get("fixed_params", {}), sort_keys=True, default=str)
-
-
 def failure_summary(study: Any) -> int:
     """Print why trials failed (grouped by message); exit code 1 when no trial completed."""
-
-
     trials = study.get_trials(deepcopy=False)
-    done = {_cell(t) for t in trials if t.state == TrialState.COMPLETE}
-    fails = [t for t in trials if t.state == TrialState.FAIL]
-    retried = [t for t in fails if _cell(t) in done]  # its cell completed on a later try
+    failures = open_failures(trials)
+    retried = sum(t.state == TrialState.FAIL for t in trials) - len(failures)  # its cell was tried again later
     if retried:
-        print(f"\n{len(retried)} trial(s) retried (a stopped worker's or a failed try): each completed later")
-    failed = Counter(t.user_attrs.get("error", "its worker stopped (heartbeat went stale)") for t in fails
-                     if _cell(t) not in done)
+        print(f"\n{retried} trial(s) retried (a stopped worker's or a failed try): each cell tried again later")
+    failed = Counter(t.user_attrs.get("error", "its worker stopped (heartbeat went stale)") for t in failures)
     if not failed:
         return 0
     print(f"\n{sum(failed.values())} trial(s) failed:")

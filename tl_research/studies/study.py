@@ -354,6 +354,18 @@ def total_trials(spec: StudySpec) -> int:
     return len(spec.cells) if spec.config.kind == "grid" else spec.config.n_trials
 
 
+def cell_key(trial: optuna.trial.FrozenTrial) -> str:
+    """A trial's settings (a queued one's are its fixed params), to tell a retried cell from a failed one."""
+    return json.dumps(trial.params or trial.system_attrs.get("fixed_params", {}), sort_keys=True, default=str)
+
+
+def open_failures(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """Failed trials whose cell has no other try that completed, was pruned, or is queued or running: a stopped
+    worker's trial retried since, or a continued part's unfinished cell queued again, is not a failure to report."""
+    tried = {cell_key(t) for t in trials if t.state != TrialState.FAIL}
+    return [t for t in trials if t.state == TrialState.FAIL and cell_key(t) not in tried]
+
+
 def progress_line(study: optuna.Study, spec: StudySpec) -> str:
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state in DONE]
@@ -362,7 +374,7 @@ def progress_line(study: optuna.Study, spec: StudySpec) -> str:
     if complete and len(spec.objectives) == 1:
         pick = max if spec.objectives[0].direction == "maximize" else min
         best = f" best {spec.objectives[0].metric}={pick(t.value for t in complete):.4f}"
-    failed = sum(t.state == TrialState.FAIL for t in trials)
+    failed = len(open_failures(trials))
     return f"{len(done)}/{total_trials(spec)} done{best}" + (f", {failed} failed" if failed else "")
 
 
