@@ -48,7 +48,8 @@ def _sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
 
 
 def _pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
-    """The study's pruner. The median pruner judges no trial before half its epochs: judged from the first epoch,
+    """The study's pruner. The median pruner judges no trial before half the study's epochs (its base experiment's
+    `max_epochs`: an arm that sweeps `trainer.max_epochs` shares that warm-up): judged from the first epoch,
     a higher lr that starts slower but ends best was pruned (surgical_tuned: full fine-tuning's 1e-3 at epoch 0 of
     8 on both datasets, an lr its pilot had chosen), which biases a tuned comparison toward fast starters."""
     warmup = spec.experiment.trainer.max_epochs // 2
