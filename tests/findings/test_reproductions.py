@@ -53,7 +53,7 @@ def test_the_paper_scale_settings_are_valid_studies(path):
     """Each v2 finding's "what it would take" YAML is a valid study (checked here on CPU, with the backbone that the
     offline machine has standing in for a hub-only one whose config it cannot read)."""
     sets = ["trainer.accelerator=cpu"]
-    if "roberta" in path.read_text():
+    if "hf/" in path.read_text():  # a hub-only text encoder
         sets += ["backbone.name=hf/all-MiniLM-L6-v2", "backbone.weights=offline"]
     spec = load_study(path, sets)
     assert spec.config.kind == "tuned" and len(spec.arms) == 2
