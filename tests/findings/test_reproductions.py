@@ -1,6 +1,7 @@
 """Reproductions: every finding's smoke variant runs end to end (studies, reports, claim checks) on the real
 weights and data, so the machinery cannot rot; the verdicts of a smoke run are not evidence (tiny data, 2 seeds)."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from tl_research.findings.reproduce import list_findings, load_finding, specs, t
 from tl_research.studies.studyspec import load_study
 
 FINDINGS = list_findings()
+VERDICT = re.compile(r"^\*\*Verdict: ([a-z ]+)\.?\*\*", re.M)
 
 
 def test_every_finding_is_complete():
@@ -21,6 +23,22 @@ def test_every_finding_is_complete():
         finding = load_finding(name)
         _, claims = load_claims(finding.claims)
         assert claims and (finding.folder / "README.md").exists(), name
+
+
+@pytest.mark.parametrize("name", FINDINGS)
+def test_the_readme_opens_with_the_judged_verdict(name):
+    """Each finding's README states its verdict, and where the committed claims.md judges the finding (claims at the
+    paper's strength) it is that verdict, so the front page cannot drift from the judged file."""
+    folder = load_finding(name).folder
+    stated = VERDICT.search((folder / "README.md").read_text())
+    assert stated, f"{name}: README has no verdict line"
+    judged = folder / "results" / "claims.md"
+    if not judged.is_file():
+        assert stated.group(1) == "not yet run", name
+    elif found := VERDICT.search(judged.read_text()):
+        assert stated.group(1) == found.group(1), name
+    else:  # a finding judged before verdicts were computed states one of the same words
+        assert stated.group(1) in ("reproduced", "partly reproduced", "not reproduced", "undecided"), name
 
 
 @pytest.mark.slow
