@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 # test processes: one per core of the 2-core machines this project runs on (each test computes on one thread)
 JOBS ?= 2
 
-.PHONY: install quickstart test lint clean reproduce
+.PHONY: install quickstart test test-slow lint clean reproduce
 
 # pip (not uv/poetry): on this project's machines pip is capped to the torch build that lies on local disk
 $(STAMP): pyproject.toml requirements-assets.txt
@@ -28,8 +28,13 @@ reproduce: install
 lint: install
 	$(VENV)/bin/ruff check tl_research tests benchmarks
 
+# the suite but the tests marked slow (real weights and data end to end, a minute or more each: every finding's
+# smoke variant among them): the everyday loop. `make test-slow` runs those; CI runs both.
 test: install lint
-	$(PY) -m pytest -q -rs -n $(JOBS) --durations=25
+	$(PY) -m pytest -q -rs -n $(JOBS) -m "not slow" --durations=15
+
+test-slow: install
+	$(PY) -m pytest -q -rs -n $(JOBS) -m slow --durations=15
 
 clean:
 	rm -rf runs .pytest_cache
