@@ -25,7 +25,6 @@ from tl_research.findings.claims import check_file, file_markdown, load_claims, 
 from tl_research.findings.reproduce import default_pilot, judge, load_finding, reproduce, results_folder
 from tl_research.paths import writable_file, writable_folder
 from tl_research.redact import STORAGE_ENV, mask_url
-from tl_research.reports import archive
 from tl_research.reports.report import run_report, write_csv
 from tl_research.reports.report import to_markdown as table_markdown
 from tl_research.run import check_accelerator
@@ -185,9 +184,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         print(f"wrote {f}")
     if outcome.waiting:
         parts = f" (its other parts: --part {', '.join(finding.parts)})" if finding.parts else ""
-        held = archive.Archive(results_folder(finding, variant, out))
-        stopped = set(held.unfinished())
-        names = [f"{n} (stopped midway: {held.complete(n)} trials complete)" if n in stopped else n
+        names = [f"{n} (stopped midway: {outcome.stopped[n]} trials complete)" if n in outcome.stopped else n
                  for n in outcome.waiting]
         print(f"\nthe claims wait for studies not yet in the archive: {', '.join(names)}{parts}")
         return 0

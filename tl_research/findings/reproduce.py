@@ -209,6 +209,7 @@ class Outcome:
     checks: list[Verdict]  # the sanity checks' (claims file `checks:`; not reproduction evidence)
     files: list[Path]
     waiting: list[str] = field(default_factory=list)  # studies the claims name that the archive lacks yet
+    stopped: dict[str, int] = field(default_factory=dict)  # those archived unfinished: their trials complete so far
 
 
 def reproduce(finding: Finding, variant: str = "full", out: Path | None = None, run_studies: Any = None,
@@ -242,11 +243,20 @@ def reproduce(finding: Finding, variant: str = "full", out: Path | None = None, 
     files = archive.export(names, open_storage(url, must_exist=True), results, earlier=earlier,
                            continued=frozenset(continued))
     if variant == "pilot":  # the plan, once the pilot holds every study the claims name (a pilot may run in parts)
-        named = named_studies(load_claims_file(finding.claims).claims)
-        waiting = sorted(named - set(archive.Archive(results).finished()))
-        return Outcome([], [], files, waiting) if waiting else Outcome([], [], [*files, write_plan(finding, results)])
+        waiting, stopped = _waiting_on(archive.Archive(results), named_studies(load_claims_file(finding.claims).claims))
+        if waiting:
+            return Outcome([], [], files, waiting, stopped)
+        return Outcome([], [], [*files, write_plan(finding, results)])
     judged = judge(finding, results, wandb_dir=out / "reports")
     return dataclasses.replace(judged, files=files + judged.files)
+
+
+def _waiting_on(opened: archive.Archive, named: set[str]) -> tuple[list[str], dict[str, int]]:
+    """The studies in `named` that the archive does not hold finished, and how far each one archived unfinished got
+    (its complete trials)."""
+    waiting = sorted(named - set(opened.finished()))
+    stopped = set(opened.unfinished())
+    return waiting, {n: opened.complete(n) for n in waiting if n in stopped}
 
 
 def default_pilot(finding: Finding) -> Path | None:
@@ -279,10 +289,10 @@ def judge(finding: Finding, results: Path, wandb_dir: Path | None = None) -> Out
     for name in finished:
         files += run_report(name, opened.storage, results / name, lookup=opened.lookups(name),
                             track=wandb_dir is not None, wandb_dir=wandb_dir and wandb_dir / name)[1]
-    waiting = sorted(named_studies([*parsed.claims, *parsed.checks]) - set(finished))
+    waiting, stopped = _waiting_on(opened, named_studies([*parsed.claims, *parsed.checks]))
     if waiting:
         (results / "claims.md").unlink(missing_ok=True)
-        return Outcome([], [], files, waiting)
+        return Outcome([], [], files, waiting, stopped)
     verdicts, checks = check_file(parsed, None, opened.storage, opened.lookups)
     (results / "claims.md").write_text(f"# {finding.title}: claims\n\n{file_markdown(parsed, verdicts, checks)}")
     return Outcome(verdicts, checks, [*files, results / "claims.md"])

@@ -102,7 +102,8 @@ class Archive:
                 if s.user_attrs.get(UNFINISHED)]
 
     def finished(self) -> list[str]:
-        return [n for n in self.studies() if n not in self.unfinished()]
+        unfinished = set(self.unfinished())
+        return [n for n in self.studies() if n not in unfinished]
 
     def complete(self, study: str) -> int:
         """How many of the study's trials completed (for an unfinished one: how far its part got)."""
