@@ -28,8 +28,8 @@ reproduce: install
 lint: install
 	$(VENV)/bin/ruff check tl_research tests benchmarks
 
-# the suite but the tests marked slow (real weights and data end to end, a minute or more each: every finding's
-# smoke variant among them): the everyday loop. `make test-slow` runs those; CI runs both.
+# the suite but the tests marked slow (real weights and data end to end, every finding's smoke variant among them;
+# most take a minute or more): the everyday loop. `make test-slow` runs those; CI runs both.
 test: install lint
 	$(PY) -m pytest -q -rs -n $(JOBS) -m "not slow" --durations=15
 
