@@ -187,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "power plan (pilot/plan.md)")
     rp.add_argument("--workers", type=_count(1), default=1,
                     help="worker processes on this machine for each study (each computes on its share of the cores)")
+    rp.add_argument("--preregistration", action="store_true",
+                    help="no training: check from git history that the claims were fixed before the pilot and the "
+                         "results and are unchanged since (exit 1 when not)")
 
     pl = sub.add_parser("plan", help="seeds and test examples each claim needs, from a pilot's variance components")
     pl.add_argument("claims", help="a finding (folder under benchmarks/reproductions) or a claims YAML")

@@ -20,7 +20,7 @@ from tl_research.cli.progress import quiet_lightning, study_with_progress
 from tl_research.cli.quickstart import quickstart_spec
 from tl_research.config import load_experiment
 from tl_research.errors import UserError
-from tl_research.findings import plan
+from tl_research.findings import plan, preregistration
 from tl_research.findings.claims import check_file, file_markdown, load_claims, load_claims_file
 from tl_research.findings.reproduce import default_pilot, judge, load_finding, reproduce, results_folder
 from tl_research.paths import writable_file, writable_folder
@@ -169,6 +169,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     variant = "smoke" if args.smoke else "pilot" if args.pilot else "full"
     if args.smoke and args.pilot:
         raise UserError("--pilot: runs the pilot variant; --smoke the smoke variant (one at a time)")
+    if args.preregistration:
+        others = [f for f, on in (("--smoke", args.smoke), ("--pilot", args.pilot), ("--part", args.part),
+                                  ("--rejudge", args.rejudge)) if on]
+        if others:
+            raise UserError(f"--preregistration: reads the committed history only (without {', '.join(others)})")
+        record = preregistration.check(finding.folder, finding.claims)
+        print(preregistration.to_text(record))
+        return 1 if record.problems else 0
     if args.rejudge:
         if args.pilot or args.part:
             flag = "--pilot" if args.pilot else "--part"
