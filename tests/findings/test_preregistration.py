@@ -68,6 +68,8 @@ def test_a_comment_after_the_results_or_an_uncommitted_edit_is_reported(repo):
     assert record.claims_versions == 1 and len(record.problems) == 1 and late[:7] in record.problems[0]
     (folder / "claims.yaml").write_text(CLAIMS.replace("x: 1", "x: 2"))
     assert any("working tree" in p for p in check(folder, folder / "claims.yaml").problems)
+    (folder / "claims.yaml").write_text(CLAIMS + "  - id: [unclosed\n")  # half-edited: does not parse
+    assert any("working tree" in p for p in check(folder, folder / "claims.yaml").problems)
 
 
 def test_claims_committed_with_their_results_or_after_the_pilot_are_not_preregistered(repo):

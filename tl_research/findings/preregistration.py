@@ -20,7 +20,7 @@ from tl_research.errors import UserError
 @dataclass(frozen=True)
 class Commit:
     sha: str
-    date: str  # committer date, YYYY-MM-DD HH:MM (UTC offset as committed)
+    date: str  # committer date, YYYY-MM-DD HH:MM in the committer's time zone
 
     def __str__(self) -> str:
         return f"{self.sha[:7]} ({self.date})"
@@ -52,6 +52,14 @@ def _git(folder: Path, *args: str) -> str:
 def _commit(line: str) -> Commit:
     sha, date = line.split(" ", 1)
     return Commit(sha, date[:16])
+
+
+def _parsed(text: str) -> object:
+    """The claims a file's text holds; a text that does not parse stands for itself."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return ("does not parse", text)
 
 
 def _first_added(folder: Path, homes: set[str], sub: str, order: dict[str, int]) -> Commit | None:
@@ -95,7 +103,7 @@ def check(folder: Path, claims: Path) -> Record:
     for commit, path in history:
         content = _git(folder, "show", f"{commit.sha}:{path}")
         edited = commit if content != text else edited  # a move alone is no edit
-        text, parsed = content, yaml.safe_load(content) if content.strip() else None
+        text, parsed = content, _parsed(content)
         if not versions or parsed != versions[-1]:
             versions.append(parsed)
             fixed = commit
@@ -109,7 +117,7 @@ def check(folder: Path, claims: Path) -> Record:
     if record.results is not None and order[record.file_last.sha] > order[record.results.sha]:
         record.problems.append(f"the claims file was edited in {record.file_last}, after the results' first "
                                f"commit {record.results}")
-    if versions[-1] != yaml.safe_load(claims.read_text()):
+    if versions[-1] != _parsed(claims.read_text()):
         record.problems.append("the claims in the working tree differ from the last commit's")
     return record
 
