@@ -123,6 +123,11 @@ def test_the_cli_prints_the_record_and_refuses_other_modes(capsys, tmp_path):
     assert "pre-registered: the claims come before the pilot and the results" in capsys.readouterr().out
     assert main(["reproduce", "ulmfit_tuned", "--preregistration", "--rejudge"]) == 2
     assert "--preregistration" in capsys.readouterr().err
+    assert main(["reproduce", "--preregistration"]) == 0  # every finding, one row each
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert sorted(r[0] for r in rows) == sorted(list_findings()) and {r[-1] for r in rows} == {"yes"}
+    assert main(["reproduce"]) == 2  # no finding named: one line naming them
+    assert "name a finding" in capsys.readouterr().err
     copy = shutil.copytree(load_finding("ulmfit_tuned").folder, tmp_path / "ulmfit_tuned",
                            ignore=shutil.ignore_patterns("results"))
     assert main(["reproduce", str(copy), "--preregistration"]) == 2  # not in a git checkout

@@ -174,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
 
     rp = sub.add_parser("reproduce", help="run a published finding's studies, reports and claim checks")
-    rp.add_argument("finding", help="a folder under benchmarks/reproductions (or its path)")
+    rp.add_argument("finding", nargs="?",
+                    help="a folder under benchmarks/reproductions (or its path); none: only with --preregistration, "
+                         "which then checks every finding")
     rp.add_argument("--smoke", action="store_true", help="the reduced variant (CI), into a scratch folder")
     rp.add_argument("--out", help="folder for the storage and runs (default: runs/reproductions/FINDING[-smoke])")
     rp.add_argument("--rejudge", action="store_true",
@@ -189,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="worker processes on this machine for each study (each computes on its share of the cores)")
     rp.add_argument("--preregistration", action="store_true",
                     help="no training: check from git history that the claims were fixed before the pilot and the "
-                         "results and are unchanged since (exit 1 when not)")
+                         "results and are unchanged since (exit 1 when not); without a finding, every finding")
 
     pl = sub.add_parser("plan", help="seeds and test examples each claim needs, from a pilot's variance components")
     pl.add_argument("claims", help="a finding (folder under benchmarks/reproductions) or a claims YAML")

@@ -22,7 +22,7 @@ from tl_research.config import load_experiment
 from tl_research.errors import UserError
 from tl_research.findings import plan, preregistration
 from tl_research.findings.claims import check_file, file_markdown, load_claims, load_claims_file
-from tl_research.findings.reproduce import default_pilot, judge, load_finding, reproduce, results_folder
+from tl_research.findings.reproduce import default_pilot, judge, list_findings, load_finding, reproduce, results_folder
 from tl_research.paths import writable_file, writable_folder
 from tl_research.redact import STORAGE_ENV, mask_url
 from tl_research.reports.report import run_report, write_csv
@@ -164,19 +164,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    if args.preregistration:
+        return _preregistration(args)
+    if args.finding is None:
+        raise UserError(f"reproduce: name a finding (known: {', '.join(list_findings())}); only --preregistration "
+                        "checks them all at once")
     finding = load_finding(args.finding)
     out = writable_folder(args.out, "--out") if args.out else None
     variant = "smoke" if args.smoke else "pilot" if args.pilot else "full"
     if args.smoke and args.pilot:
         raise UserError("--pilot: runs the pilot variant; --smoke the smoke variant (one at a time)")
-    if args.preregistration:
-        others = [f for f, on in (("--smoke", args.smoke), ("--pilot", args.pilot), ("--part", args.part),
-                                  ("--rejudge", args.rejudge)) if on]
-        if others:
-            raise UserError(f"--preregistration: reads the committed history only (without {', '.join(others)})")
-        record = preregistration.check(finding.folder, finding.claims)
-        print(preregistration.to_text(record))
-        return 1 if record.problems else 0
     if args.rejudge:
         if args.pilot or args.part:
             flag = "--pilot" if args.pilot else "--part"
@@ -199,6 +196,27 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if variant == "pilot":
         return 0
     return _report(outcome.verdicts, outcome.checks)
+
+
+def _preregistration(args: argparse.Namespace) -> int:
+    """One finding's pre-registration record, or (no finding named) every finding's as a table; exit 1 when one
+    was not pre-registered."""
+    others = [f for f, on in (("--smoke", args.smoke), ("--pilot", args.pilot), ("--part", args.part),
+                              ("--rejudge", args.rejudge)) if on]
+    if others:
+        raise UserError(f"--preregistration: reads the committed history only (without {', '.join(others)})")
+    findings = [load_finding(n) for n in ([args.finding] if args.finding else list_findings())]
+    records = [(f.name, preregistration.check(f.folder, f.claims)) for f in findings]
+    if args.finding:
+        print(preregistration.to_text(records[0][1]))
+    else:
+        print_table([[name, r.claims_fixed, r.claims_versions, r.pilot or "-", r.results or "-",
+                      "no" if r.problems else "yes"] for name, r in records],
+                    ["finding", "claims fixed in", "versions", "pilot first", "results first", "pre-registered"])
+        for name, r in records:
+            for problem in r.problems:
+                print(f"{name}: {problem}")
+    return 1 if any(r.problems for _, r in records) else 0
 
 
 def _report(verdicts: list[Any], checks: list[Any]) -> int:
