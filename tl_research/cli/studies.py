@@ -202,7 +202,7 @@ def _preregistration(args: argparse.Namespace) -> int:
     """One finding's pre-registration record, or (no finding named) every finding's as a table; exit 1 when one
     was not pre-registered."""
     others = [f for f, on in (("--smoke", args.smoke), ("--pilot", args.pilot), ("--part", args.part),
-                              ("--rejudge", args.rejudge)) if on]
+                              ("--rejudge", args.rejudge), ("--out", args.out)) if on]
     if others:
         raise UserError(f"--preregistration: reads the committed history only (without {', '.join(others)})")
     findings = [load_finding(n) for n in ([args.finding] if args.finding else list_findings())]
