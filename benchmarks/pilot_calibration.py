@@ -21,13 +21,14 @@ from tl_research import stats
 from tl_research.findings import plan
 from tl_research.findings.claims import check_claims, load_claims
 from tl_research.findings.reproduce import list_findings, load_finding
+from tl_research.reports import archive
 
 
 def rows_of(name: str) -> list[dict]:
     """One row per claim of finding `name` (none when it has no committed pilot or no full run)."""
     finding = load_finding(name)
     pilot, full = finding.folder / "pilot", finding.folder / "results"
-    if not (pilot / "studies.journal").is_file() or not (full / "claims.md").is_file():
+    if not (pilot / archive.JOURNAL).is_file() or not (full / "claims.md").is_file():
         return []
     _, claims = load_claims(finding.claims)
     seeds = plan.study_seeds(finding.studies)

@@ -9,6 +9,7 @@ import pytest
 
 from tl_research.findings.claims import load_claims
 from tl_research.findings.reproduce import list_findings, load_finding
+from tl_research.reports import archive
 
 BENCH = runpy.run_path("benchmarks/pilot_calibration.py")
 
@@ -38,6 +39,6 @@ def test_every_finding_with_a_pilot_and_a_full_run_is_in_the_committed_file(tmp_
     written = (tmp_path / "pilot_calibration.md").read_text()
     assert written == Path("benchmarks/results/pilot_calibration.md").read_text()
     both = [f for f in map(load_finding, list_findings())
-            if (f.folder / "pilot" / "studies.journal").is_file() and (f.folder / "results" / "claims.md").is_file()]
+            if (f.folder / "pilot" / archive.JOURNAL).is_file() and (f.folder / "results" / "claims.md").is_file()]
     expected = sum(len(load_claims(f.claims)[1]) for f in both)
     assert expected > 0 and written.count("\n| ") - 1 == expected  # one row per claim, below the header row
