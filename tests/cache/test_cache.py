@@ -12,6 +12,7 @@ import torch
 
 from tests.conftest import tiny_experiment
 from tl_research.backbones import build_backbone
+from tl_research.backbones.hf import layer_mask
 from tl_research.cache.store import FeatureStore
 from tl_research.config import load_experiment
 from tl_research.run import run
@@ -40,9 +41,16 @@ def test_timm_prefix_then_suffix_equals_forward(arch):
     _assert_split_equivalence(backbone, torch.randn(2, 3, size, size))
 
 
+# the attention implementations a CPU runs (flash attention needs CUDA); the layers take a different mask form in
+# each (eager: additive float, sdpa: boolean), so the split must build the one the loaded model uses
+ATTENTION = ["eager", "sdpa"]
+
+
+@pytest.mark.parametrize("attention", ATTENTION)
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
-def test_bert_prefix_then_suffix_equals_forward(tiny_bert, pooling):
+def test_bert_prefix_then_suffix_equals_forward(tiny_bert, pooling, attention):
     backbone = build_backbone(f"hf/{tiny_bert}", "offline", pooling=pooling)
+    backbone.model.set_attn_implementation(attention)
     tok = backbone.preprocessing.tokenizer
     batch = dict(tok(["a good film", "the worst plot of the year by far", "fun"], padding=True, return_tensors="pt"))
     _assert_split_equivalence(backbone, batch)
@@ -54,7 +62,13 @@ def test_offline_weights_split_equivalence():
     _assert_split_equivalence(build_backbone("timm/mobilenetv2_100", "offline"), torch.randn(2, 3, 64, 64))
     minilm = build_backbone("hf/all-MiniLM-L6-v2", "offline")
     batch = dict(minilm.preprocessing.tokenizer(["a moving, funny film", "dull"], padding=True, return_tensors="pt"))
-    _assert_split_equivalence(minilm, batch)
+    for attention in ATTENTION:
+        minilm.model.set_attn_implementation(attention)
+        _assert_split_equivalence(minilm, batch)
+        # the switch took: the layers get the mask form of that implementation (padding makes one necessary)
+        hidden = minilm.model.embeddings(input_ids=batch["input_ids"])
+        mask = layer_mask(minilm.model, hidden, batch["attention_mask"])
+        assert mask.dtype == (torch.bool if attention == "sdpa" else hidden.dtype), attention
 
 
 def test_unsplittable_backbone_says_so_and_run_goes_on_uncached(tmp_path):

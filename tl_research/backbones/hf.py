@@ -109,7 +109,7 @@ class HFBackbone(nn.Module):
     def _layers(self, layers: nn.ModuleList, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if not len(layers):
             return hidden
-        mask = _layer_mask(self.model, hidden, attention_mask)
+        mask = layer_mask(self.model, hidden, attention_mask)
         for layer in layers:
             out = layer(hidden, mask)
             hidden = out[0] if isinstance(out, tuple) else out
@@ -139,13 +139,13 @@ class HFBackbone(nn.Module):
         return build_groups(self.model, groups, names)
 
 
-def _layer_mask(model: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The attention mask in the form the model's layers take, made by the model's own code (transformers 5 builds
-    it with `_create_attention_masks`, 4.x with `get_extended_attention_mask`)."""
-    if hasattr(model, "_create_attention_masks"):
-        return model._create_attention_masks(attention_mask=attention_mask, encoder_attention_mask=None,
-                                             embedding_output=hidden, encoder_hidden_states=None, cache=None)[0]
-    return model.get_extended_attention_mask(attention_mask, hidden.shape[:2])
+def layer_mask(model: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
+    """The attention mask in the form the model's layers take under the attention implementation the model was
+    loaded with (eager: additive float, sdpa: boolean or None without padding, flex: a block mask), from
+    transformers' public mask builder, the one BertModel.forward calls."""
+    from transformers.masking_utils import create_bidirectional_mask
+
+    return create_bidirectional_mask(config=model.config, inputs_embeds=hidden, attention_mask=attention_mask)
 
 
 def _folder(ident: str, weights: str) -> tuple[Path | None, str]:
