@@ -68,7 +68,7 @@ class _Steps(L.Callback):
     def on_before_optimizer_step(self, trainer, module, optimizer):
         if not hasattr(self, "before"):
             grads = [p.grad for p in module.parameters() if p.grad is not None]
-            self.grad_norm = float(torch.stack(torch._foreach_norm(grads)).norm())
+            self.grad_norm = float(torch.nn.utils.get_total_norm(grads))
             self.before = [p.detach().clone() for p in module.parameters()]
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):

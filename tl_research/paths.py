@@ -29,3 +29,8 @@ def writable_file(path: str | Path, option: str) -> Path:
         raise UserError(f"{option}: {path} is a folder; name a file")
     writable_folder(path.parent, option)
     return path
+
+
+def default_cache_dir() -> Path:
+    """Where the feature cache lives unless `cache.dir` says otherwise."""
+    return Path(os.environ.get("TLR_CACHE_DIR") or Path.home() / ".cache" / "tl_research" / "features")

@@ -169,3 +169,23 @@ def test_the_verdict_line_counts_claims_only():
     assert finding_verdict([v("failed"), v("inconclusive")]).startswith("**Verdict: not reproduced**")
     assert finding_verdict([v("inconclusive")]) == ("**Verdict: undecided** — of 1 claims at the paper's strength: "
                                                     "1 inconclusive.")
+
+
+def test_the_archive_records_its_environment_and_a_run_on_other_versions_warns(finding, tmp_path, capsys):
+    import numpy
+    import torch
+
+    results = finding / "results"
+    assert main(["reproduce", str(finding), "--part", "two", "--out", str(tmp_path / "s")]) == 0
+    assert "archived with other library versions" not in capsys.readouterr().err  # the same installation
+    recorded = archive.Archive(results).environment("slow")
+    assert recorded["torch"] == torch.__version__.split("+")[0] and recorded["numpy"] == numpy.__version__
+    assert "wandb" not in recorded  # it cannot move a number
+
+    # as if a later installation re-judged it: numpy and timm moved since the archive was made
+    study = optuna.load_study(study_name="slow", storage=archive.Archive(results).storage)
+    study.set_user_attr(archive.ENVIRONMENT, {**recorded, "numpy": "1.0.0", "timm": "0.1"})
+    assert main(["reproduce", str(finding), "--rejudge"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tlr: warning:"), err
+    assert f"numpy 1.0.0 -> {numpy.__version__}" in err[0] and "timm 0.1 -> " in err[0] and "torch" not in err[0]

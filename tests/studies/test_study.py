@@ -17,6 +17,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from tl_research.adapters import optuna as optuna_adapter
 from tl_research.cli.main import main
 from tl_research.studies.storage import open_storage
 
@@ -189,8 +190,9 @@ def test_a_worker_says_why_it_waits_for_a_trial_held_elsewhere(tmp_path):
     study, queued = prepare_study(spec, f"sqlite:///{tmp_path / 'st.db'}")
     assert queued == 1
     held = study.get_trials(states=(TrialState.WAITING,))[0]
-    study._storage.set_trial_state_values(held._trial_id, state=TrialState.RUNNING)
-    study._storage.record_heartbeat(held._trial_id)  # fresh: a worker elsewhere, then it stops beating
+    storage, tid = optuna_adapter.storage(study), optuna_adapter.trial_id(held)
+    storage.set_trial_state_values(tid, state=TrialState.RUNNING)
+    storage.record_heartbeat(tid)  # fresh: a worker elsewhere, then it stops beating
     with pytest.warns(StudyNotice, match=r"waiting for 1 trial\(s\) running elsewhere.*once its heartbeat is 3 s old"):
         assert work(study, spec) == 1  # the retried cell, run here
     states = Counter(t.state for t in study.get_trials())

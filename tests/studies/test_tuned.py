@@ -9,6 +9,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.studies.test_study import _write, kill_mid_trial
+from tl_research.adapters import optuna as optuna_adapter
 from tl_research.cli.main import main
 from tl_research.studies import tuned
 from tl_research.studies.storage import open_storage
@@ -127,11 +128,12 @@ def test_an_interrupted_tuning_trial_is_retried_and_a_failed_one_is_spent(tmp_pa
     study = create_or_load(spec, open_storage(url))
     assert tuned.enqueue_next(study, spec) == 6  # 3 per arm
     waiting = study.get_trials(states=(TrialState.WAITING,))
-    storage = study._storage
+    storage = optuna_adapter.storage(study)
     for trial, error in zip(waiting[:2], ("FloatingPointError: non-finite result", "interrupted")):
-        storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING)
-        storage.set_trial_user_attr(trial._trial_id, "error", error)
-        storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        tid = optuna_adapter.trial_id(trial)
+        storage.set_trial_state_values(tid, state=TrialState.RUNNING)
+        storage.set_trial_user_attr(tid, "error", error)
+        storage.set_trial_state_values(tid, state=TrialState.FAIL)
     assert tuned.enqueue_next(study, spec) == 1  # only the interrupted one comes back
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tl_research.adapters import timm as timm_adapter
 from tl_research.backbones.base import (
     BackboneSplit,
     Chain,
@@ -58,7 +59,7 @@ def forward_steps(model: nn.Module) -> list[Step] | None:
         return [Step(("stem",), model.stem), *stages, Step(("norm_pre",), model.norm_pre), head]
     if isinstance(model, families.vision_transformer.VisionTransformer):
         embed = Step(("patch_embed", "cls_token", "reg_token", "pos_embed"),
-                     lambda x: model._pos_embed(model.patch_embed(x)))
+                     lambda x: timm_adapter.vit_tokens(model, x))
         return [embed, Step((), model.patch_drop), Step(("norm_pre",), model.norm_pre),
                 *_blocks("blocks", model.blocks), Step(("norm",), model.norm), head]
     return None

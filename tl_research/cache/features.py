@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,14 +29,11 @@ from tl_research.data.datamodule import TransferDataModule, build_augment, input
 from tl_research.data.registry import RawDataset
 from tl_research.data.splits import Split
 from tl_research.inputs import ImageSpec, TextSpec
+from tl_research.paths import default_cache_dir
 from tl_research.runs.distributed import global_rank
 from tl_research.schema import features_options
 
 FORMAT = 2  # bump when what a row holds (or how its key is made) changes
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("TLR_CACHE_DIR") or Path.home() / ".cache" / "tl_research" / "features")
 
 
 @dataclass

@@ -21,7 +21,7 @@ MODEL_COMMANDS = {"fit", "study", "worker", "rank", "predict", "export", "quicks
 # --help must not import torch, Lightning or Optuna (tests/cli/test_cli.py checks the modules loaded)
 COMMAND_MODULES = {
     "fit": "runs", "config": "runs", "inspect": "runs", "strategies": "runs", "backbones": "listings",
-    "datasets": "listings",
+    "datasets": "listings", "env": "environment",
     "study": "studies", "worker": "studies", "report": "studies", "check": "studies", "reproduce": "studies",
     "plan": "studies", "rank": "studies", "predict": "runs", "export": "runs", "quickstart": "studies"
 }
@@ -128,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("datasets", help="datasets and their availability")
     d.add_argument("--json", action="store_true")
+
+    e = sub.add_parser("env", help="library versions against the lock, devices, offline assets, cache folder "
+                                   "(for bug reports)")
+    e.add_argument("--json", action="store_true")
 
     s = sub.add_parser("study", help="grid or search study on an Optuna storage; re-run = resume")
     s.add_argument("config", help="study YAML (experiment + study section)")

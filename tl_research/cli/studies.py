@@ -25,6 +25,7 @@ from tl_research.findings.claims import check_file, file_markdown, load_claims, 
 from tl_research.findings.reproduce import default_pilot, judge, list_findings, load_finding, reproduce, results_folder
 from tl_research.paths import writable_file, writable_folder
 from tl_research.redact import STORAGE_ENV, mask_url
+from tl_research.reports.archive import environment_drift
 from tl_research.reports.report import run_report, write_csv
 from tl_research.reports.report import to_markdown as table_markdown
 from tl_research.run import check_accelerator
@@ -174,6 +175,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     variant = "smoke" if args.smoke else "pilot" if args.pilot else "full"
     if args.smoke and args.pilot:
         raise UserError("--pilot: runs the pilot variant; --smoke the smoke variant (one at a time)")
+    drift = environment_drift(results_folder(finding, variant, out))
+    if drift:
+        print(f"tlr: {drift}", file=sys.stderr)
     if args.rejudge:
         if args.pilot or args.part:
             flag = "--pilot" if args.pilot else "--part"

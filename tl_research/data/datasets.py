@@ -14,7 +14,6 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-from numpy._core.multiarray import _reconstruct
 
 from tl_research.assets import package_dir
 from tl_research.data.registry import DatasetInfo, LoadOptions, RawDataset, encode_labels, register_dataset
@@ -42,10 +41,11 @@ class ArrayUnpickler(pickle.Unpickler):
     user's `data.root` could name any (os.system, …). Only numpy's array reconstruction is admitted."""
 
     def find_class(self, module: str, name: str) -> object:
-        if (module, name) in (("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")):
-            return _reconstruct
-        if (module, name) in (("numpy", "ndarray"), ("numpy", "dtype")):
-            return getattr(np, name)
+        # numpy's array pickles name its reconstruction function; resolved by pickle's own lookup, so no private
+        # numpy name is imported here
+        if (module, name) in (("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                              ("numpy", "ndarray"), ("numpy", "dtype")):
+            return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refused to load {module}.{name} (only numpy arrays are read)")
 
 

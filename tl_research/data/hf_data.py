@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from tl_research.adapters import datasets as datasets_adapter
 from tl_research.data.hf_stream import StreamedImages, column_values, fingerprint
 from tl_research.data.registry import DatasetInfo, LoadOptions, RawDataset, encode_labels, register_dataset
 from tl_research.errors import UserError
@@ -32,7 +33,7 @@ class HFImages(Sequence):
 
     def __init__(self, table: Any, column: str, indices: np.ndarray, fingerprint: str | None = None) -> None:
         self.table, self.column, self.indices = table.select_columns([column]), column, indices
-        self.fingerprint = fingerprint or f"{table._fingerprint}:{column}"
+        self.fingerprint = fingerprint or f"{datasets_adapter.fingerprint(table)}:{column}"
 
     def __len__(self) -> int:
         return len(self.indices)

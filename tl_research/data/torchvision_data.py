@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from tl_research.adapters import torchvision as torchvision_adapter
 from tl_research.data.generic import LazyImages, image_array
 from tl_research.data.registry import DatasetInfo, LoadOptions, RawDataset, encode_labels, register_dataset
 from tl_research.errors import UserError
@@ -74,7 +75,7 @@ def _inputs(ds: Any, where: str) -> Any:
         if x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[-1] not in (1, 3):  # SVHN, STL10: (N, C, H, W)
             x = x.transpose(0, 2, 3, 1)
         return image_array(x, where)
-    files = getattr(ds, "_image_files", None) or getattr(ds, "_images", None)
+    files = torchvision_adapter.image_files(ds)
     if files is not None and len(files) == len(ds):
         return LazyImages([Path(f) for f in files])
     raise UserError(f"data.path: {type(ds).__name__} keeps its images neither as an array nor as files; save it "

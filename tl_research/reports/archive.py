@@ -20,6 +20,7 @@ import optuna
 from tl_research.errors import UserError
 from tl_research.reports import predictions
 from tl_research.reports.tables import completed_trials
+from tl_research.runs.environment import RESULT_SHAPING, describe, differences, package_versions
 from tl_research.runs.rundir import write_npz
 from tl_research.studies.storage import open_storage
 from tl_research.studies.study import SPEC_ATTR, create_or_load, definition
@@ -27,6 +28,8 @@ from tl_research.studies.studyspec import StudySpec
 
 JOURNAL, PREDICTIONS = "studies.journal", "predictions.npz"
 UNFINISHED = "archive_unfinished"  # a study's user attribute: its part was stopped before every trial was done
+# a study's user attribute: the versions of the libraries that shape results, as installed when it was archived
+ENVIRONMENT = "archive_environment"
 
 
 def _smallest(x: np.ndarray) -> np.ndarray:
@@ -53,8 +56,12 @@ def export(names: list[str], storage: optuna.storages.BaseStorage, folder: Path,
                 for n in names] + [(n, earlier.storage, earlier.lookups(n)) for n in kept])
     for name, held_in, lookup in sources:
         optuna.copy_study(from_study_name=name, from_storage=held_in, to_storage=target)
+        copied = optuna.load_study(study_name=name, storage=target)
         if name in unfinished:
-            optuna.load_study(study_name=name, storage=target).set_user_attr(UNFINISHED, True)
+            copied.set_user_attr(UNFINISHED, True)
+        if name in names:  # ran in this process (a kept study keeps the environment it was archived with)
+            copied.set_user_attr(ENVIRONMENT, {k: v for k, v in package_versions().items()
+                                               if k in RESULT_SHAPING and v is not None})
         trials = completed_trials(optuna.load_study(study_name=name, storage=held_in))
         for metric in predictions.FILES:
             rows, offsets = [], []
@@ -105,6 +112,11 @@ class Archive:
         unfinished = set(self.unfinished())
         return [n for n in self.studies() if n not in unfinished]
 
+    def environment(self, study: str) -> dict[str, str]:
+        """The result-shaping library versions the study was archived with ({} for archives made before they were
+        recorded)."""
+        return dict(optuna.load_study(study_name=study, storage=self.storage).user_attrs.get(ENVIRONMENT, {}))
+
     def complete(self, study: str) -> int:
         """How many of the study's trials completed (for an unfinished one: how far its part got)."""
         return len(completed_trials(optuna.load_study(study_name=study, storage=self.storage)))
@@ -128,6 +140,21 @@ class Archive:
         return dict(zip(rows[:, 0].tolist(), zip(np.cumsum([0, *sizes[:-1]]).tolist(), rows[:, 1:].tolist())))
 
 
+def environment_drift(results: Path) -> str | None:
+    """One line naming the result-shaping libraries whose installed version differs from the one the archive in
+    `results` was made with (None: no archive, none recorded, or none differs)."""
+    if not (results / JOURNAL).is_file():
+        return None
+    opened = Archive(results)
+    diffs: dict[str, tuple] = {}
+    for study in opened.studies():
+        diffs.update(differences(opened.environment(study), RESULT_SHAPING))
+    if not diffs:
+        return None
+    return (f"warning: {results} was archived with other library versions ({describe(diffs)}); its "
+            f"numbers may not reproduce exactly (`make install` installs the lock)")
+
+
 def continue_study(earlier: Archive, spec: StudySpec, url: str) -> bool:
     """Seed a new storage with an unfinished study's archived trials (a part stopped in an earlier session, whose
     storage and run folders are gone), so that running the part again runs only what is missing; returns whether
@@ -140,12 +167,12 @@ def continue_study(earlier: Archive, spec: StudySpec, url: str) -> bool:
     if _comparable(archived.user_attrs.get(SPEC_ATTR, {})) != _comparable(json.loads(json.dumps(spec.to_json()))):
         raise UserError(f"study {spec.name!r}: the archive's unfinished study has a different definition; a "
                         f"part continues only the study it started (rerun it from scratch by removing the archive)")
-    study = create_or_load(spec, storage)
+    study_id = storage.get_study_id_from_name(create_or_load(spec, storage).study_name)
     for trial in archived.get_trials(deepcopy=True):
         if not trial.state.is_finished():
             trial.state, trial.values = optuna.trial.TrialState.FAIL, None
             trial.datetime_complete = trial.datetime_start
-        storage.create_new_trial(study._study_id, template_trial=trial)
+        storage.create_new_trial(study_id, template_trial=trial)
     return True
 
 

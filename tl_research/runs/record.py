@@ -3,20 +3,18 @@
 
 from __future__ import annotations
 
-import functools
 import platform
 import subprocess
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from tl_research.config import Experiment
+from tl_research.runs.environment import package_versions
 
 # metrics.json's flag of a finished run that learned nothing (stats.at_chance); reports name such cells
 AT_CHANCE = "flag/at_chance"
-TRACKED_PACKAGES = ("torch", "lightning", "timm", "transformers", "optuna", "wandb", "torchmetrics", "peft")
 
 
 def git_state(where: Path | None = None) -> dict[str, Any]:
@@ -33,17 +31,6 @@ def git_state(where: Path | None = None) -> dict[str, Any]:
     sha = git("rev-parse", "--verify", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no") if sha else None
     return {"git_sha": sha, "git_dirty": None if status is None else bool(status)}
-
-
-@functools.lru_cache(maxsize=1)  # installed versions do not change under a running process
-def package_versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for name in TRACKED_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 def device_info(accelerator: str) -> dict[str, Any]:

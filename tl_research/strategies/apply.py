@@ -16,13 +16,16 @@ from torch import nn
 from tl_research.backbones.base import LayerGroup
 from tl_research.strategies.plan import FreezePlan
 
+# every public BatchNorm class (timm's BatchNormAct2d and the lazy variants subclass these)
+BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
 
 def is_batchnorm(module: nn.Module) -> bool:
-    return isinstance(module, nn.modules.batchnorm._BatchNorm)
+    return isinstance(module, BATCHNORMS)
 
 
 def is_norm(module: nn.Module) -> bool:
-    return isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)) or \
+    return isinstance(module, (*BATCHNORMS, nn.LayerNorm, nn.GroupNorm)) or \
         type(module).__name__.endswith(("Norm", "Norm2d", "NormAct2d"))
 
 

@@ -180,8 +180,8 @@ class AutoRGN:
                 rgn.append(0.0)
                 continue
             with torch.no_grad():  # a read of the step's state, not part of any graph
-                grad = torch.stack(torch._foreach_norm([p.grad for p in params])).norm()
-                weight = torch.stack(torch._foreach_norm([p.detach() for p in params])).norm()
+                grad = torch.nn.utils.get_total_norm([p.grad for p in params])
+                weight = torch.nn.utils.get_total_norm([p.detach() for p in params])
             rgn.append(float(grad / weight.clamp_min(1e-12)))
         top = max(rgn, default=0.0)
         return [r / top if top > 0 else 0.0 for r in rgn]

@@ -28,6 +28,7 @@ import optuna
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
+from tl_research.adapters import optuna as optuna_adapter
 from tl_research.errors import StudyNotice, UserError
 from tl_research.redact import STORAGE_ENV
 from tl_research.run import run
@@ -151,8 +152,9 @@ def _suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
         return {k: trial.suggest_categorical(k, v) for k, v in space.items()}
     if spec.config.kind == "tuned":
         if trial.user_attrs.get(tuned.PHASE) == tuned.TUNE and tuned.sample_setting(trial.study, trial, spec, suggest):
-            trial = optuna.Trial(trial.study, trial._trial_id)  # one that sees the setting just fixed
-        fixed = trial.study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params", {})
+            trial = optuna.Trial(trial.study, optuna_adapter.trial_id(trial))  # one that sees the setting just fixed
+        attrs = optuna_adapter.storage(trial.study).get_trial_system_attrs(optuna_adapter.trial_id(trial))
+        fixed = attrs.get("fixed_params", {})
         return {k: suggest(trial, k, d) for k, d in tuned.space(spec, fixed).items()}
     return {key: suggest(trial, key, d) for key, d in spec.config.params.items()}
 
@@ -205,11 +207,11 @@ def _heartbeat(storage: Any, trial_id: int, stop: threading.Event, every: float)
 
 def run_claimed(study: optuna.Study, trial: optuna.Trial, spec: StudySpec) -> TrialState:
     """Run a claimed trial to its end state; an exception or NaN fails it with the message kept."""
-    storage = study._storage  # Optuna's heartbeat API lives on the storage object (RDB storages only)
+    storage = optuna_adapter.storage(study)  # the heartbeat API lives on the storage (RDB storages only)
     stop = threading.Event()
     beat = None
     if hasattr(storage, "record_heartbeat") and storage.get_heartbeat_interval():
-        beat = threading.Thread(target=_heartbeat, args=(storage, trial._trial_id, stop,
+        beat = threading.Thread(target=_heartbeat, args=(storage, optuna_adapter.trial_id(trial), stop,
                                                          spec.config.heartbeat_interval), daemon=True)
         beat.start()
     try:
@@ -242,7 +244,7 @@ def _hand_back(study: optuna.Study, trial_id: int) -> None:
     for its heartbeat to go stale): the retry inherits the trial's parameters and attributes, so the next worker
     that claims it resumes the run folder from its last checkpoint (a preempted Slurm task's cell is neither lost
     nor started over)."""
-    storage = study._storage
+    storage = optuna_adapter.storage(study)
     if storage.get_trial(trial_id).state == TrialState.RUNNING:
         storage.set_trial_user_attr(trial_id, "error", "interrupted")
         storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
@@ -255,14 +257,16 @@ def _hand_back(study: optuna.Study, trial_id: int) -> None:
 def _claim(study: optuna.Study, held: list[int]) -> optuna.Trial | None:
     """Atomically take one WAITING trial (RUNNING on success, its id appended to `held` at once); None when the
     queue is empty."""
+    storage = optuna_adapter.storage(study)
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        tid = optuna_adapter.trial_id(frozen)
         try:
-            if study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
-                held.append(frozen._trial_id)
-                if hasattr(study._storage, "record_heartbeat") and study._storage.get_heartbeat_interval():
+            if storage.set_trial_state_values(tid, state=TrialState.RUNNING):
+                held.append(tid)
+                if hasattr(storage, "record_heartbeat") and storage.get_heartbeat_interval():
                     # at once: a RUNNING trial without any heartbeat is never seen as stale
-                    study._storage.record_heartbeat(frozen._trial_id)
-                return optuna.Trial(study, frozen._trial_id)
+                    storage.record_heartbeat(tid)
+                return optuna.Trial(study, tid)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
     return None
@@ -271,7 +275,8 @@ def _claim(study: optuna.Study, held: list[int]) -> optuna.Trial | None:
 def _running_elsewhere(study: optuna.Study) -> bool:
     """RUNNING trials on a storage with heartbeats (without them a killed worker's trial never turns stale, so
     journal storages do not wait: rerun after `tlr` prints the cells that are missing)."""
-    beats = hasattr(study._storage, "get_heartbeat_interval") and study._storage.get_heartbeat_interval()
+    storage = optuna_adapter.storage(study)
+    beats = hasattr(storage, "get_heartbeat_interval") and storage.get_heartbeat_interval()
     return bool(beats) and bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 

@@ -25,6 +25,7 @@ from typing import Any, cast
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tl_research.adapters import optuna as optuna_adapter
 from tl_research.studies.studyspec import StudySpec, grid_seeds
 
 PHASE, ARM = "phase", "arm"
@@ -109,7 +110,8 @@ def sample_setting(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, su
     in-memory study holds them, so one arm's history never steers another's). `suggest(trial, key, dist)` draws one
     parameter as a search study does. Returns whether it fixed anything (a trial object made before does not see
     it: Optuna reads the fixed parameters once)."""
-    fixed = dict(study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params", {}))
+    storage, tid = optuna_adapter.storage(study), optuna_adapter.trial_id(trial)
+    fixed = dict(storage.get_trial_system_attrs(tid).get("fixed_params", {}))
     arm = arm_of(trial)
     keys = spec.tuned[spec.arms.index(arm)]
     if spec.tune.sampler == "grid" or all(k in fixed for k in keys):  # a grid point, or a retried trial
@@ -124,7 +126,7 @@ def sample_setting(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, su
                                                   value=t.value) for t in history])
     drawn = scratch.ask()
     fixed.update({k: suggest(drawn, k, spec.tune.params[k]) for k in keys})
-    study._storage.set_trial_system_attr(trial._trial_id, "fixed_params", fixed)
+    storage.set_trial_system_attr(tid, "fixed_params", fixed)
     return True
 
 
@@ -161,5 +163,5 @@ class _ArmView:
 
 def should_prune(trial: optuna.Trial) -> bool:
     """The study's pruner on a tuning trial, against its own arm's tuning trials (Trial.should_prune, narrowed)."""
-    frozen = trial.study._storage.get_trial(trial._trial_id)
+    frozen = optuna_adapter.storage(trial.study).get_trial(optuna_adapter.trial_id(trial))
     return trial.study.pruner.prune(cast(optuna.Study, _ArmView(trial.study, trial.user_attrs[ARM])), frozen)

@@ -70,10 +70,18 @@ class TransferModule(L.LightningModule):
         apply_requires_grad(self.groups, plan)
         if self.training:
             apply_modes(self.groups, plan, self.bn)
-        if self._trainer is not None and self.trainer.lr_scheduler_configs:
-            sched = self.trainer.lr_scheduler_configs[0].scheduler
+        trainer = self._attached_trainer()
+        if trainer is not None and trainer.lr_scheduler_configs:
+            sched = trainer.lr_scheduler_configs[0].scheduler
             for group, factor in zip(sched.optimizer.param_groups, sched.lr_lambdas):
                 group["lr"] = group["initial_lr"] * factor(sched.last_epoch)
+
+    def _attached_trainer(self) -> Any:
+        """The Trainer this module is attached to, or None (Lightning's public `trainer` raises without one)."""
+        try:
+            return self.trainer
+        except RuntimeError:
+            return None
 
     def train_every_planned_group(self, epochs: int) -> bool:
         """Make every parameter that any epoch's plan trains trainable now, and say whether the trainable set
@@ -155,9 +163,8 @@ class TransferModule(L.LightningModule):
         if self.l2sp.alpha > 0:
             pairs = [(p, self.theta0[n]) for n, p in self.backbone.named_parameters()
                      if p.requires_grad and n in self.theta0]
-            if pairs:  # one foreach kernel per op over all tensors instead of three small kernels per tensor
-                diffs = torch._foreach_sub([p for p, _ in pairs], [t for _, t in pairs])
-                total = total + self.l2sp.alpha * torch.stack(torch._foreach_norm(diffs)).pow(2).sum()
+            if pairs:  # (torch.nn.utils.get_total_norm would be one kernel, but it runs without autograd)
+                total = total + self.l2sp.alpha * torch.stack([(p - t).pow(2).sum() for p, t in pairs]).sum()
         if self.l2sp.beta > 0:
             total = total + self.l2sp.beta * sum(p.pow(2).sum() for p in self.head.parameters())
         return total
@@ -188,7 +195,8 @@ class TransferModule(L.LightningModule):
 
     def validation_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> None:
         loss, logits, y = self._loss(batch)
-        if not torch.isfinite(loss) and not (self._trainer is not None and self.trainer.sanity_checking):
+        trainer = self._attached_trainer()
+        if not torch.isfinite(loss) and not (trainer is not None and trainer.sanity_checking):
             raise FloatingPointError(f"the validation loss became {float(loss)} at epoch {self.current_epoch}")
         self.val_acc(logits, y)
         self.log("val/loss", loss, on_epoch=True, batch_size=len(y))

@@ -49,7 +49,7 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, 
 
     with torch.enable_grad():
         opt.step(closure)
-    iterations = opt.state[opt._params[0]].get("n_iter", 0)
+    iterations = opt.state[w].get("n_iter", 0)  # LBFGS keeps its state on its first parameter
     return w.detach(), b.detach(), int(iterations)
 
 
