@@ -106,3 +106,11 @@ def test_training_and_the_components_never_import_the_experiment_config():
         if m.startswith(("tl_research.training", "tl_research.data", "tl_research.backbones",
                          "tl_research.strategies")):
             assert "tl_research.config" not in targets, m
+
+
+def test_the_adapters_import_nothing_of_the_package():
+    """adapters/ sits under everything: any part may use it, so it may import no part (a circle otherwise)."""
+    graph = _imports(_modules())
+    for module, targets in graph.items():
+        if module.startswith("tl_research.adapters"):
+            assert not targets, (module, targets)

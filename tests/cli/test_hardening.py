@@ -452,3 +452,24 @@ def test_damage_in_the_middle_of_a_storage_is_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and "Traceback" not in err, err
         assert err.startswith(f"tlr: error: --storage: the storage at {url} is damaged") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("module, argv, message", [
+    ("datasets", ["fit", "{exp}"], "data.name: hf needs the package datasets, which is not installed: pip install "
+                                   "'tl_research[hf]' (or: pip install datasets)"),
+    ("psycopg", ["report", "s", "--storage", "postgresql+psycopg://u@localhost:1/db"],
+     "--storage postgresql+psycopg://… needs the package psycopg, which is not installed: pip install "
+     "'tl_research[postgres]' (or: pip install psycopg)"),
+])
+def test_a_missing_optional_dependency_is_one_line_naming_its_extra(tmp_path, module, argv, message):
+    """As on an installation without the extra: the module cannot be imported (None in sys.modules)."""
+    import subprocess
+    import sys
+
+    exp = tmp_path / "hf.yaml"
+    exp.write_text(yaml.safe_dump(tiny_experiment(tmp_path, data={"name": "hf", "path": str(tmp_path)})))
+    code = (f"import sys\nsys.modules[{module!r}] = None\nfrom tl_research.cli.main import main\n"
+            "sys.exit(main(sys.argv[1:]))")
+    done = subprocess.run([sys.executable, "-c", code, *[a.format(exp=exp) for a in argv]], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.strip() == f"tlr: error: {message}", done.stderr[-1500:]

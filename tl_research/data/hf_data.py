@@ -21,7 +21,7 @@ import numpy as np
 from tl_research.adapters import datasets as datasets_adapter
 from tl_research.data.hf_stream import StreamedImages, column_values, fingerprint
 from tl_research.data.registry import DatasetInfo, LoadOptions, RawDataset, encode_labels, register_dataset
-from tl_research.errors import UserError
+from tl_research.errors import UserError, optional_import
 
 ROLES = {"train": 0, "val": 1, "test": 2}
 DEFAULT_SPLITS = {"train": ("train",), "val": ("validation", "valid", "val", "dev"), "test": ("test",)}
@@ -155,7 +155,7 @@ def _columns(features: dict[str, Any], opts: LoadOptions) -> tuple[str, str, str
 
 
 def load_hf(root: str | None, opts: LoadOptions = LoadOptions()) -> RawDataset:
-    import datasets
+    datasets = optional_import("datasets", "data.name: hf", "hf")
 
     if root is not None:
         raise UserError("data.root: data.name hf reads data.path (a hub id, a dataset folder or a loader name)")

@@ -12,7 +12,7 @@ import optuna
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from sqlalchemy import event
 
-from tl_research.errors import UserError
+from tl_research.errors import UserError, optional_import
 from tl_research.redact import mask_url
 from tl_research.studies.studyspec import StudyConfig, StudySpec
 
@@ -39,6 +39,8 @@ def open_storage(url: str, cfg: StudyConfig | None = None, must_exist: bool = Fa
     local = _local_file(url)
     if must_exist and local is not None and not local.is_file():
         raise UserError(f"--storage: no study storage at {local} (nothing was created)")
+    if url.startswith("postgresql+psycopg:"):
+        optional_import("psycopg", "--storage postgresql+psycopg://…", "postgres")
     try:
         if url.startswith("journal:") or url.endswith((".log", ".journal")):
             path = Path(url.removeprefix("journal:"))
