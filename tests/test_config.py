@@ -2,6 +2,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tl_research.config import Experiment, dump_yaml, from_dict, load_experiment, read_yaml
 from tl_research.errors import ConfigWarning, UserError
@@ -222,3 +223,33 @@ def test_a_typo_in_another_strategys_option_is_named_not_hidden_by_the_ignored_w
     with pytest.warns(ConfigWarning, match="freeze.lora is ignored by strategy full"):  # well-formed: dropped
         exp = load_experiment(data=tiny_experiment(tmp_path, freeze={"strategy": "full", "lora": {"rank": 4}}))
     assert "lora" not in exp.to_dict()["freeze"]
+
+
+DEPTH_YAML = Path(__file__).parents[1] / "experiments" / "mobilenetv2_animal_depth.yaml"
+
+
+def test_switching_strategy_from_the_command_line_drops_the_yamls_options_of_the_old_one(capsys):
+    from tl_research.cli.main import main
+
+    assert main(["config", str(DEPTH_YAML), "--set", "freeze.strategy=linear_probe"]) in (0, None)
+    out, err = capsys.readouterr()
+    freeze = yaml.safe_load(out)["freeze"]
+    assert freeze["strategy"] == "linear_probe" and "depth" not in freeze
+    assert err.strip() == (f"note: freeze.depth from {DEPTH_YAML} is dropped: strategy linear_probe does not "
+                           f"take it")
+    # an option the user sets on the command line for a strategy that ignores it is still refused
+    assert main(["config", str(DEPTH_YAML), "--set", "freeze.strategy=linear_probe", "--set", "freeze.depth=4"]) == 2
+    assert "freeze.depth is ignored by strategy linear_probe" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["freeze.depth=null", "freeze.strategy=linear_probe"], {"strategy": "linear_probe"}),
+    (["freeze.strategy=llrd", "freeze.decay=0.5", "freeze.decay=null"], {"strategy": "llrd", "decay": 0.75}),
+])
+def test_null_on_the_command_line_unsets_a_strategy_option(capsys, overrides, expected):
+    from tl_research.cli.main import main
+
+    argv = ["config", str(DEPTH_YAML)] + [a for o in overrides for a in ("--set", o)]
+    assert main(argv) in (0, None)
+    freeze = yaml.safe_load(capsys.readouterr().out)["freeze"]
+    assert {k: freeze[k] for k in expected} == expected and "depth" not in freeze

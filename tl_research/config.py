@@ -70,6 +70,8 @@ class FreezeConfig:
         for key, value in data.items():
             if key in COMMON_FREEZE_KEYS:
                 continue
+            if value is None and key in every:  # `--set freeze.depth=null` (or an empty YAML value): unset
+                continue
             if key in own:
                 chosen[key] = value
             elif key in every:
@@ -87,6 +89,20 @@ class FreezeConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"strategy": self.strategy, "bn": self.bn, "l2sp": dataclasses.asdict(self.l2sp),
                 **public_dict(self.options)}
+
+
+def drop_other_strategy_options(data: dict, keep: set[str]) -> tuple[dict, list[str]]:
+    """`data` without the freeze options that its selected strategy does not take, but those whose dotted key is in
+    `keep` (set by the user on the command line: still refused): what switching strategy with `--set` leaves of a
+    YAML written for another strategy. Returns the dropped keys too."""
+    freeze = data.get("freeze")
+    if not isinstance(freeze, dict):
+        return data, []
+    entry = STRATEGIES.get(freeze.get("strategy", "full"), "freeze.strategy")
+    own = {f.name for f in dataclasses.fields(entry) if not f.metadata.get("derived")}
+    every = _option_keys()
+    dropped = [k for k in freeze if k in every and k not in own and f"freeze.{k}" not in keep]
+    return {**data, "freeze": {k: v for k, v in freeze.items() if k not in dropped}}, dropped
 
 
 def _common(data: Any, prefix: str) -> dict[str, Any]:

@@ -5,18 +5,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import warnings
 from pathlib import Path
 
 from tl_research.backbones.families import inspect_backbone
 from tl_research.cli.console import print_result, print_table
 from tl_research.cli.keydocs import keys_markdown, strategy_rows
-from tl_research.config import Experiment, dump_yaml, experiment_schema, load_experiment
+from tl_research.config import (
+    Experiment,
+    apply_overrides,
+    drop_other_strategy_options,
+    dump_yaml,
+    experiment_schema,
+    load_experiment,
+    read_yaml,
+)
 from tl_research.errors import ConfigWarning, UserError
 from tl_research.lifecycle.export import export
 from tl_research.lifecycle.inference import load_run, predict, read_inputs, write_predictions
 from tl_research.paths import writable_file, writable_folder
 from tl_research.run import run
+from tl_research.schema import parse_override
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -26,12 +36,21 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 def _experiment(args: argparse.Namespace) -> Experiment:
     """The one experiment `fit` runs and `config` shows: a key that would take no effect in it (an option of a
-    strategy it does not select) is refused, as every other key that cannot take effect is. (A study's base may hold
-    options for its other cells: there it is only a warning.)"""
+    strategy it does not select) is refused, as every other key that cannot take effect is — but for the YAML's
+    options of its own strategy when `--set freeze.strategy=…` switches to another: those are dropped, with a note.
+    (A study's base may hold options for its other cells: there it is only a warning.)"""
+    overrides = _overrides(args)
+    explicit = {".".join(parse_override(o)[0]) for o in overrides}
+    raw = apply_overrides(read_yaml(args.config), overrides)
+    if "freeze.strategy" in explicit:
+        raw, dropped = drop_other_strategy_options(raw, explicit)
+        for key in dropped:
+            print(f"note: freeze.{key} from {args.config} is dropped: strategy {raw['freeze']['strategy']} does "
+                  f"not take it", file=sys.stderr)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConfigWarning)
         try:
-            return load_experiment(args.config, _overrides(args))
+            return load_experiment(data=raw)
         except ConfigWarning as exc:
             raise UserError(f"{exc}; remove it or select that strategy") from None
 
