@@ -191,3 +191,12 @@ def test_strategies_lists_every_registered_strategy_with_its_options(capsys):
     assert rows["full"]["options"] == [] and rows["full"]["description"] == "Everything trains."
     assert main(["strategies"]) == 0
     assert "freeze.lr_factor = 1.0" in capsys.readouterr().out
+
+
+def test_top5_only_where_there_are_more_than_5_classes(tmp_path, tiny_yaml, capsys):
+    out = tmp_path / "three"
+    assert main(["fit", str(tiny_yaml), "--out", str(out), "--set", "freeze.strategy=linear_probe",
+                 "--set", "data.classes=['0','1','2']"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data/num_classes"] == 3 and "test/acc_top5" not in metrics and "test/f1_macro" in metrics
+    assert "test/acc_top5" not in capsys.readouterr().out

@@ -57,7 +57,8 @@ class TransferModule(L.LightningModule):
         self.register_buffer("class_weights", class_weights, persistent=False)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+        # top-5 only where it can miss: with 5 classes or fewer it is 1 by construction
+        self.test_top5 = MulticlassAccuracy(num_classes, top_k=5, average="micro") if num_classes > 5 else None
         self.test_f1 = MulticlassF1Score(num_classes, average="macro")
         self.plan: FreezePlan = strategy.plan(len(self.groups), 0)
         apply_requires_grad(self.groups, self.plan)
@@ -231,6 +232,8 @@ class TransferModule(L.LightningModule):
         loss, logits, y = self._loss(batch)
         self.test_outputs.append((y.detach().cpu(), logits.detach().float().softmax(-1).cpu()))
         for name, metric in (("acc", self.test_acc), ("acc_top5", self.test_top5), ("f1_macro", self.test_f1)):
+            if metric is None:
+                continue
             metric(logits, y)
             self.log(f"test/{name}", metric, on_epoch=True, batch_size=len(y))
         self.log("test/loss", loss, on_epoch=True, batch_size=len(y))
