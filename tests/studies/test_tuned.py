@@ -84,6 +84,17 @@ def test_a_tuned_study_with_two_workers_on_a_journal(tmp_path):
     url = str(tmp_path / "journal.log")
     assert main(["study", str(_write(tmp_path, _tuned("t-journal"))), "--storage", url, "--workers", "2"]) == 0
     _check_protocol(url, "t-journal")
+    # each trial folder says its phase and cell
+    trials = optuna.load_study(study_name="t-journal", storage=open_storage(url)).get_trials(
+        states=(TrialState.COMPLETE,))
+    for t in trials:
+        name = Path(t.user_attrs["run_dir"]).name
+        assert name.startswith(f"trial-{t.number:04d}-{t.user_attrs['phase']}-"), name
+        assert f"-{t.params['freeze.strategy']}-" in name, name
+        if t.user_attrs["phase"] == "seed":
+            assert f"-seed{t.params['seed']}-" in name, name
+        else:
+            assert f"-lr{t.params['optim.lr']:.3g}-" in name, name
 
 
 def test_a_killed_tuned_study_reruns_to_the_same_protocol(tmp_path):

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -164,11 +165,10 @@ def objective(trial: optuna.Trial, spec: StudySpec) -> list[float]:
     params = _suggest(trial, spec)
     exp = spec.experiment_for(params)
     exp = dataclasses.replace(exp, trainer=dataclasses.replace(exp.trainer, progress_bar=False))
-    # unique even when one study name lives in several storages
     # a cell handed back mid-run (a preempted worker) goes on from its last checkpoint, in its own folder and W&B
-    # run; otherwise a new folder, unique even when one study name lives in several storages
+    # run; otherwise a new folder named after its cell, unique even when one study name lives in several storages
     out = _unfinished(trial) or (Path(exp.output_dir) / "studies" / spec.name /
-                                 f"trial-{trial.number:04d}-{secrets.token_hex(3)}")
+                                 f"trial-{trial.number:04d}-{folder_label(trial, params)}-{secrets.token_hex(3)}")
     trial.set_user_attr("run_dir", str(out))  # copied to the cell's retry if this attempt is interrupted
     # an ablation cell or a seed run always runs to the end; searches and tuning trials prune (single objective:
     # Optuna cannot prune multi); a tuning trial is selected on validation and never sees the test split
@@ -189,6 +189,17 @@ def objective(trial: optuna.Trial, spec: StudySpec) -> list[float]:
     if not all(math.isfinite(v) for v in values) or not math.isfinite(result.metrics.get("train/loss", 0.0)):
         raise FloatingPointError(f"non-finite result: {dict(zip([o.metric for o in spec.objectives], values))}")
     return values
+
+
+def folder_label(trial: optuna.Trial, params: dict[str, Any]) -> str:
+    """What a trial folder's name says of its cell: a tuned study's phase, then each parameter's last key part and
+    value (`tune-depth-lr0.0045-seed0`), in characters every shell and file system takes."""
+    phase = trial.user_attrs.get(tuned.PHASE)
+    parts = [phase] if phase else []
+    for key, value in params.items():
+        shown = f"{value:.3g}" if isinstance(value, float) else str(value)
+        parts.append(shown if key == "freeze.strategy" else f"{key.rsplit('.', 1)[-1]}{shown}")
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", "-".join(parts))[:80]
 
 
 def _unfinished(trial: optuna.Trial) -> Path | None:
