@@ -105,13 +105,15 @@ def start_tracking(exp: Experiment, run_dir: Path, record: dict[str, Any], group
     id_file = run_dir / RUN_ID
     run_id = id_file.read_text().strip() if id_file.exists() else None
     name = run_name(exp) + (f"[{label}]" if label else "")
-    logger = WandbLogger(name=name, project=os.environ.get("WANDB_PROJECT", exp.tracking.project),
-                         entity=os.environ.get("WANDB_ENTITY", exp.tracking.entity), save_dir=str(run_dir),
-                         group=group or exp.name, job_type="train", mode=mode,
-                         tags=[exp.backbone.name, exp.data.name, exp.freeze.strategy], config=run_config(exp, record),
-                         settings=_settings(), id=run_id, resume="allow" if run_id else None,
+    # the run is started here and handed to Lightning's logger (its public `experiment` argument): the logger's own
+    # wandb.init passes `anonymous=None`, which wandb >= 0.19 answers with a warning on every run
+    wb_run = wandb.init(name=name, project=os.environ.get("WANDB_PROJECT", exp.tracking.project),
+                        entity=os.environ.get("WANDB_ENTITY", exp.tracking.entity), dir=str(run_dir),
+                        group=group or exp.name, job_type="train", mode=mode,
+                        tags=[exp.backbone.name, exp.data.name, exp.freeze.strategy], config=run_config(exp, record),
+                        settings=_settings(), id=run_id, resume="allow" if run_id else None)
+    logger = WandbLogger(experiment=wb_run, save_dir=str(run_dir),
                          log_model={"false": False, "best": True, "all": "all"}[exp.tracking.log_model])
-    wb_run = logger.experiment
     id_file.write_text(wb_run.id)
     wb_run.define_metric("val/acc", summary="max")
     wb_run.define_metric("val/loss", summary="min")
