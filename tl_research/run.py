@@ -197,21 +197,23 @@ def build_head_from(exp: Experiment, backbone: Backbone, num_classes: int) -> to
 
 
 def run(exp: Experiment, out: str | Path | None = None, callbacks: Sequence[L.Callback] = (),
-        group: str | None = None, restart: bool = False, label: str | None = None, test: bool = True) -> RunResult:
+        group: str | None = None, restart: bool = False, label: str | None = None, test: bool = True,
+        cell: dict[str, Any] | None = None) -> RunResult:
     """Build everything from `exp`, fit, restore the best checkpoint, test, and write metrics.json.
 
     `callbacks` are added to the trainer's (e.g. a pruning callback of a study, or a probe in a test);
     `group` is the W&B group (a study's name; default: the experiment's name); `restart`: start over when the
     folder's last checkpoint is damaged (kept aside); `label`: a study cell's swept settings, in the W&B run name;
     `test=False` (a tuning trial, selected on validation only) never runs the test split: no test metric, no
-    predictions.
+    predictions; `cell`: what a study knows of the run beyond its settings (a tuned study's `phase` and `arm`),
+    into the W&B config, with the phase as its job_type.
     """
     preflight(exp)
     check_accelerator(exp)
     check_distributed(exp, out)
     run_dir, resume = make_run_dir(exp, run_dir_for(exp, out), restart)  # refused before anything is built
     try:
-        return _build_and_run(exp, run_dir, resume, callbacks, group, label, test)
+        return _build_and_run(exp, run_dir, resume, callbacks, group, label, test, cell)
     except FloatingPointError as exc:
         raise UserError(f"training diverged: {exc}; lower optim.lr (nothing was kept as a result)") from None
     except OSError as exc:
@@ -222,7 +224,7 @@ def run(exp: Experiment, out: str | Path | None = None, callbacks: Sequence[L.Ca
 
 
 def _build_and_run(exp: Experiment, run_dir: Path, resume: Path | None, callbacks: Sequence[L.Callback],
-                   group: str | None, label: str | None, test: bool) -> RunResult:
+                   group: str | None, label: str | None, test: bool, cell: dict[str, Any] | None) -> RunResult:
     L.seed_everything(exp.seed, workers=True, verbose=False)
     backbone = build_backbone_from(exp)
     # again: loading pretrained weights may or may not draw random numbers (a reused template draws none), and the
@@ -245,13 +247,13 @@ def _build_and_run(exp: Experiment, run_dir: Path, resume: Path | None, callback
                                    data.raw.labels[data.split.train], head)
         trains = not probe_fit or phase.then is not None
         return _fit_and_test(exp, run_dir, resume, callbacks, group, label, backbone, run_data, module, extra,
-                             None if trains else probe_fit, test)
+                             None if trains else probe_fit, test, cell)
 
 
 def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks: Sequence[L.Callback],
                   group: str | None, label: str | None, backbone: Backbone, run_data: RunData,
                   module: TransferModule, extra: dict[str, Any], probe_only: dict[str, Any] | None,
-                  test: bool = True) -> RunResult:
+                  test: bool = True, cell: dict[str, Any] | None = None) -> RunResult:
     """Fit (or, when the probe phase was the whole run, `probe_only` holds its results and nothing trains), restore
     the best checkpoint, test (unless `test` is off), and write the run's files."""
     data = run_data.data
@@ -282,7 +284,7 @@ def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks
     callbacks = [best, *([] if probe_only is not None else [latest]), throughput, *callbacks]
     if t.patience is not None and probe_only is None:
         callbacks.append(EarlyStopping(monitor=t.monitor, mode=mode, patience=t.patience))
-    tracker = start_tracking(exp, run_dir, record, group, label) if primary else Tracker(None)
+    tracker = start_tracking(exp, run_dir, record, group, label, cell) if primary else Tracker(None)
     varying = module.train_every_planned_group(t.max_epochs) if world_size(t) > 1 else False
     if t.compile and probe_only is None:
         (module.suffix or module.backbone).compile()

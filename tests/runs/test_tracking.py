@@ -131,7 +131,32 @@ def test_study_run_names_carry_the_cell(tmp_path, offline):
                                                                   "grid": {"freeze.strategy": ["linear_probe"]}}}))
     assert main(["study", str(study), "--storage", f"sqlite:///{tmp_path / 'st.db'}"]) == 0
     (wandb_file,) = (tmp_path / "runs" / "studies" / "names").glob("trial-*/wandb/offline-run-*/*.wandb")
-    assert decode(wandb_file)["run"].display_name.endswith("[strategy=linear_probe,seed=0]")
+    assert decode(wandb_file)["run"].display_name == "tiny[strategy=linear_probe,seed=0]"  # each value once
+
+
+def test_a_tuned_studys_runs_carry_phase_and_arm(tmp_path, offline):
+    import optuna
+
+    from tl_research.studies.storage import open_storage
+
+    study = tmp_path / "s.yaml"
+    exp = tiny_experiment(tmp_path, trainer={"max_epochs": 1}, tracking={"mode": "offline"})
+    study.write_text(yaml.safe_dump({"experiment": exp, "study": {
+        "name": "arms", "kind": "tuned", "arms": {"freeze.strategy": ["full", "linear_probe"]}, "seeds": 1,
+        "tune": {"params": {"optim.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}, "trials": 1},
+        "pruner": "none"}}))
+    url = f"sqlite:///{tmp_path / 'st.db'}"
+    assert main(["study", str(study), "--storage", url]) == 0
+    trials = optuna.load_study(study_name="arms", storage=open_storage(url)).get_trials()
+    assert sorted(t.user_attrs["phase"] for t in trials) == ["seed", "seed", "tune", "tune"]
+    for t in trials:
+        rec = decode(run_file(Path(t.user_attrs["run_dir"]) / "wandb" / Path(t.user_attrs["wandb_dir"]).name))
+        phase, arm = t.user_attrs["phase"], json.loads(t.user_attrs["arm"])
+        assert rec["run"].job_type == phase and phase in rec["run"].tags
+        assert rec["config"]["phase"] == phase and rec["config"]["arm"] == arm
+        name = rec["run"].display_name
+        assert name.startswith(f"tiny[strategy={arm['freeze.strategy']},") and name.count("lr=") == 1, name
+        assert ("seed=" in name) == (phase == "seed"), name  # a tuning trial runs no seed of its own
 
 
 def test_log_model_records_checkpoint_artifacts(tmp_path, offline):

@@ -94,23 +94,27 @@ RUN_ID = "wandb_run_id"  # the W&B run id of a run folder, so that a resumed run
 
 
 def start_tracking(exp: Experiment, run_dir: Path, record: dict[str, Any], group: str | None = None,
-                   label: str | None = None) -> Tracker:
-    """One W&B run (files under `run_dir/wandb`): group = study (or experiment) name, job_type = train, tags =
-    backbone, dataset, strategy; `label`: the swept settings of a study cell, in the run's name. A run folder
-    that already had a W&B run (a killed run, resumed) continues it."""
+                   label: str | None = None, cell: dict[str, Any] | None = None) -> Tracker:
+    """One W&B run (files under `run_dir/wandb`): group = study (or experiment) name, job_type = the cell's phase
+    (a tuned study's `tune` or `seed`) or `train`, tags = backbone, dataset, strategy (and phase); name = the
+    experiment's name and `label`, a study cell's swept settings (else the settings that tell runs apart); `cell`
+    joins the config. A run folder that already had a W&B run (a killed run, resumed) continues it."""
     mode = tracking_mode(exp)
     if mode == "disabled":
         return Tracker(None)
 
     id_file = run_dir / RUN_ID
     run_id = id_file.read_text().strip() if id_file.exists() else None
-    name = run_name(exp) + (f"[{label}]" if label else "")
+    cell = cell or {}
+    name = f"{exp.name}[{label}]" if label else run_name(exp)
+    phase = cell.get("phase")
     # the run is started here and handed to Lightning's logger (its public `experiment` argument): the logger's own
     # wandb.init passes `anonymous=None`, which wandb >= 0.19 answers with a warning on every run
     wb_run = wandb.init(name=name, project=os.environ.get("WANDB_PROJECT", exp.tracking.project),
                         entity=os.environ.get("WANDB_ENTITY", exp.tracking.entity), dir=str(run_dir),
-                        group=group or exp.name, job_type="train", mode=mode,
-                        tags=[exp.backbone.name, exp.data.name, exp.freeze.strategy], config=run_config(exp, record),
+                        group=group or exp.name, job_type=phase or "train", mode=mode,
+                        tags=[exp.backbone.name, exp.data.name, exp.freeze.strategy, *([phase] if phase else [])],
+                        config={**run_config(exp, record), **cell},
                         settings=_settings(), id=run_id, resume="allow" if run_id else None)
     logger = WandbLogger(experiment=wb_run, save_dir=str(run_dir),
                          log_model={"false": False, "best": True, "all": "all"}[exp.tracking.log_model])

@@ -175,9 +175,12 @@ def objective(trial: optuna.Trial, spec: StudySpec) -> list[float]:
     tuning = trial.user_attrs.get(tuned.PHASE) == tuned.TUNE
     prune = (spec.config.kind == "search" or tuning) and len(spec.objectives) == 1 and spec.config.pruner != "none"
     callbacks = [OptunaPruning(trial, spec.objectives[0].metric)] if prune else []
-    label = ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in params.items())
+    label = ",".join(f"{k.rsplit('.', 1)[-1]}={v:.3g}" if isinstance(v, float) else f"{k.rsplit('.', 1)[-1]}={v}"
+                     for k, v in params.items())
+    cell = {key: json.loads(v) if key == tuned.ARM else v for key in (tuned.PHASE, tuned.ARM)
+            if (v := trial.user_attrs.get(key)) is not None}
     try:
-        result = run(exp, out, callbacks=callbacks, group=spec.name, label=label, test=not tuning)
+        result = run(exp, out, callbacks=callbacks, group=spec.name, label=label, test=not tuning, cell=cell)
     except optuna.TrialPruned:
         trim_checkpoints(out, spec.config.checkpoints)
         raise
