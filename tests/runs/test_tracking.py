@@ -134,7 +134,7 @@ def test_study_run_names_carry_the_cell(tmp_path, offline):
     assert decode(wandb_file)["run"].display_name == "tiny[strategy=linear_probe,seed=0]"  # each value once
 
 
-def test_a_tuned_studys_runs_carry_phase_and_arm(tmp_path, offline):
+def test_a_tuned_studys_runs_carry_phase_and_arm(tmp_path, offline, capsys):
     import optuna
 
     from tl_research.studies.storage import open_storage
@@ -149,6 +149,12 @@ def test_a_tuned_studys_runs_carry_phase_and_arm(tmp_path, offline):
     assert main(["study", str(study), "--storage", url]) == 0
     trials = optuna.load_study(study_name="arms", storage=open_storage(url)).get_trials()
     assert sorted(t.user_attrs["phase"] for t in trials) == ["seed", "seed", "tune", "tune"]
+    # one command lists (or syncs) the whole study's W&B runs, read from the storage
+    capsys.readouterr()
+    assert main(["sync", "arms", "--storage", url, "--list"]) == 0
+    listed = capsys.readouterr().out.split()
+    assert sorted(listed) == sorted(t.user_attrs["wandb_dir"] for t in trials)
+    assert all(Path(d, run_file(d).name).is_file() for d in listed)
     for t in trials:
         rec = decode(run_file(Path(t.user_attrs["run_dir"]) / "wandb" / Path(t.user_attrs["wandb_dir"]).name))
         phase, arm = t.user_attrs["phase"], json.loads(t.user_attrs["arm"])

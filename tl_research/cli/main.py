@@ -23,7 +23,8 @@ COMMAND_MODULES = {
     "fit": "runs", "config": "runs", "inspect": "runs", "strategies": "runs", "backbones": "listings",
     "datasets": "listings", "env": "environment",
     "study": "studies", "worker": "studies", "report": "studies", "check": "studies", "reproduce": "studies",
-    "plan": "studies", "rank": "studies", "predict": "runs", "export": "runs", "quickstart": "studies"
+    "plan": "studies", "sync": "studies", "rank": "studies", "predict": "runs", "export": "runs",
+    "quickstart": "studies"
 }
 
 
@@ -156,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="join a study from another process or machine")
     w.add_argument("--study", required=True)
     w.add_argument("--storage", help=f"the study's storage URL (default: ${STORAGE_ENV})")
+
+    sy = sub.add_parser("sync", help="upload every W&B offline run of a study (wandb sync), wherever it ran")
+    sy.add_argument("name", help="study name")
+    sy.add_argument("--storage", help=f"storage URL (default: ${STORAGE_ENV}, else sqlite:///runs/studies.db)")
+    sy.add_argument("--list", action="store_true", help="print the run folders (one per line) instead")
 
     r = sub.add_parser("report", help="results.md / .csv / .tex + PNG plots of a study")
     r.add_argument("name", help="study name")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -140,6 +142,25 @@ def cmd_report(args: argparse.Namespace) -> None:
         print(out.joinpath("tuning.md").read_text())
     for f in files:
         print(f"wrote {f}")
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Upload (or, with --list, print) the W&B offline runs of every trial of a study, wherever its storage says
+    they are: one `wandb sync` for a study of any size."""
+    url = args.storage or os.environ.get(STORAGE_ENV) or "sqlite:///runs/studies.db"
+    study, _ = load_existing(args.name, open_storage(url, must_exist=True), "sync")
+    named = [Path(t.user_attrs["wandb_dir"]) for t in study.get_trials(deepcopy=False) if "wandb_dir" in t.user_attrs]
+    here = [d for d in named if d.is_dir()]
+    if len(here) < len(named):
+        print(f"tlr: {len(named) - len(here)} of the study's {len(named)} W&B runs are not on this machine (their "
+              f"trials ran elsewhere): run tlr sync there too", file=sys.stderr)
+    if args.list:
+        print("\n".join(str(d) for d in here))
+        return 0
+    if not here:
+        raise UserError(f"sync: study {args.name!r} has no W&B offline run here (tracking.mode disabled?)")
+    wandb_cli = Path(sys.executable).parent / "wandb"
+    return subprocess.run([str(wandb_cli), "sync", *map(str, here)]).returncode
 
 
 def _verdicts(verdicts: list[Any], failing: bool = True) -> int:
