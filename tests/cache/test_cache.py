@@ -238,7 +238,7 @@ def test_run_json_records_the_run_without_wandb(tmp_path):
 
 
 def test_cache_key_lands_in_wandb_config(tmp_path, monkeypatch):
-    from tests.wandb_records import decode, run_file
+    from tl_research.adapters.wandb import decode, run_file
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     m = _fit(tmp_path, "wb", freeze={"strategy": "depth", "depth": 2}, tracking={"mode": "offline"}).metrics

@@ -200,7 +200,7 @@ def test_a_row_far_below_the_best_is_worse_in_the_table_and_in_tlr_check(tmp_pat
 def test_report_wandb_run_holds_the_statistics_table(tmp_path, monkeypatch):
     import json
 
-    from tests.wandb_records import decode, run_file
+    from tl_research.adapters.wandb import decode, run_file
     from tl_research.reports.report import run_report
 
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -217,7 +217,7 @@ def test_report_wandb_run_holds_the_statistics_table(tmp_path, monkeypatch):
 
 
 def test_few_shot_report_logs_a_native_line_plot(tmp_path, study_db, monkeypatch):
-    from tests.wandb_records import decode, run_file
+    from tl_research.adapters.wandb import decode, run_file
     from tl_research.reports.report import curve_series, run_report
 
     monkeypatch.setenv("WANDB_MODE", "offline")

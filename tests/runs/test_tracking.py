@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tests.conftest import tiny_experiment
-from tests.wandb_records import decode, run_file
+from tl_research.adapters.wandb import decode, run_file
 from tl_research.cli.main import main
 from tl_research.config import load_experiment
 from tl_research.run import run
@@ -35,6 +35,11 @@ def test_offline_fit_lands_config_history_and_summary(tmp_path, offline, capsys)
     assert f"wandb sync {wandb_dir}" in out
 
     rec = decode(run_file(wandb_dir))
+    # the package's public reader gives the same run (what a user reads an offline run with)
+    from tl_research.runs.tracking import read_offline_run
+
+    public = read_offline_run(wandb_dir)
+    assert public["config"] == rec["config"] and public["summary"]["test/acc"] == pytest.approx(metrics["test/acc"])
     cfg = rec["config"]
     assert re.fullmatch(r"[0-9a-f]{40}", cfg["git_sha"]) and isinstance(cfg["git_dirty"], bool)
     assert cfg["training_seed"] == 5 and cfg["data_split_seed"] == 7 and cfg["weights_source"] == "none"
@@ -166,7 +171,7 @@ def test_a_tuned_studys_runs_carry_phase_and_arm(tmp_path, offline, capsys):
 
 
 def test_log_model_records_checkpoint_artifacts(tmp_path, offline):
-    from tests.wandb_records import read_records
+    from tl_research.adapters.wandb import read_records
 
     exp = load_experiment(data=tiny_experiment(tmp_path, trainer={"max_epochs": 2},
                                                tracking={"mode": "offline", "log_model": "all"}))
@@ -181,3 +186,15 @@ def test_log_model_records_checkpoint_artifacts(tmp_path, offline):
     m = run(exp, tmp_path / "plain").metrics
     assert not [r for r in read_records(run_file(m["wandb_dir"]))
                 if r.WhichOneof("record_type") == "artifact" and r.artifact.type == "model"]
+
+
+def test_reading_something_that_is_no_wandb_run_is_one_line(tmp_path):
+    from tl_research.errors import UserError
+    from tl_research.runs.tracking import read_offline_run
+
+    with pytest.raises(UserError, match=r"cannot read the W&B run \(.*expected one W&B run file"):
+        read_offline_run(tmp_path)
+    (tmp_path / "run-x.wandb").write_bytes(b"not a run")
+    with pytest.raises(UserError, match="is not a W&B run file"):
+        read_offline_run(tmp_path)
+

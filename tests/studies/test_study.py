@@ -311,7 +311,7 @@ def test_unopenable_storage_exits_2(tmp_path, capsys):
 
 
 def test_study_logs_trials_table_to_wandb(tmp_path, monkeypatch):
-    from tests.wandb_records import decode, run_file
+    from tl_research.adapters.wandb import decode, run_file
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))

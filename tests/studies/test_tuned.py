@@ -68,7 +68,7 @@ def test_a_tuned_study_end_to_end_with_its_report_and_claims(tmp_path, capsys, m
         in tuning
     assert (out / "tuning_sensitivity.png").stat().st_size > 5000
     # the W&B report run holds the tuning table beside the statistics table
-    from tests.wandb_records import decode, run_file
+    from tl_research.adapters.wandb import decode, run_file
     from tl_research.reports.report import run_report
 
     monkeypatch.setenv("WANDB_MODE", "offline")

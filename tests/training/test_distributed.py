@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.conftest import tiny_experiment
-from tests.wandb_records import decode, run_file
+from tl_research.adapters.wandb import decode, run_file
 from tl_research.cli.main import main
 
 

@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 import wandb
 from lightning.pytorch.loggers import WandbLogger
 
+from tl_research.adapters import wandb as wandb_files
 from tl_research.config import Experiment
 from tl_research.errors import UserError
 
@@ -156,3 +157,13 @@ def log_study_table(exp: Experiment, study_name: str, columns: list[str], rows: 
     """The study's trials as a W&B Table in a summary run of the study's group."""
     return log_summary_run(exp, study_name, "study-summary", save_dir,
                            lambda wandb: {"study/trials": wandb.Table(columns=columns, data=rows)})
+
+
+def read_offline_run(folder: str | Path) -> dict[str, Any]:
+    """An offline W&B run read back from its folder (`…/wandb/offline-run-*`, `metrics.json`'s `wandb_dir`):
+    `{"config": {...}, "summary": {...}, "history": [row, ...], "run": the run record (name, group, job_type,
+    tags)}` — no server, no account."""
+    try:
+        return wandb_files.decode(wandb_files.run_file(folder))
+    except (ValueError, OSError) as exc:
+        raise UserError(f"{folder}: cannot read the W&B run ({exc})") from None

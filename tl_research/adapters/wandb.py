@@ -1,8 +1,9 @@
-"""A reader for W&B's `.wandb` run files, so tests check what really landed (no mocks).
+"""wandb (bounded <1): reading an offline run's `.wandb` file (config, history, summary) without a server.
 
-The file is a 7-byte header (`:W&B`, magic 0xBEE1, version) followed by a LevelDB-style log: 32 KiB blocks of
-records with a 7-byte header (CRC32C, length, type FULL/FIRST/MIDDLE/LAST); each assembled payload is one
-`wandb_internal_pb2.Record` protobuf. Recent wandb ships no public Python reader for it.
+wandb's public API (`wandb.Api`) reads runs from a server only; the file format and its protobuf schema
+(`wandb.proto.wandb_internal_pb2`, an internal module) are what an offline run is. The file is a 7-byte header
+(`:W&B`, magic 0xBEE1, version) followed by a LevelDB-style log: 32 KiB blocks of records with a 7-byte header
+(CRC32C, length, type FULL/FIRST/MIDDLE/LAST); each assembled payload is one `Record` protobuf.
 
 W&B's writer (wandb-core, another process) may still be flushing a run's last records when `finish()` has
 returned, so a reader waits for the run's closing `exit` record (a fresh-clone CI run once read a report run's
@@ -36,7 +37,8 @@ def _parse(path: Path) -> list[Any]:
     from wandb.proto import wandb_internal_pb2
 
     data = Path(path).read_bytes()
-    assert data[:4] == b":W&B", f"{path} is not a W&B run file"
+    if data[:4] != b":W&B":
+        raise ValueError(f"{path} is not a W&B run file")
     pos, pending, records = HEADER, b"", []
     while pos + HEADER <= len(data):
         left = BLOCK - pos % BLOCK
@@ -88,6 +90,8 @@ def decode(path: Path) -> dict[str, Any]:
 
 
 def run_file(wandb_dir: str | Path) -> Path:
+    """The `.wandb` file of one offline run folder (`…/wandb/offline-run-*`)."""
     files = sorted(Path(wandb_dir).glob("*.wandb"))
-    assert len(files) == 1, files
+    if len(files) != 1:
+        raise ValueError(f"{wandb_dir}: expected one W&B run file (*.wandb), found {len(files)}")
     return files[0]
