@@ -46,11 +46,22 @@ def test_predict_texts_from_a_csv(tmp_path, tiny_bert, capsys):
     assert "3 inputs" in capsys.readouterr().out
     rows = list(csv.DictReader(out.open()))
     classes = load_run(result.run_dir).classes
-    assert [r["input"] for r in rows] == ["0", "1", "2"] and set(rows[0]) == {"input", "predicted",
-                                                                            *(f"p_{c}" for c in classes)}
+    # no id column: each row is named by its text
+    assert [r["input"] for r in rows] == ["a good film", "dull, long and boring", "the plot"]
+    assert set(rows[0]) == {"input", "predicted", *(f"p_{c}" for c in classes)}
     for r in rows:
         p = [float(r[f"p_{c}"]) for c in classes]
         assert sum(p) == pytest.approx(1, abs=1e-4) and r["predicted"] == classes[int(np.argmax(p))]
+    # an `id` column names the rows; --id-column names another; a missing one is one line
+    texts.write_text('id,text,other\nr7,"a good film",x\nr9,"the plot",y\n')
+    assert main(["predict", str(result.run_dir), str(texts), "--out", str(out)]) == 0
+    assert [r["input"] for r in csv.DictReader(out.open())] == ["r7", "r9"]
+    assert main(["predict", str(result.run_dir), str(texts), "--out", str(out), "--id-column", "other"]) == 0
+    assert [r["input"] for r in csv.DictReader(out.open())] == ["x", "y"]
+    capsys.readouterr()
+    assert main(["predict", str(result.run_dir), str(texts), "--out", str(out), "--id-column", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "tlr: error: --id-column: " in err and "has no column 'nope'" in err
 
 
 def test_predict_an_image_folder_and_an_npz(tmp_path, capsys):

@@ -227,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("input", help="an image folder, a .csv/.tsv of texts (the run's data.text_column), or an .npz")
     pr.add_argument("--out", help="CSV file (default: INPUT-predictions.csv beside the input)")
     pr.add_argument("--batch-size", type=_count(1), default=64)
+    pr.add_argument("--id-column", help="a CSV/TSV column that names each row in the output (default: a column "
+                                        "`id` if there is one, else the text itself)")
 
     ex = sub.add_parser("export", help="a trained run as safetensors, a timm state dict, an HF folder, a PEFT adapter",
                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_formats_epilog)

@@ -104,7 +104,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     source = Path(args.input)
     out = writable_file(args.out or source.with_name(f"{source.stem}-predictions.csv"), "--out")
     loaded = load_run(args.run)
-    ids, inputs = read_inputs(args.input, loaded)
+    ids, inputs = read_inputs(args.input, loaded, args.id_column)
     probs, rate = predict(loaded, inputs, args.batch_size)
     write_predictions(out, ids, probs, loaded.classes)
     print(f"{len(ids)} inputs, {rate:.0f} samples/s -> {out}")

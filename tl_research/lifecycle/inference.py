@@ -93,9 +93,10 @@ def _load_export(folder: Path) -> LoadedRun:
     return LoadedRun(module, exp, classes, folder / "model.safetensors")
 
 
-def read_inputs(path: str | Path, loaded: LoadedRun) -> tuple[list[str], Sequence[Any]]:
-    """(ids, raw inputs) from an image folder (every image below it), a CSV/TSV (the run's data.text_column), or
-    an npz (its data.x_key); the input must suit the run's modality."""
+def read_inputs(path: str | Path, loaded: LoadedRun, id_column: str | None = None) -> tuple[list[str], Sequence[Any]]:
+    """(ids, raw inputs) from an image folder (every image below it: ids are their paths), a CSV/TSV (the run's
+    data.text_column; ids from `id_column`, else a column named `id`, else the text itself), or an npz (its
+    data.x_key; ids are row numbers); the input must suit the run's modality."""
     p = Path(path).expanduser()
     d = loaded.experiment.data
     if not p.exists():
@@ -106,6 +107,8 @@ def read_inputs(path: str | Path, loaded: LoadedRun) -> tuple[list[str], Sequenc
         raise UserError(f"input: {p} is not an image folder, a .csv/.tsv file of texts or an .npz file")
     if kind != loaded.modality:
         raise UserError(f"input: {p} holds {kind} inputs but the run's model takes {loaded.modality}")
+    if id_column is not None and suffix not in (".csv", ".tsv", ".tab"):
+        raise UserError(f"--id-column: names a column of a CSV/TSV input; {p} is not one")
     if p.is_dir():
         files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
@@ -127,12 +130,18 @@ def read_inputs(path: str | Path, loaded: LoadedRun) -> tuple[list[str], Sequenc
             column = d.text_column or "text"
             if column not in (reader.fieldnames or []):
                 raise UserError(f"input: {p} has no column {column!r} (the run's data.text_column, default text)")
-            texts = [row[column] or "" for row in reader]
+            ids_from = id_column or ("id" if "id" in (reader.fieldnames or []) and column != "id" else None)
+            if ids_from is not None and ids_from not in (reader.fieldnames or []):
+                raise UserError(f"--id-column: {p} has no column {ids_from!r} (columns: "
+                                f"{', '.join(reader.fieldnames or [])})")
+            rows = list(reader)
+            texts = [row[column] or "" for row in rows]
+            ids = [row[ids_from] or "" for row in rows] if ids_from else texts
     except (UnicodeDecodeError, csv.Error) as exc:
         raise UserError(f"input: {p} is no readable UTF-8 CSV file ({exc})") from None
     if not texts:
         raise UserError(f"input: {p} has no rows")
-    return [str(i) for i in range(len(texts))], texts
+    return ids, texts
 
 
 def predict(loaded: LoadedRun, inputs: Sequence[Any], batch_size: int = 64) -> tuple[np.ndarray, float]:
