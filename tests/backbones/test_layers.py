@@ -1,12 +1,15 @@
 """`backbone.layers`: which hidden states of an HF encoder are the features (BERT's Table 7 options)."""
 
+from typing import get_args
+
 import pytest
 import torch
 import yaml
 
 from tests.conftest import tiny_experiment
 from tl_research.backbones import build_backbone
-from tl_research.backbones.hf import LAYERS, HFBackbone
+from tl_research.backbones.hf import HFBackbone
+from tl_research.backbones.options import LayerChoice
 from tl_research.cli.main import main
 from tl_research.config import load_experiment
 from tl_research.run import run
@@ -40,7 +43,7 @@ def test_each_layer_choice_matches_the_models_own_hidden_states(four_layer):
             "embeddings": _mean(states[0], mask), "sum_last_four": _mean(sum(states[-4:]), mask),
             "concat_last_four": torch.cat([_mean(h, mask) for h in states[-4:]], -1),
             "weighted": torch.stack([_mean(h, mask) for h in states], 1)}
-        assert set(expected) == set(LAYERS)
+        assert set(expected) == set(get_args(LayerChoice))
         for layers, ref in expected.items():
             bb = HFBackbone("hf/x", model, tok, "none", "mean", 32, layers)
             out = bb(batch)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from tests.conftest import tiny_experiment
@@ -34,7 +35,9 @@ def _bert_run(tmp_path, tiny_bert, **sections):
     base = {"backbone": {"name": f"hf/{tiny_bert}", "weights": "offline", "max_length": 24},
             "data": {"name": "rotten-tomatoes", "image_size": None, "train_limit": 32, "eval_limit": 16},
             "trainer": {"max_epochs": 1}}
-    return run(load_experiment(data=tiny_experiment(tmp_path, **base, **sections)), tmp_path / "r").run_dir
+    for key, value in sections.items():
+        base[key] = {**base.get(key, {}), **value}
+    return run(load_experiment(data=tiny_experiment(tmp_path, **base)), tmp_path / "r").run_dir
 
 
 @pytest.fixture
@@ -52,36 +55,124 @@ def test_safetensors_round_trip(tmp_path, timm_run):
     assert again.classes == original.classes == json.loads((out / "classes.json").read_text())
 
 
-def test_timm_round_trip(tmp_path, timm_run):
+def _write_images(folder, sizes):
+    """Animal-MNIST silhouettes saved as grey PNGs, each at every size in `sizes` (pixels repeated)."""
+    from PIL import Image
+
+    folder.mkdir()
+    raw = load_dataset("animal-mnist")
+    for i in range(8):
+        for size in sizes:
+            Image.fromarray(raw.inputs[i]).resize((size, size), Image.NEAREST).save(folder / f"{i}-{size}.png")
+    return folder
+
+
+def _tlr_probabilities(capsys, run_dir, inputs, tmp_path):
+    """`tlr predict`'s CSV as {input id: probabilities in class order}."""
+    import csv
+
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", str(run_dir), str(inputs), "--out", str(out)]) == 0
+    capsys.readouterr()
+    with out.open() as f:
+        rows = list(csv.DictReader(f))
+    columns = [c for c in rows[0] if c.startswith("p_")]
+    return {r["input"]: np.array([float(r[c]) for c in columns]) for r in rows}
+
+
+def _check_timm_export(run_dir, tmp_path, capsys, size):
+    """timm's own loading (local-dir), data config and default eval transform on PIL images give `tlr predict`'s
+    probabilities to 1e-4: for images at the trained size and for images timm must resize (smaller and larger)."""
+    from PIL import Image
+    from timm.data import create_transform, resolve_data_config
+
     out = tmp_path / "timm"
-    assert main(["export", str(timm_run), "--format", "timm", "--out", str(out)]) == 0
-    loaded = load_run(timm_run)
-    model = timm.create_model("test_efficientnet", pretrained=False, num_classes=len(loaded.classes))
-    model.load_state_dict(load_file(str(out / "model.safetensors")))  # strict: every key in timm's own names
-    model.eval()
-    x = _images(loaded)
+    assert main(["export", str(run_dir), "--format", "timm", "--out", str(out)]) == 0
+    images = _write_images(tmp_path / "images", (size, 28, 50))
+    expected = _tlr_probabilities(capsys, run_dir, images, tmp_path)
+    model = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    config = resolve_data_config(model=model)
+    assert config["input_size"] == (3, size, size) and config["interpolation"] == "bilinear"
+    transform = create_transform(**config)
     with torch.no_grad():
-        assert torch.allclose(model(x), loaded.model(x), atol=1e-5)
+        got = {name: model(transform(Image.open(images / name).convert("RGB"))[None]).softmax(-1)[0].numpy()
+               for name in expected}
+    assert len(expected) == 24
+    assert max(np.abs(got[n] - expected[n]).max() for n in expected) < 1e-4
+    loaded = load_run(run_dir)
+    assert model.pretrained_cfg["label_names"] == loaded.classes
+    meta = safe_open(str(out / "model.safetensors"), "pt").metadata()
+    assert json.loads(meta["classes"]) == loaded.classes and meta["backbone"] == loaded.experiment.backbone.name
+    assert json.loads(meta["preprocessing"])["input_size"] == [3, size, size]
+    assert meta["run"] == str(loaded.checkpoint.resolve())
 
 
-def test_hf_round_trip(tmp_path, tiny_bert):
-    from transformers import AutoModel, AutoTokenizer
+def test_timm_export_is_a_timm_model_with_the_runs_preprocessing(tmp_path, timm_run, capsys):
+    _check_timm_export(timm_run, tmp_path, capsys, 32)
 
-    run_dir = _bert_run(tmp_path, tiny_bert)
+
+@pytest.mark.slow
+def test_real_mobilenet_export_predicts_in_timm_as_in_tlr(tmp_path, capsys):
+    """Real path: the offline ImageNet MobileNetV2, linear-probed at 64 px, exported and run by timm's defaults."""
+    data = tiny_experiment(tmp_path, backbone={"name": "timm/mobilenetv2_100", "weights": "offline"},
+                           freeze={"strategy": "linear_probe"}, data={"image_size": 64, "train_limit": 200},
+                           trainer={"max_epochs": 2})
+    result = run(load_experiment(data=data), tmp_path / "r")
+    assert result.metrics["test/acc"] > 0.5  # the pretrained features transfer: the export holds a real model
+    _check_timm_export(result.run_dir, tmp_path, capsys, 64)
+
+
+def _check_hf_export(run_dir, tmp_path, capsys, max_length):
+    """AutoModelForSequenceClassification (remote code shipped in the export) + AutoTokenizer, and a
+    text-classification pipeline, give `tlr predict`'s probabilities (1e-4) — a text longer than the run's
+    max_length included, so the tokenizer must cut where the run cut."""
+    import csv
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
     out = tmp_path / "hf"
     assert main(["export", str(run_dir), "--format", "hf", "--out", str(out)]) == 0
-    loaded = load_run(run_dir)
-    encoder = AutoModel.from_pretrained(out).eval()
+    texts = ["a good film", "dull and long " * 20, "the plot"]
+    inputs = tmp_path / "texts.csv"
+    with inputs.open("w", newline="") as f:
+        csv.writer(f).writerows([["id", "text"], *([str(i), t] for i, t in enumerate(texts))])
+    expected = _tlr_probabilities(capsys, run_dir, inputs, tmp_path)
+    expected = np.stack([expected[str(i)] for i in range(len(texts))])
+    model = AutoModelForSequenceClassification.from_pretrained(out, trust_remote_code=True).eval()
     tok = AutoTokenizer.from_pretrained(out)
-    batch = dict(tok(["a good film", "dull and long", "the plot"], padding=True, return_tensors="pt"))
-    head = torch.nn.Linear(encoder.config.hidden_size, len(loaded.classes))
-    state = load_file(str(out / "head.safetensors"))
-    head.load_state_dict({k.removeprefix("1."): v for k, v in state.items()})
+    assert tok.model_max_length == max_length
+    batch = tok(texts, padding=True, truncation=True, return_tensors="pt")
     with torch.no_grad():
-        hidden = encoder(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).float()
-        logits = head((hidden * mask).sum(1) / mask.sum(1))
-        assert torch.allclose(logits, loaded.model(batch), atol=1e-5)
+        assert np.abs(model(**batch).logits.softmax(-1).numpy() - expected).max() < 1e-4
+    classes = load_run(run_dir).classes
+    assert [model.config.id2label[i] for i in range(len(classes))] == classes
+    scores = pipeline("text-classification", model=str(out), trust_remote_code=True)(texts, truncation=True,
+                                                                                     top_k=None)
+    got = np.array([[{d["label"]: d["score"] for d in row}[c] for c in classes] for row in scores])
+    assert np.abs(got - expected).max() < 1e-4
+
+
+def test_hf_export_loads_as_a_transformers_classifier(tmp_path, tiny_bert, capsys):
+    _check_hf_export(_bert_run(tmp_path, tiny_bert, head={"type": "mlp", "hidden": 8}), tmp_path, capsys, 24)
+
+
+@pytest.mark.slow
+def test_real_minilm_export_predicts_in_transformers_as_in_tlr(tmp_path, capsys):
+    """Real path: the offline MiniLM with CLS pooling, its last two layers fine-tuned, as a transformers
+    classifier."""
+    data = tiny_experiment(tmp_path, backbone={"name": "hf/all-MiniLM-L6-v2", "weights": "offline", "max_length": 32,
+                                               "pooling": "cls"},
+                           freeze={"strategy": "depth", "depth": 5},
+                           data={"name": "rotten-tomatoes", "image_size": None, "train_limit": 64, "eval_limit": 32},
+                           trainer={"max_epochs": 1})
+    _check_hf_export(run(load_experiment(data=data), tmp_path / "r").run_dir, tmp_path, capsys, 32)
+
+
+def test_hf_export_refuses_a_weighted_layer_mix(tmp_path, tiny_bert, capsys):
+    run_dir = _bert_run(tmp_path, tiny_bert, backbone={"layers": "weighted"})
+    assert main(["export", str(run_dir), "--format", "hf", "--out", str(tmp_path / "x")]) == 2
+    assert "backbone.layers=weighted mixes layers in the head" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_peft_round_trip(tmp_path, tiny_bert):
@@ -139,5 +230,10 @@ def test_every_registered_format_writes_whole_or_refuses_before_writing(tmp_path
             assert str(exc).startswith("--format: ") and not out.exists(), fmt.name
             continue
         assert files and all(f.is_file() for f in files) and out / "classes.json" in files, fmt.name
+        for f in files:  # every tensor file says what it holds and where it came from
+            if f.suffix == ".safetensors":
+                meta = safe_open(str(f), "pt").metadata()
+                assert json.loads(meta["classes"]) == loaded.classes, f
+                assert meta["run"] == str(loaded.checkpoint.resolve()), f
         wrote.add(fmt.name)
     assert {"safetensors", "timm"} <= wrote  # what a timm run with a linear head can be held in

@@ -23,7 +23,7 @@ FAMILIES: Registry[Callable[..., Backbone]] = Registry("backbone family")
 
 
 # the modules of this package that are machinery, not families
-_MACHINERY = frozenset({"base", "families", "offline", "options", "runs"})
+_MACHINERY = frozenset({"base", "families", "hf_classifier", "offline", "options", "runs", "text_pooling"})
 
 
 def register_family(name: str) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:

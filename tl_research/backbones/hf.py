@@ -14,15 +14,12 @@ from tl_research.backbones.base import BackboneSplit, LayerGroup, SplitUnsupport
 from tl_research.backbones.families import register_family
 from tl_research.backbones.offline import OFFLINE, locate
 from tl_research.backbones.runs import is_run_folder, run_backbone_state
+from tl_research.backbones.text_pooling import drop_unused_pooler, pool, text_features
 from tl_research.errors import UserError
 from tl_research.inputs import TextSpec
 
 # encoder.layer.N (BERT/RoBERTa/MiniLM), transformer.layer.N (DistilBERT), layers.N / layer.N (others)
 _LAYER = re.compile(r"^(?:encoder\.layer|transformer\.layer|encoder\.layers|layers|layer)\.(\d+)\.")
-
-
-# which layers' states become the features (BERT, Devlin et al. 2019, Table 7: the feature-based options)
-LAYERS = ("last", "second_to_last", "sum_last_four", "concat_last_four", "embeddings", "weighted")
 
 
 class HFBackbone(nn.Module):
@@ -40,8 +37,7 @@ class HFBackbone(nn.Module):
         if pooling == "pooler" and layers != "last":
             raise UserError(f"backbone.layers: {layers} pools each layer itself; the pooler reads the last layer only "
                             f"(use pooling mean or cls)")
-        if pooling != "pooler" and getattr(model, "pooler", None) is not None:
-            model.pooler = None  # unused weights would only inflate the trainable count
+        drop_unused_pooler(model, pooling)
         self.name = name
         self.model = model
         self.pooling = pooling
@@ -57,28 +53,7 @@ class HFBackbone(nn.Module):
         self.preprocessing = TextSpec(tokenizer, max_length)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        mask = batch["attention_mask"]
-        if self.layers == "last":
-            return self.pool(self.model(**batch).last_hidden_state, mask)
-        states = self.model(**batch, output_hidden_states=True).hidden_states  # embeddings, layer 1, …, layer L
-        if self.layers == "embeddings":
-            return self.pool(states[0], mask)
-        if self.layers == "second_to_last":
-            return self.pool(states[-2], mask)
-        if self.layers == "sum_last_four":
-            return self.pool(torch.stack(states[-4:]).sum(0), mask)
-        if self.layers == "concat_last_four":
-            return torch.cat([self.pool(h, mask) for h in states[-4:]], -1)
-        return torch.stack([self.pool(h, mask) for h in states], 1)
-
-    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Token states -> one vector per text (pooler, CLS or mask-aware mean)."""
-        if self.pooling == "pooler":
-            return self.model.pooler(hidden)
-        if self.pooling == "cls":
-            return hidden[:, 0]
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+        return text_features(self.model, batch, self.pooling, self.layers)
 
     def split(self, k: int) -> BackboneSplit:
         """Prefix: embeddings + the first k - 1 layers -> {hidden_states, attention_mask}; suffix: the other layers
@@ -102,7 +77,7 @@ class HFBackbone(nn.Module):
 
         def suffix(states: dict[str, torch.Tensor]) -> torch.Tensor:
             hidden = self._layers(layers[k - 1:], states["hidden_states"], states["attention_mask"])
-            return self.pool(hidden, states["attention_mask"])
+            return pool(self.model, hidden, states["attention_mask"], self.pooling)
 
         return BackboneSplit(k, as_module(prefix), as_module(suffix), "tokens")
 

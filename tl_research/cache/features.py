@@ -101,7 +101,7 @@ def input_key(spec: ImageSpec | TextSpec) -> dict[str, Any]:
     tokenizer (its class and a digest of its vocabulary) and truncation length."""
     if isinstance(spec, ImageSpec):
         return {"input_size": spec.input_size, "mean": list(spec.mean), "std": list(spec.std),
-                "resize": "bilinear-antialias"}
+                "resize": "pil-bilinear-uint8"}
     vocab = spec.tokenizer.get_vocab()
     return {"tokenizer": type(spec.tokenizer).__name__, "max_length": spec.max_length,
             "vocab": hashlib.blake2b(repr(sorted(vocab.items())).encode(), digest_size=8).hexdigest()}

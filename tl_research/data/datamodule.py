@@ -10,7 +10,7 @@ from typing import Any
 import lightning.pytorch as L
 import numpy as np
 import torch
-import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
@@ -72,18 +72,16 @@ class ImageCollate:
         return x if self.shift is None else self.shift(x, np.asarray(img).tobytes())
 
     def _resized(self, img: Any) -> torch.Tensor:
-        x = torch.as_tensor(img).float().div_(255.0)
-        x = x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)
-        if x.shape[0] == 1:
-            x = x.expand(3, -1, -1)
-        elif x.shape[0] == 4:
-            x = x[:3]  # drop alpha
-        if self.augment is not None:
-            return self.augment(x)
-        if x.shape[-2:] != (self.size, self.size):
-            x = F.interpolate(x.unsqueeze(0), size=(self.size, self.size), mode="bilinear", antialias=True,
-                              align_corners=False)[0]
-        return x
+        a = np.asarray(img, dtype=np.uint8)
+        if a.ndim == 3:
+            a = a[..., 0] if a.shape[-1] == 1 else a[..., :3]  # grey stays 2-D; alpha is dropped
+        if self.augment is None and a.shape[:2] != (self.size, self.size):
+            # PIL's bilinear resize of the uint8 image, as torchvision's and timm's transforms do on PIL images: an
+            # exported model preprocessed by timm's own defaults then sees the pixels the run saw
+            a = np.asarray(Image.fromarray(a).resize((self.size, self.size), Image.BILINEAR))
+        x = torch.from_numpy(a.copy()).float().div_(255.0)
+        x = x.expand(3, -1, -1) if x.ndim == 2 else x.permute(2, 0, 1)
+        return x if self.augment is None else self.augment(x)
 
     def __call__(self, items: list[tuple[Any, int]]) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.stack([self._one(img) for img, _ in items])

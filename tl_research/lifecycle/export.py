@@ -11,10 +11,13 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from tl_research import __version__
 from tl_research.errors import UserError
+from tl_research.inputs import TextSpec
 from tl_research.lifecycle.inference import LoadedRun
 from tl_research.registry import Registry, import_package
 
@@ -48,6 +51,27 @@ def formats() -> list[ExportFormat]:
 def plain(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Tensors safetensors accepts: it refuses shared or non-contiguous storage (tied or sliced tensors)."""
     return {k: v.detach().clone().contiguous() for k, v in state.items()}
+
+
+def preprocessing(loaded: LoadedRun) -> dict[str, Any]:
+    """How the run turned raw inputs into model inputs (data/datamodule.py's evaluation collate): images are made
+    RGB (grey repeated), squashed to input_size x input_size by PIL's bilinear resize, scaled to [0, 1] and
+    normalised; texts are tokenised with truncation at max_length and pooled as the backbone says."""
+    spec = loaded.model.backbone.preprocessing
+    if isinstance(spec, TextSpec):
+        backbone = loaded.model.backbone
+        return {"max_length": spec.max_length, "pooling": backbone.pooling, "layers": backbone.layers}
+    size = loaded.experiment.data.image_size or spec.input_size
+    return {"input_size": [3, size, size], "mean": list(spec.mean), "std": list(spec.std),
+            "interpolation": "bilinear", "resize": "squash", "channels": "RGB"}
+
+
+def metadata(loaded: LoadedRun) -> dict[str, str]:
+    """What a safetensors file of an export says about itself (its header's string map): the classes in logit
+    order, the preprocessing, the backbone and the checkpoint it came from."""
+    return {"format": "pt", "tl_research": __version__, "backbone": loaded.experiment.backbone.name,
+            "classes": json.dumps(loaded.classes), "preprocessing": json.dumps(preprocessing(loaded)),
+            "run": str(loaded.checkpoint.resolve())}
 
 
 def export(loaded: LoadedRun, fmt: str, out: Path) -> list[Path]:

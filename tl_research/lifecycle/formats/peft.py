@@ -9,7 +9,7 @@ from peft.tuners.lora import LoraLayer
 from safetensors.torch import save_file
 
 from tl_research.errors import UserError
-from tl_research.lifecycle.export import export_format, plain
+from tl_research.lifecycle.export import export_format, metadata, plain
 from tl_research.lifecycle.inference import LoadedRun
 
 
@@ -28,6 +28,6 @@ def write(loaded: LoadedRun, out: Path) -> list[Path]:
     config.save_pretrained(str(out))
     # PEFT's saved form: the adapter tensors without the adapter's name (its loader puts the name back)
     adapter = {k.replace(".default.", "."): v for k, v in backbone.model.state_dict().items() if "lora_" in k}
-    save_file(plain(adapter), out / "adapter_model.safetensors")
-    save_file(plain(loaded.model.head.state_dict()), out / "head.safetensors")
+    save_file(plain(adapter), out / "adapter_model.safetensors", metadata=metadata(loaded))
+    save_file(plain(loaded.model.head.state_dict()), out / "head.safetensors", metadata=metadata(loaded))
     return [out / "adapter_config.json", out / "adapter_model.safetensors", out / "head.safetensors"]

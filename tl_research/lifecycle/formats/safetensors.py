@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from safetensors.torch import save_file
 
-from tl_research.lifecycle.export import export_format, plain
+from tl_research.lifecycle.export import export_format, metadata, plain
 from tl_research.lifecycle.inference import LoadedRun
 
 
@@ -17,6 +17,6 @@ def write(loaded: LoadedRun, out: Path) -> list[Path]:
     model = loaded.model
     state = {f"backbone.{k}": v for k, v in model.backbone.model.state_dict().items()}
     state.update({f"head.{k}": v for k, v in model.head.state_dict().items()})
-    save_file(plain(state), out / "model.safetensors")
+    save_file(plain(state), out / "model.safetensors", metadata=metadata(loaded))
     (out / "config.yaml").write_text(yaml.safe_dump(loaded.experiment.to_dict(), sort_keys=False))
     return [out / "model.safetensors", out / "config.yaml"]
