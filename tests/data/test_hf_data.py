@@ -68,6 +68,27 @@ def test_a_save_to_disk_folder_is_the_same_pool_with_its_splits(hf_images, anima
         assert np.array_equal(mine.inputs[i], np.repeat(animal_pool.inputs[rows[i]][..., None], 3, axis=-1))
 
 
+def test_an_image_folder_and_its_hf_copy_split_alike(tmp_path, animal_pool):
+    """The same images as an image folder (`root/<class>/*.png`) and as the HF `imagefolder` copy of it saved to
+    disk (one `train` split): the same pool in the same order, and so the same train/val/test examples."""
+    from PIL import Image
+
+    folder = tmp_path / "animals"
+    for c in range(10):
+        (folder / animal_pool.classes[c]).mkdir(parents=True)
+        for j, i in enumerate(np.flatnonzero(animal_pool.labels == c)[:40]):
+            Image.fromarray(animal_pool.inputs[i]).save(folder / animal_pool.classes[c] / f"{j:03d}.png")
+    datasets.load_dataset("imagefolder", data_dir=str(folder)).save_to_disk(str(tmp_path / "copy"))
+    pools = [load_dataset("image_folder", str(folder)),
+             load_dataset("hf", None, LoadOptions(path=str(tmp_path / "copy")))]
+    assert pools[1].classes == pools[0].classes and np.array_equal(pools[1].labels, pools[0].labels)
+    assert all(np.array_equal(pools[1].inputs[i][..., 0], np.asarray(pools[0].inputs[i])[..., 0]) for i in (0, 399))
+    splits = [select(pool, DataConfig(name="x"))[0] for pool in pools]
+    assert [len(splits[0].train), len(splits[0].val), len(splits[0].test)] == [280, 40, 80]  # 70/10/20 of 400
+    for part in ("train", "val", "test"):
+        assert np.array_equal(getattr(splits[1], part), getattr(splits[0], part)), part
+
+
 def test_parquet_texts_with_a_named_column(hf_texts):
     folder, pool = hf_texts
     files = {"train": [str(folder / "train.parquet")], "test": [str(folder / "test.parquet")]}

@@ -104,6 +104,11 @@ def test_tlr_check_exit_codes(tmp_path, url, capsys):
     ([claim("x", ">", a=cell("full", 1), b=cell("full", 4)), claim("x", ">", a=cell("full", 1),
                                                                    b=cell("full", 4))], "'x' appears twice"),
     ([], "non-empty list"),
+    ([claim("x", ">", a={"freeze.strategy": "full"}, b={"freeze.strategy": "linear_probe"}, mean_over="data.shots",
+            among=[1, 1])], "claims[0] (x).among: 1 appears twice"),
+    ([claim("x", ">", a={"freeze.strategy": "full"}, b={"freeze.strategy": "linear_probe"}, mean_over="task")],
+     "claims[0] (x).mean_over: 'task' is not a swept key of this study (swept: data.shots, freeze.strategy)"),
+    ([claim("x", ">", a=cell("full", 1), b=cell("full", 4), among=[1, 4])], "this claim has no mean_over"),
 ])
 def test_bad_claims_are_one_line_errors(tmp_path, url, capsys, claims, message):
     path = tmp_path / "c.yaml"

@@ -114,6 +114,23 @@ def test_bad_suites_are_one_line(tmp_path, capsys, study, suite, message):
     assert not (tmp_path / "st.db").exists()
 
 
+def test_every_tasks_data_is_checked_before_the_study_touches_its_storage(tmp_path, capsys):
+    """A task whose data folder is missing, whose npz holds NaN pixels, or whose data the backbone cannot take (a
+    text task under an image backbone): one line naming the task, before any cell runs or the storage exists."""
+    pixels = np.random.default_rng(0).random((20, 8, 8))
+    pixels[3, 2, 2] = np.nan
+    np.savez(tmp_path / "nan.npz", x=pixels, y=np.arange(20) % 2)
+    for task, data, message in (
+            ("folder", {"name": "image_folder", "root": str(tmp_path / "missing")}, "does not exist"),
+            ("nan", {"name": "npz", "root": str(tmp_path / "nan.npz")}, "holds 1 NaN/inf values"),
+            ("reviews", {"name": "rotten-tomatoes"}, "holds text data but the backbone takes image")):
+        cfg = _study(tmp_path, {"grid": {"freeze.strategy": ["full"]}}, {**TASKS, task: {"data": data}})
+        assert main(["study", str(cfg), "--storage", f"sqlite:///{tmp_path / 'st.db'}"]) == 2
+        err = capsys.readouterr().err
+        assert f"study.suite.tasks.{task}: " in err and message in err and err.count("\n") == 1, err
+        assert not (tmp_path / "st.db").exists() and not (tmp_path / "runs").exists()
+
+
 def test_a_missing_suite_file_is_one_line(tmp_path, capsys):
     cfg = _study(tmp_path, {"grid": {"freeze.strategy": ["full"]}})
     (tmp_path / "suite.yaml").unlink()

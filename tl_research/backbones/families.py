@@ -117,9 +117,11 @@ def _copy(template: Backbone) -> Backbone:
 
 
 def inspect_backbone(name: str, coarse: bool = False) -> dict[str, Any]:
-    """Layer groups of `name` in freeze order: structure only (built on the meta device: no weights, no memory)."""
+    """Layer groups of `name` in freeze order, and the inputs it takes (image or text): structure only (built on
+    the meta device: no weights, no memory)."""
     with torch.device("meta"):
         backbone = build_backbone(name, "none", coarse=coarse)
     groups = backbone.layer_groups()
-    return {"backbone": name, "num_params": sum(p.numel() for p in backbone.parameters()),
+    return {"backbone": name, "modality": backbone.modality,
+            "num_params": sum(p.numel() for p in backbone.parameters()),
             "groups": [{"index": g.index, "name": g.name, "num_params": g.num_params} for g in groups]}

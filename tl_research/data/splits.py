@@ -35,8 +35,9 @@ def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: flo
 def split_pool(labels: np.ndarray, predefined: np.ndarray | None, val_fraction: float, test_fraction: float,
                seed: int) -> Split:
     """The data's own split where it ships one (val/test carved from train, stratified, when missing),
-    otherwise `stratified_split`."""
-    if predefined is None:
+    otherwise `stratified_split`. A pool that is all train split (an HF copy of an image folder: one `train`
+    split) ships none: it splits as the folder does, both fractions of the whole pool."""
+    if predefined is None or not (predefined != 0).any():
         return stratified_split(labels, val_fraction, test_fraction, seed)
     parts = {k: np.flatnonzero(predefined == v) for k, v in (("train", 0), ("val", 1), ("test", 2))}
     for part, fraction, offset in (("test", test_fraction, 1), ("val", val_fraction, 2)):

@@ -176,12 +176,15 @@ def _mean_pair(c: Claim, cells: Cells, label: str) -> Judged:
     key = c.mean_over
     if key not in cells.swept:
         raise UserError(f"{label}.mean_over: {key!r} is not a swept key of this study "
-                        f"(swept: {', '.join(cells.swept)})")
+                        f"(swept: {', '.join(cells.swept) or 'none'})")
     values = cells.values(key)
     chosen = values if c.among is None else c.among
     unknown = [v for v in chosen if v not in values]
-    if unknown or len(chosen) < 2:
-        raise UserError(f"{label}.among: two or more values of {key} ({', '.join(map(str, values))})")
+    if unknown or len(chosen) < 2 or not isinstance(chosen, list):
+        raise UserError(f"{label}.among: a list of two or more values of {key} ({', '.join(map(str, values))})")
+    twice = [v for i, v in enumerate(chosen) if v in chosen[:i]]
+    if twice:  # a value listed twice would count its cells twice in the mean and the t over values
+        raise UserError(f"{label}.among: {twice[0]!r} appears twice")
     means = {}
     for side in ("a", "b"):
         where = dict(getattr(c, side) or {})
@@ -308,6 +311,8 @@ def check_claims(claims: list[Claim] | list[dict[str, Any]], default_study: str 
         metric = c.metric
         if c.mean_over is not None and c.relation not in PAIR:
             raise UserError(f"{label}.mean_over: only pairwise relations (>, >=, ≈) compare means over a key")
+        if c.among is not None and c.mean_over is None:
+            raise UserError(f"{label}.among: picks the values a mean_over averages; this claim has no mean_over")
         judge = _pair if c.relation in PAIR else _curve if c.relation in CURVE else _argmax
         verdict, comp, detail, pair = judge(c, cells_of(name, metric), label, lambda s, m=metric: cells_of(s, m))
         if comp.interval.method == "seeds-t" and comp.n < MIN_SEEDS_ONLY:

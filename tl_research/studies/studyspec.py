@@ -295,6 +295,29 @@ def build_spec(name: str, base: dict, cfg: StudyConfig) -> StudySpec:
     return spec
 
 
+def _check_suite_data(spec: StudySpec) -> None:
+    """Every suite task's data loads (folder there, files readable, pixels finite) and suits its cells' backbone:
+    checked when a study is read from its YAML, before its storage is touched, not when a task's first cell runs
+    (workers, which read the study from storage, do not load every task again)."""
+    from tl_research.data.datamodule import load_data  # Lightning: only for a suite study
+
+    modality: dict[tuple[str, bool], str] = {}
+    checked: set[tuple[str, str]] = set()
+    for cell in spec.cells:
+        exp = spec.experiment_for(cell)
+        b = exp.backbone
+        if (b.name, b.coarse) not in modality:
+            modality[b.name, b.coarse] = inspect_backbone(b.name, b.coarse)["modality"]
+        task, takes = cell[suites.TASK], modality[b.name, b.coarse]
+        if (task, takes) in checked:
+            continue
+        try:
+            load_data(exp.data, takes)
+        except UserError as exc:
+            raise UserError(f"study.suite.tasks.{task}: {exc}") from None
+        checked.add((task, takes))
+
+
 def _tuned_spec(spec: StudySpec, base: dict, num_groups: int) -> None:
     """Arms, the tune space and which of its keys apply to each arm (a key the arm's strategy has no use for is
     not tuned there; the budget stays the same)."""
@@ -387,7 +410,10 @@ def load_study(path: str | Path, overrides: list[str] | None = None,
     cfg = from_dict(StudyConfig, raw.get("study"), "study.")
     if cfg.suite is not None:  # stored inline: workers elsewhere read the tasks from the study, not a file
         cfg.suite = suites.load_suite(cfg.suite, Path(path).parent)
-    return build_spec(cfg.name, base, cfg)
+    spec = build_spec(cfg.name, base, cfg)
+    if spec.suite is not None:
+        _check_suite_data(spec)
+    return spec
 
 
 def load_study_json(data: dict[str, Any]) -> StudySpec:
