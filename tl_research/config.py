@@ -32,7 +32,7 @@ from tl_research.schema import (  # noqa: F401  (from_dict, read_yaml, apply_ove
     unkeyed,
 )
 from tl_research.strategies.plan import STRATEGIES
-from tl_research.training.heads import HeadConfig
+from tl_research.training.head_options import HeadConfig
 from tl_research.training.optim import L2SPConfig, OptimConfig
 
 _range = bounds

@@ -8,27 +8,28 @@ import copy
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from tl_research.backbones.base import (
-    Backbone,
-)
 from tl_research.backbones.runs import tested_file
 from tl_research.errors import UserError
 from tl_research.registry import Registry, import_package
 
+if TYPE_CHECKING:  # torch loads with the first backbone built: reading a config (which checks its family) must not
+    from tl_research.backbones.base import Backbone
+
 FAMILIES: Registry[Callable[..., Backbone]] = Registry("backbone family")
 
 
-# the modules of this package that are machinery, not families
-_MACHINERY = frozenset({"base", "families", "hf_classifier", "offline", "options", "runs", "text_pooling"})
+# the modules of this package that are not family registrations (hf and timm are the families' model code, which
+# their registrations hf_family and timm_family import when the first backbone is built)
+_MACHINERY = frozenset({"base", "families", "hf", "hf_classifier", "offline", "options", "runs", "text_pooling",
+                        "timm"})
 
 
 def register_family(name: str) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
-    """Register a family's builder `(ident, weights, **its options) -> Backbone` as `name/<ident>`: a family is one
-    module in this package (importing it must stay cheap: it imports its framework on first use)."""
+    """Register a family's builder `(ident, weights, **its options) -> Backbone` as `name/<ident>`: its signature
+    declares the family's options. The registering module is imported by every config read, so it must stay
+    cheap: torch and the family's framework load when the builder first runs."""
     return FAMILIES.register(name)
 
 
@@ -98,6 +99,8 @@ def build_backbone(name: str, weights: str = "offline", **options: Any) -> Backb
     families()
     builder = FAMILIES.get(family, "backbone.name")
     kwargs = family_options(name, options)
+    import torch
+
     if weights == "none" or torch.empty(0).device.type != "cpu":
         return builder(ident, weights, **kwargs)
     key, stamp = (name, weights, tuple(sorted(kwargs.items()))), _stamp(name, weights)
@@ -119,6 +122,8 @@ def _copy(template: Backbone) -> Backbone:
 def inspect_backbone(name: str, coarse: bool = False) -> dict[str, Any]:
     """Layer groups of `name` in freeze order, and the inputs it takes (image or text): structure only (built on
     the meta device: no weights, no memory)."""
+    import torch
+
     with torch.device("meta"):
         backbone = build_backbone(name, "none", coarse=coarse)
     groups = backbone.layer_groups()

@@ -1,4 +1,5 @@
-"""`hf/<model id or local folder>`: BERT-style encoders (BERT, RoBERTa, DistilBERT, MiniLM) with CLS/mean pooling."""
+"""`hf/<model id or local folder>`: BERT-style encoders (BERT, RoBERTa, DistilBERT, MiniLM) with CLS/mean pooling
+(the family's model code; hf_family.py registers it)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import torch
 from torch import nn
 
 from tl_research.backbones.base import BackboneSplit, LayerGroup, SplitUnsupported, as_module, build_groups
-from tl_research.backbones.families import register_family
 from tl_research.backbones.offline import OFFLINE, locate
 from tl_research.backbones.runs import is_run_folder, run_backbone_state
 from tl_research.backbones.text_pooling import drop_unused_pooler, pool, text_features
@@ -153,12 +153,11 @@ def _load_run_state(model: nn.Module, state: dict[str, torch.Tensor], ident: str
         raise UserError(f"backbone.weights: the run's backbone does not fit hf/{ident} (e.g. tensor {bad})")
 
 
-@register_family("hf")
-def build_hf(ident: str, weights: str, pooling: str = "mean", max_length: int = 128,
-             layers: str = "last") -> HFBackbone:
-    """HFBackbone for a hub id or local folder; weights none | hub | offline | a local folder."""
-    # imported by the first hf backbone: transformers takes ~2 s to import, which registering this family (every
-    # config read does), listings and runs of other families must not pay
+def build(ident: str, weights: str, pooling: str = "mean", max_length: int = 128, layers: str = "last") -> HFBackbone:
+    """HFBackbone for a hub id or local folder; weights none | hub | offline | a local folder (hf_family.build_hf
+    calls it)."""
+    # imported by the first hf backbone: transformers takes ~2 s to import, which reading a config, listings and
+    # runs of other families must not pay
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

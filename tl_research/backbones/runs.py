@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
 
 from tl_research.errors import UserError
+
+if TYPE_CHECKING:  # torch loads with the first checkpoint read: families.py reads this module for every config
+    import torch
 
 PREFIX = "backbone.model."
 HEAD = "head."
@@ -32,6 +34,8 @@ def new_attempt() -> dict[str, str]:
 
 def identity(path: Path, state: dict[str, Any] | None = None) -> dict[str, Any]:
     """The metrics.json entries naming checkpoint `path` (memory-mapped: its tensors are not read)."""
+    import torch
+
     state = state if state is not None else torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     return dict(zip(IDENTITY, (path.name, state.get(ATTEMPT), state.get("epoch"), state.get("global_step")),
                     strict=True))
@@ -64,6 +68,8 @@ def load_tested(folder: Path, option: str) -> tuple[Path, dict[str, Any]]:
     if not ckpt.is_file():
         raise UserError(f"{option}: {folder} has no checkpoints/{ckpt.name}, the model its metrics report (kept "
                         f"with study.checkpoints: none?)")
+    import torch
+
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors, a truncated file: the checkpoint is unusable either way

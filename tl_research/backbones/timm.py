@@ -1,4 +1,5 @@
-"""`timm/<name>`: any timm model as a feature extractor, grouped by the model's own `group_matcher`."""
+"""`timm/<name>`: any timm model as a feature extractor, grouped by the model's own `group_matcher` (the family's
+model code; timm_family.py registers it)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from tl_research.backbones.base import (
     build_groups,
     cut,
 )
-from tl_research.backbones.families import register_family
 from tl_research.backbones.offline import load_converted, locate
 from tl_research.backbones.runs import is_run_folder, run_backbone_state
 from tl_research.errors import UserError
@@ -114,10 +114,9 @@ def _load_file(model: nn.Module, path: Path) -> None:
     load_converted(model, state)
 
 
-@register_family("timm")
-def build_timm(ident: str, weights: str, coarse: bool = False, layers: str = "last") -> TimmBackbone:
+def build(ident: str, weights: str, coarse: bool = False, layers: str = "last") -> TimmBackbone:
     """TimmBackbone for timm architecture `ident` with weights none | hub | offline | a local file (`layers` is
-    hf's option, taken here only to refuse it with a reason)."""
+    hf's option, taken here only to refuse it with a reason; timm_family.build_timm calls it)."""
     arch, name = ident, f"timm/{ident}"
     if layers != "last":
         raise UserError(f"backbone.layers: {layers} selects hidden states of hf encoders; timm backbones give their "

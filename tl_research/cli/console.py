@@ -3,6 +3,7 @@ progress.py, which needs Optuna)."""
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from typing import Any
@@ -11,11 +12,16 @@ from tl_research.errors import ConfigWarning, StudyNotice
 
 
 def quiet_transformers() -> None:
-    # imported here, not at the top: transformers takes ~2 s to import, and listings must not pay for it
-    from transformers.utils import logging as hf_logging
+    """transformers' warnings and progress bars off, without importing it (~2 s): a command answers a config error
+    before loading any model library. transformers reads these variables on import (a user's own setting wins)."""
+    if "transformers" in sys.modules:  # already imported (a second command in one process): set it directly
+        from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        return
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def quiet_libraries() -> None:

@@ -17,13 +17,13 @@ from tl_research.redact import STORAGE_ENV, mask_url
 
 # commands that may load an HF model; listings skip importing transformers (~2 s) just to quiet it
 MODEL_COMMANDS = {"fit", "study", "worker", "rank", "predict", "export", "quickstart", "reproduce", "inspect"}
-# the module of each command (listings.py, runs.py, studies.py), imported only when its command runs: listings and
-# --help must not import torch, Lightning or Optuna (tests/cli/test_cli.py checks the modules loaded)
+# the module of each command (listings.py, runs.py, studies.py, findings.py), imported only when its command runs:
+# listings and --help must not import torch, Lightning or Optuna (tests/cli/test_cli.py checks the modules loaded)
 COMMAND_MODULES = {
     "fit": "runs", "config": "runs", "inspect": "runs", "strategies": "runs", "backbones": "listings",
     "datasets": "listings", "env": "environment",
-    "study": "studies", "worker": "studies", "report": "studies", "check": "studies", "reproduce": "studies",
-    "plan": "studies", "sync": "studies", "rank": "studies", "predict": "runs", "export": "runs",
+    "study": "studies", "worker": "studies", "report": "studies", "check": "findings", "reproduce": "findings",
+    "plan": "findings", "sync": "studies", "rank": "studies", "predict": "runs", "export": "runs",
     "quickstart": "studies"
 }
 

@@ -1,5 +1,8 @@
 """The `tlr` commands that build a model: fit, config (an experiment resolved), inspect (a backbone's layer groups),
-and after a run predict and export."""
+and after a run predict and export.
+
+The model code (torch, Lightning) is imported by each command once its config or arguments are read: a config error
+is answered in well under a second (tests/cli/test_cli.py checks that torch is not imported by then)."""
 
 from __future__ import annotations
 
@@ -22,10 +25,7 @@ from tl_research.config import (
     read_yaml,
 )
 from tl_research.errors import ConfigWarning, UserError
-from tl_research.lifecycle.export import export
-from tl_research.lifecycle.inference import load_run, predict, read_inputs, write_predictions
 from tl_research.paths import writable_file, writable_folder
-from tl_research.run import run
 from tl_research.schema import parse_override
 
 
@@ -61,6 +61,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
         print(dump_yaml(exp), end="")
         return
     writable_folder(args.out or exp.output_dir, "--out" if args.out else "output_dir")
+    from tl_research.run import run
+
     result = run(exp, args.out, restart=args.restart)
     if result.metrics:  # empty in the extra processes of a DDP run: rank 0 reports
         print_result(result.metrics)
@@ -103,6 +105,8 @@ def cmd_strategies(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     source = Path(args.input)
     out = writable_file(args.out or source.with_name(f"{source.stem}-predictions.csv"), "--out")
+    from tl_research.lifecycle.inference import load_run, predict, read_inputs, write_predictions
+
     loaded = load_run(args.run)
     ids, inputs = read_inputs(args.input, loaded, args.id_column)
     probs, rate = predict(loaded, inputs, args.batch_size)
@@ -112,6 +116,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     out = writable_folder(args.out or Path(args.run) / "export" / args.format, "--out")
+    from tl_research.lifecycle.export import export
+    from tl_research.lifecycle.inference import load_run
+
     loaded = load_run(args.run)
     for f in export(loaded, args.format, out):
         print(f"wrote {f}")

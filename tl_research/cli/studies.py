@@ -1,4 +1,7 @@
-"""The `tlr` commands over studies: study, worker, report, check, reproduce, rank, and the quickstart study."""
+"""The `tlr` commands over studies: study, worker, report, sync, rank, and the quickstart study.
+
+Optuna, torch and Lightning are imported by each command once its study or experiment YAML is read: a config error
+is answered in well under a second (tests/cli/test_cli.py checks that torch is not imported by then)."""
 
 from __future__ import annotations
 
@@ -13,36 +16,24 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from optuna.trial import TrialState
-
-from tl_research import stats
 from tl_research.cli.console import print_table
 from tl_research.cli.main import STOP_SIGNALS
-from tl_research.cli.progress import quiet_lightning, study_with_progress
 from tl_research.cli.quickstart import quickstart_spec
 from tl_research.config import load_experiment
 from tl_research.errors import UserError
-from tl_research.findings import plan, preregistration
-from tl_research.findings.claims import check_file, file_markdown, load_claims, load_claims_file
-from tl_research.findings.reproduce import default_pilot, judge, list_findings, load_finding, reproduce, results_folder
-from tl_research.paths import writable_file, writable_folder
+from tl_research.paths import writable_folder
 from tl_research.redact import STORAGE_ENV, mask_url
-from tl_research.reports.archive import environment_drift
-from tl_research.reports.report import run_report, write_csv
-from tl_research.reports.report import to_markdown as table_markdown
-from tl_research.run import check_accelerator
-from tl_research.runs.tracking import log_summary_run
-from tl_research.scores.rank import check_score, ordered, rank
-from tl_research.scores.rank import to_markdown as rank_markdown
-from tl_research.studies import slurm
-from tl_research.studies.storage import dashboard_arg, default_storage, open_storage
-from tl_research.studies.study import load_existing, open_failures, prepare_study, total_trials, trial_rows, work
 from tl_research.studies.studyspec import grid_seeds, load_study
 
 
 def cmd_study(args: argparse.Namespace) -> int:
     spec = load_study(args.config, args.set)  # everything is validated before the storage is touched
     writable_folder(spec.experiment.output_dir, "output_dir")
+    from tl_research.cli.progress import study_with_progress
+    from tl_research.run import check_accelerator
+    from tl_research.studies.storage import dashboard_arg, default_storage
+    from tl_research.studies.study import total_trials, trial_rows
+
     check_accelerator(spec.experiment)
     if args.dry_run:
         print(f"study {spec.name} ({spec.config.kind}): {total_trials(spec)} trials")
@@ -67,6 +58,9 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def _submit_slurm(spec: Any, url: str, args: argparse.Namespace) -> int:
     """Queue the cells, submit the worker array, say how to follow it."""
+    from tl_research.studies import slurm
+    from tl_research.studies.study import prepare_study
+
     if spec.config.kind != "grid":
         raise UserError(f"--launcher: slurm runs grid studies (this one is {spec.config.kind}: run `tlr study` "
                         f"on the cluster, or start `tlr worker` tasks yourself)")
@@ -86,6 +80,10 @@ def _submit_slurm(spec: Any, url: str, args: argparse.Namespace) -> int:
 
 def failure_summary(study: Any) -> int:
     """Print why trials failed (grouped by message); exit code 1 when no trial completed."""
+    from optuna.trial import TrialState
+
+    from tl_research.studies.study import open_failures
+
     trials = study.get_trials(deepcopy=False)
     failures = open_failures(trials)
     retried = sum(t.state == TrialState.FAIL for t in trials) - len(failures)  # its cell was tried again later
@@ -104,6 +102,11 @@ def failure_summary(study: Any) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
+    from tl_research.cli.progress import quiet_lightning
+    from tl_research.studies import slurm
+    from tl_research.studies.storage import open_storage
+    from tl_research.studies.study import load_existing, work
+
     quiet_lightning()
     if not args.storage:
         raise UserError(f"--storage: which storage holds study {args.study!r}? (--storage URL or ${STORAGE_ENV})")
@@ -135,6 +138,8 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     out = writable_folder(args.out or Path("runs") / "reports" / args.name, "--out")
+    from tl_research.reports.report import run_report
+
     _, files = run_report(args.name, args.storage or "sqlite:///runs/studies.db", out, args.metric, args.rows,
                           args.cols, args.baseline, args.target_width)
     print((out / "results.md").read_text())  # the table and, for a suite study, its means over tasks
@@ -148,6 +153,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
     """Upload (or, with --list, print) the W&B offline runs of every trial of a study, wherever its storage says
     they are: one `wandb sync` for a study of any size."""
     url = args.storage or os.environ.get(STORAGE_ENV) or "sqlite:///runs/studies.db"
+    from tl_research.studies.storage import open_storage
+    from tl_research.studies.study import load_existing
+
     study, _ = load_existing(args.name, open_storage(url, must_exist=True), "sync")
     named = [Path(t.user_attrs["wandb_dir"]) for t in study.get_trials(deepcopy=False) if "wandb_dir" in t.user_attrs]
     here = [d for d in named if d.is_dir()]
@@ -161,130 +169,6 @@ def cmd_sync(args: argparse.Namespace) -> int:
         raise UserError(f"sync: study {args.name!r} has no W&B offline run here (tracking.mode disabled?)")
     wandb_cli = Path(sys.executable).parent / "wandb"
     return subprocess.run([str(wandb_cli), "sync", *map(str, here)]).returncode
-
-
-def _verdicts(verdicts: list[Any], failing: bool = True) -> int:
-    """Print the verdicts; exit code 1 when a claim failed (and they are `failing`: checks are reported only)."""
-    level = f"{100 * stats.bonferroni(len(verdicts)):.4g}%"  # the claims are one family
-    print_table([[v.id, v.relation, v.verdict, f"{v.effect:+.3f} [{v.low:+.3f}, {v.high:+.3f}]", v.n]
-                 for v in verdicts], ["claim", "relation", "verdict", f"effect [{level} CI]", "n"])
-    failed = [v.id for v in verdicts if v.verdict == "failed"]
-    if failed and failing:
-        print(f"\nfailed: {', '.join(failed)}")
-    return 1 if failed and failing else 0
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    parsed = load_claims_file(args.claims)
-    out = writable_file(args.out, "--out") if args.out else None
-    verdicts, checks = check_file(parsed, args.study, args.storage or "sqlite:///runs/studies.db")
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(file_markdown(parsed, verdicts, checks))
-        print(f"wrote {args.out}")
-    return _report(verdicts, checks)
-
-
-def cmd_reproduce(args: argparse.Namespace) -> int:
-    if args.preregistration:
-        return _preregistration(args)
-    if args.finding is None:
-        raise UserError(f"reproduce: name a finding (known: {', '.join(list_findings())}); only --preregistration "
-                        "checks them all at once")
-    finding = load_finding(args.finding)
-    out = writable_folder(args.out, "--out") if args.out else None
-    variant = "smoke" if args.smoke else "pilot" if args.pilot else "full"
-    if args.smoke and args.pilot:
-        raise UserError("--pilot: runs the pilot variant; --smoke the smoke variant (one at a time)")
-    drift = environment_drift(results_folder(finding, variant, out))
-    if drift:
-        print(f"tlr: {drift}", file=sys.stderr)
-    if args.rejudge:
-        if args.pilot or args.part:
-            flag = "--pilot" if args.pilot else "--part"
-            raise UserError(f"--rejudge: re-judges the whole finding from its archive (without {flag})")
-        outcome = judge(finding, results_folder(finding, variant, out))
-    else:
-        if variant == "full":  # say first whether its seeds and test size can decide its claims
-            _plan_before(finding)
-        outcome = reproduce(finding, variant, out, lambda spec, url: study_with_progress(spec, url, args.workers),
-                            args.part)
-    print(f"\n{finding.title}\n")
-    for f in outcome.files:
-        print(f"wrote {f}")
-    if outcome.waiting:
-        parts = f" (its other parts: --part {', '.join(finding.parts)})" if finding.parts else ""
-        names = [f"{n} (stopped midway: {outcome.stopped[n]} trials complete)" if n in outcome.stopped else n
-                 for n in outcome.waiting]
-        print(f"\nthe claims wait for studies not yet in the archive: {', '.join(names)}{parts}")
-        return 0
-    if variant == "pilot":
-        return 0
-    return _report(outcome.verdicts, outcome.checks)
-
-
-def _preregistration(args: argparse.Namespace) -> int:
-    """One finding's pre-registration record, or (no finding named) every finding's as a table; exit 1 when one
-    was not pre-registered."""
-    others = [f for f, on in (("--smoke", args.smoke), ("--pilot", args.pilot), ("--part", args.part),
-                              ("--rejudge", args.rejudge), ("--out", args.out)) if on]
-    if others:
-        raise UserError(f"--preregistration: reads the committed history only (without {', '.join(others)})")
-    findings = [load_finding(n) for n in ([args.finding] if args.finding else list_findings())]
-    records = [(f.name, preregistration.check(f.folder, f.claims)) for f in findings]
-    if args.finding:
-        print(preregistration.to_text(records[0][1]))
-    else:
-        print_table([[name, r.claims_fixed, r.claims_versions, r.pilot or "-", r.results or "-",
-                      "no" if r.problems else "yes"] for name, r in records],
-                    ["finding", "claims fixed in", "versions", "pilot first", "results first", "pre-registered"])
-        for name, r in records:
-            for problem in r.problems:
-                print(f"{name}: {problem}")
-    return 1 if any(r.problems for _, r in records) else 0
-
-
-def _report(verdicts: list[Any], checks: list[Any]) -> int:
-    """The checks (reported only), then the claims (exit code 1 when one failed)."""
-    if checks:
-        print("\nsanity checks (not reproduction evidence):")
-        _verdicts(checks, failing=False)
-        print("\nclaims:")
-    return _verdicts(verdicts)
-
-
-def _plan_before(finding: Any) -> None:
-    """The plan from the finding's last full run, else from its committed pilot."""
-    pilot = default_pilot(finding)
-    if pilot is None:
-        print(f"no power plan: no pilot yet (tlr reproduce {finding.name} --pilot, or tlr plan {finding.name} "
-              f"--pilot <a storage with a few seeds>)\n")
-        return
-    needs = plan.plan_claims(load_claims(finding.claims)[1], pilot, plan.study_seeds(finding.studies))
-    print(plan.to_markdown(needs, f"{'the last full run' if pilot.name == 'results' else 'the pilot'} ({pilot})"))
-    below = [n.id for n in needs if plan.short(n)]
-    if below:
-        print(f"warning: the planned seeds / test size give less than {stats.POWER:.0%} power for: "
-              f"{', '.join(below)}\n")
-
-
-def cmd_plan(args: argparse.Namespace) -> None:
-    as_finding = not args.claims.endswith((".yaml", ".yml"))
-    if as_finding:
-        finding = load_finding(args.claims)
-        claims, pilot = load_claims(finding.claims)[1], args.pilot or default_pilot(finding)
-        if pilot is None:
-            raise UserError(f"--pilot: {finding.name} has no committed results or pilot yet; name a storage URL or a "
-                            f"results archive (or run tlr reproduce {finding.name} --pilot)")
-        seeds = plan.study_seeds(finding.studies)
-    else:
-        claims, pilot, seeds = load_claims(args.claims)[1], args.pilot, {}
-        if pilot is None:
-            raise UserError("--pilot: a claims file is planned from a pilot: a storage URL or a results archive")
-    if args.seeds is not None:
-        seeds = {name: args.seeds for name in {c.study or args.study for c in claims} | set(seeds)}
-    needs = plan.plan_claims(claims, pilot, seeds, args.study, args.test_size)
-    print(plan.to_markdown(needs, str(pilot)))
 
 
 def _int_list(text: str, flag: str) -> list[int]:
@@ -301,6 +185,11 @@ def cmd_rank(args: argparse.Namespace) -> None:
         raise UserError("--backbones: name at least one backbone")
     depths = _int_list(args.depths, "--depths") if args.depths else None
     out = writable_folder(args.out, "--out") if args.out else None
+    from tl_research.reports.report import write_csv
+    from tl_research.runs.tracking import log_summary_run
+    from tl_research.scores.rank import check_score, ordered, rank
+    from tl_research.scores.rank import to_markdown as rank_markdown
+
     check_score(args.by)
     found = ordered(rank(exp, names, depths, args.per_class), args.by)
     rows = [c.row() for c in found]
@@ -323,6 +212,10 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
 
     t0 = time.perf_counter()
     out = writable_folder(args.out, "--out")
+    from tl_research.cli.progress import study_with_progress
+    from tl_research.reports.report import run_report
+    from tl_research.reports.report import to_markdown as table_markdown
+
     spec, url = quickstart_spec(out)
     study_with_progress(spec, url)
     table, files = run_report(spec.name, url, out / "report")

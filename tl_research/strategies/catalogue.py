@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from tl_research.errors import UserError
 from tl_research.schema import bounds
 from tl_research.strategies.lora import add_lora, merge_lora
 from tl_research.strategies.plan import FreezePlan, ProbePhase, ProbeSolver, prefix_plan, register
+
+if TYPE_CHECKING:  # torch loads with the first run: reading a config (which checks its strategy) must not
+    import torch
 
 
 @register("linear_probe")
@@ -173,6 +174,8 @@ class AutoRGN:
 
     def lr_multipliers(self, groups: list[Any]) -> list[float]:
         """Per layer group: RGN / max RGN, from the gradients of the current step (groups without any: 0)."""
+        import torch
+
         rgn = []
         for g in groups:
             params = [p for p in g.params.values() if p.requires_grad and p.grad is not None]
@@ -249,6 +252,8 @@ class Lora:
         `backbone.pth` loads back with `backbone.weights: <path>`, `head.pth` into the head."""
         if not self.lora.merge:
             return
+        import torch
+
         out = folder / "export"
         out.mkdir(parents=True, exist_ok=True)
         merge_lora(backbone.model)

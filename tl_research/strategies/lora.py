@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
 from tl_research.errors import UserError
+
+if TYPE_CHECKING:  # torch loads with the first run (catalogue.py, read by every config, imports this module)
+    from torch import nn
 
 # attention query/value projections of BERT/RoBERTa/MiniLM and DistilBERT
 HF_ATTENTION = ("query", "value", "q_lin", "v_lin")
@@ -12,6 +15,8 @@ HF_ATTENTION = ("query", "value", "q_lin", "v_lin")
 
 def lora_candidates(model: nn.Module) -> list[str]:
     """Modules LoRA can adapt: Linear layers and 1x1, ungrouped convolutions."""
+    from torch import nn
+
     return [name for name, m in model.named_modules()
             if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1)]
 

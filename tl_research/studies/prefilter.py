@@ -9,14 +9,14 @@ kept candidates; search studies enqueue the kept candidates first (a warm start)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
-import optuna
+from typing import TYPE_CHECKING, Any
 
 from tl_research.errors import UserError
 from tl_research.schema import bounds, from_dict
-from tl_research.scores.rank import ordered, rank
 from tl_research.scores.registry import score_names
+
+if TYPE_CHECKING:  # reading a study (which parses its prefilter) imports neither Optuna nor the scores' torch
+    import optuna
 
 ATTR = "tlr_prefilter"
 KEYS = ("backbone.name", "freeze.depth")
@@ -55,6 +55,8 @@ def candidates(spec: Any) -> list[dict[str, Any]]:
 
 def compute(spec: Any) -> dict[str, Any]:
     """Rank every candidate; the stored record: rows (best first) and the kept candidates."""
+    from tl_research.scores.rank import ordered, rank  # torch: only for a study that pre-filters
+
     cfg = parse(spec.config.prefilter)
     by_backbone: dict[str, list[dict[str, Any]]] = {}
     for cand in candidates(spec):
