@@ -32,7 +32,7 @@ reproduce: install
 	$(VENV)/bin/tlr reproduce $(NAME)
 
 lint: install
-	$(VENV)/bin/ruff check tl_research tests benchmarks
+	$(VENV)/bin/ruff check tl_research tests benchmarks examples
 
 # the suite but the tests marked slow (real weights and data end to end, every finding's smoke variant among them;
 # most take a minute or more): the everyday loop. `make test-slow` runs those; CI runs both.

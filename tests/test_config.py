@@ -124,6 +124,7 @@ def test_every_key_is_documented_in_help_and_readme(capsys):
     from tl_research.cli.main import main
     from tl_research.config import Experiment
     from tl_research.strategies.plan import STRATEGIES
+    from tl_research.training.regularizers import regularizers
 
     docs = experiment_keys()
     expected = {k for k in _flat(Experiment().to_dict()) if not k.startswith("freeze.") or k.count(".") > 1
@@ -134,6 +135,9 @@ def test_every_key_is_documented_in_help_and_readme(capsys):
                 default = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
                 expected |= ({f"freeze.{f.name}.{g.name}" for g in dataclasses.fields(default)}
                              if dataclasses.is_dataclass(default) else {f"freeze.{f.name}"})
+    for name, entry in regularizers():  # each regularizer's options, under its name
+        expected |= {f"regularize.{name}.{f.name}" for f in dataclasses.fields(entry)}
+    assert {"regularize.bss.eta", "regularize.delta.alpha", "regularize.l2sp.alpha"} <= expected
     assert {d.key for d in docs} == expected
     assert all(d.meaning for d in docs), [d.key for d in docs if not d.meaning]
     assert main(["fit", "--help"]) == 0

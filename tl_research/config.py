@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
+from tl_research import plugins
 from tl_research.backbones.options import BackboneConfig
 from tl_research.data.options import AugmentConfig, DataConfig  # noqa: F401  (AugmentConfig: this module's API)
 from tl_research.errors import ConfigWarning, UserError
@@ -34,6 +35,7 @@ from tl_research.schema import (  # noqa: F401  (from_dict, read_yaml, apply_ove
 from tl_research.strategies.plan import STRATEGIES
 from tl_research.training.head_options import HeadConfig
 from tl_research.training.optim import L2SPConfig, OptimConfig
+from tl_research.training.regularizers import RegularizeConfig
 
 _range = bounds
 
@@ -187,18 +189,37 @@ class Experiment:
     # the training seed (head init, shuffling, dropout)
     seed: int = field(default=0, metadata=SEED)
     output_dir: str = "runs"  # the root folder for runs
+    # the user's own modules (names) or .py files (paths relative to the YAML) that register strategies, backbone
+    # families, datasets, scores or export formats: imported before the rest of the experiment is read
+    plugins: list[str] | None = None
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
+    regularize: RegularizeConfig = field(default_factory=RegularizeConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
 
+    def __post_init__(self) -> None:
+        legacy = self.freeze.l2sp
+        if (legacy.alpha > 0 or legacy.beta > 0) and "l2sp" in self.regularize.terms:
+            raise UserError("freeze.l2sp: set here and as regularize.l2sp; keep one (regularize.l2sp.alpha/beta)")
+
+    def regularizers(self) -> list[Any]:
+        """The terms added to the training loss: `regularize:`'s, and L2-SP from the older `freeze.l2sp.*` keys."""
+        legacy = self.freeze.l2sp
+        if legacy.alpha > 0 or legacy.beta > 0:
+            from tl_research.training.regularizers.l2sp import L2SP
+
+            return [L2SP(legacy.alpha, legacy.beta), *self.regularize.terms.values()]
+        return list(self.regularize.terms.values())
+
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["freeze"] = self.freeze.to_dict()
+        out["regularize"] = self.regularize.to_dict()
         return out
 
 
@@ -207,9 +228,23 @@ class Experiment:
 
 def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None,
                     data: dict | None = None) -> Experiment:
-    """Experiment from a YAML file (or mapping) plus `--set` overrides."""
-    raw = read_yaml(path) if path is not None else dict(data or {})
-    return from_dict(Experiment, apply_overrides(raw, overrides or []))
+    """Experiment from a YAML file (or mapping) plus `--set` overrides; its `plugins` are imported first (file
+    paths relative to the YAML's folder, recorded absolute)."""
+    raw = apply_overrides(read_yaml(path) if path is not None else dict(data or {}), overrides or [])
+    return from_mapping(raw, Path(path).parent if path is not None else None)
+
+
+def from_mapping(raw: dict[str, Any], base_dir: Path | None = None) -> Experiment:
+    """An experiment mapping as an Experiment, after importing the plugins it names (their entries must be known
+    before its strategy, backbone or dataset is checked)."""
+    if isinstance(raw, dict) and raw.get("plugins") == []:
+        raw = {**raw, "plugins": None}
+    elif isinstance(raw, dict) and raw.get("plugins") is not None:
+        if not isinstance(raw["plugins"], list):
+            raise UserError("plugins: a list of module names or .py file paths")
+        raw = {**raw, "plugins": plugins.resolve(raw["plugins"], base_dir)}
+        plugins.load_all(raw["plugins"])
+    return from_dict(Experiment, raw)
 
 
 def dump_yaml(exp: Experiment) -> str:

@@ -10,6 +10,13 @@ class UserError(Exception):
     """Bad input from the user (config, names, missing assets). Its message is the whole report."""
 
 
+class StudyFailed(UserError):
+    """A study that could not go on (its workers all stopped with an error): one line, exit code 1 as for a study
+    whose trials all failed."""
+
+    exit_code = 1
+
+
 class ConfigWarning(UserWarning):
     """A config key that has no effect on this run (e.g. an option of another strategy); the CLI prints one line."""
 

@@ -46,11 +46,12 @@ from tl_research.runs.record import AT_CHANCE, run_record
 from tl_research.runs.rundir import PREDICTION_FILES, create_run_dir, make_run_dir, write_json, write_npz
 from tl_research.runs.tracking import Tracker, preflight, start_tracking
 from tl_research.stats import at_chance, wilson
-from tl_research.strategies import ProbePhase, Strategy, after_run, frozen_prefix, probe_phase
+from tl_research.strategies import ProbePhase, Strategy, after_run, frozen_prefix, probe_phase, resolved
 from tl_research.training.callbacks import Throughput, peak_memory_mb, reset_peak_memory
 from tl_research.training.heads import build_head
 from tl_research.training.module import TransferModule
 from tl_research.training.probe import fit_probe
+from tl_research.training.regularizers.registry import groups_read
 
 
 @dataclass
@@ -87,7 +88,7 @@ def build_backbone_from(exp: Experiment) -> Backbone:
 
 def build_strategy_from(exp: Experiment, backbone: Backbone) -> Strategy:
     """The experiment's strategy, checked against this backbone's groups (the one place depth bounds are checked)."""
-    return exp.freeze.options.resolve(len(backbone.layer_groups()), exp.optim.lr)
+    return resolved(exp.freeze.options, len(backbone.layer_groups()), exp.optim.lr)
 
 
 @dataclass
@@ -117,8 +118,12 @@ def build_data_from(exp: Experiment, backbone: Backbone, strategy: Strategy, scr
         if exp.data.eval_shifts:
             raise UserError("data.eval_shifts: cannot be combined with data.shift (the test split is already shifted)")
     split, info = select(raw, exp.data)
-    k = frozen_prefix(strategy, len(backbone.layer_groups()))
-    plan = plan_features(exp, backbone, k, probe_phase(strategy))
+    n = len(backbone.layer_groups())
+    k = frozen_prefix(strategy, n)
+    # a term comparing layer-group outputs with theta_0's runs both models on the raw inputs
+    reading = [t.name for t in exp.regularizers() if groups_read(t, n)]
+    why = f"regularize.{reading[0]} compares layer-group outputs with theta_0's on the raw inputs" if reading else None
+    plan = plan_features(exp, backbone, k, probe_phase(strategy), why)
     # features that must be computed with cache.mode=off (an L-BFGS probe) go to a store that ends with the run
     root = scratch if exp.cache.mode == "off" else None
     if exp.data.streaming and (not plan.data.use or exp.data.eval_shifts or exp.data.shift):
@@ -183,7 +188,7 @@ def build_module_from(exp: Experiment, backbone: Backbone, num_classes: int, str
         counts = torch.bincount(torch.as_tensor(train_labels), minlength=num_classes).float()
         class_weights = counts.sum() / (num_classes * counts.clamp_min(1.0))
     return TransferModule(backbone, head or build_head_from(exp, backbone, num_classes), strategy, num_classes,
-                          optim=exp.optim, bn=exp.freeze.bn, class_weights=class_weights, l2sp=exp.freeze.l2sp,
+                          optim=exp.optim, bn=exp.freeze.bn, class_weights=class_weights, regularize=exp.regularizers(),
                           seed=exp.seed, channels_last=exp.trainer.channels_last, suffix=suffix,
                           divergence_factor=exp.trainer.divergence_factor)
 
@@ -223,31 +228,53 @@ def run(exp: Experiment, out: str | Path | None = None, callbacks: Sequence[L.Ca
         raise
 
 
-def _build_and_run(exp: Experiment, run_dir: Path, resume: Path | None, callbacks: Sequence[L.Callback],
-                   group: str | None, label: str | None, test: bool, cell: dict[str, Any] | None) -> RunResult:
+@dataclass
+class Built:
+    """A run's parts before anything trains, as `run()` builds them: `trainer.fit(built.module,
+    datamodule=built.data)` with a user's own `lightning.Trainer` trains what `run()` would."""
+
+    backbone: Backbone
+    strategy: Strategy  # resolved against the backbone (after a converged probe phase: what trains next)
+    data: TransferDataModule
+    module: TransferModule
+    run_data: RunData
+    extra: dict[str, Any]  # what the data step and a probe phase recorded (probe/*)
+    probe_only: dict[str, Any] | None  # the probe phase was the whole run: its results (nothing left to train)
+
+
+def build(exp: Experiment, scratch: str | Path | None = None) -> Built:
+    """Build the backbone, the resolved strategy, the data module and the LightningModule of `exp`, seeded as
+    `run()` seeds them (`scratch`: where features computed with cache.mode=off go; default a new temporary
+    folder)."""
     L.seed_everything(exp.seed, workers=True, verbose=False)
     backbone = build_backbone_from(exp)
     # again: loading pretrained weights may or may not draw random numbers (a reused template draws none), and the
     # head's initialisation must not depend on that
     L.seed_everything(exp.seed, workers=True, verbose=False)
     strategy = build_strategy_from(exp, backbone)
+    run_data = build_data_from(exp, backbone, strategy, Path(scratch or tempfile.mkdtemp(prefix="tlr-features-")))
+    data = run_data.data
+    head = build_head_from(exp, backbone, data.num_classes)
+    extra: dict[str, Any] = {"probe/solver": run_data.probe} if run_data.probe != "none" else {}
+    probe_fit: dict[str, Any] = {}
+    phase = probe_phase(strategy)
+    if run_data.probe == "lbfgs" and phase is not None:
+        probe_fit = fit_probe_phase(head, run_data, phase)
+        extra.update({k: v for k, v in probe_fit.items() if k.startswith("probe/")})
+        # what trains after the probe; a linear probe keeps its all-frozen plan and trains nothing more
+        strategy = phase.then or strategy
+    module = build_module_from(exp, backbone, data.num_classes, strategy, run_data.suffix,
+                               data.raw.labels[data.split.train], head)
+    trains = not probe_fit or phase.then is not None
+    return Built(backbone, strategy, data, module, run_data, extra, None if trains else probe_fit)
+
+
+def _build_and_run(exp: Experiment, run_dir: Path, resume: Path | None, callbacks: Sequence[L.Callback],
+                   group: str | None, label: str | None, test: bool, cell: dict[str, Any] | None) -> RunResult:
     with tempfile.TemporaryDirectory(prefix="tlr-features-") as scratch:
-        run_data = build_data_from(exp, backbone, strategy, Path(scratch))
-        data = run_data.data
-        head = build_head_from(exp, backbone, data.num_classes)
-        extra: dict[str, Any] = {"probe/solver": run_data.probe} if run_data.probe != "none" else {}
-        probe_fit: dict[str, Any] = {}
-        phase = probe_phase(strategy)
-        if run_data.probe == "lbfgs" and phase is not None:
-            probe_fit = fit_probe_phase(head, run_data, phase)
-            extra.update({k: v for k, v in probe_fit.items() if k.startswith("probe/")})
-            # what trains after the probe; a linear probe keeps its all-frozen plan and trains nothing more
-            strategy = phase.then or strategy
-        module = build_module_from(exp, backbone, data.num_classes, strategy, run_data.suffix,
-                                   data.raw.labels[data.split.train], head)
-        trains = not probe_fit or phase.then is not None
-        return _fit_and_test(exp, run_dir, resume, callbacks, group, label, backbone, run_data, module, extra,
-                             None if trains else probe_fit, test, cell)
+        b = build(exp, scratch)
+        return _fit_and_test(exp, run_dir, resume, callbacks, group, label, b.backbone, b.run_data, b.module,
+                             b.extra, b.probe_only, test, cell)
 
 
 def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks: Sequence[L.Callback],

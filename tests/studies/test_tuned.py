@@ -6,6 +6,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 from tests.studies.test_study import _write, kill_mid_trial
@@ -157,7 +158,7 @@ def test_an_interrupted_tuning_trial_is_retried_and_a_failed_one_is_spent(tmp_pa
     ({"tune": {"params": {"optim.lr": LR}, "trials": 2, "sampler": "grid"}},
      "study.tune.params.optim.lr: the grid sampler takes categorical parameters only"),
     ({"tune": {"params": {"freeze.ft_lr": LR}, "trials": 2}}, "none of its keys applies to the arm"),
-    ({"arms": [1]}, "study.arms: expected a mapping"),
+    ({"arms": [1]}, "study.arms: a mapping of keys to lists of values (every combination an arm), or a list of arms"),
 ])
 def test_bad_tuned_studies_are_one_line(tmp_path, capsys, change, message):
     study = {**_tuned("t-bad"), **change}
@@ -232,3 +233,35 @@ def test_a_tuning_trial_is_pruned_against_its_own_arm_only():
     laggard.set_user_attr(tuned.ARM, b)
     laggard.report(0.31, 0)
     assert tuned.should_prune(laggard)  # below its own arm's median
+
+
+def test_a_tuned_study_sweeps_a_regularizers_strength(tmp_path):
+    """regularize.bss.eta is tuned like any other key: each tuning trial runs (and records) the value it drew, and
+    the seed runs take the best one."""
+    study = {"name": "t-bss", "kind": "tuned", "arms": {"freeze.strategy": ["full"]}, "seeds": 1, "pruner": "none",
+             "tune": {"params": {"regularize.bss.eta": {"type": "float", "low": 1.0e-4, "high": 1.0, "log": True}},
+                      "trials": 2, "sampler": "random"}}
+    url = f"sqlite:///{tmp_path / 'st.db'}"
+    # the base experiment names the term (a tuned key of a regularizer never turns it on by itself)
+    assert main(["study", str(_write(tmp_path, study)), "--storage", url, "--set", "regularize.bss.k=1"]) == 0
+    trials = optuna.load_study(study_name="t-bss", storage=open_storage(url)).get_trials()
+    tuning = [t for t in trials if t.user_attrs["phase"] == "tune"]
+    assert len(tuning) == 2 and len({t.params["regularize.bss.eta"] for t in tuning}) == 2
+    for t in trials:
+        config = yaml.safe_load(Path(t.user_attrs["run_dir"], "config.yaml").read_text())
+        assert config["regularize"] == {"bss": {"eta": t.params["regularize.bss.eta"], "k": 1}}
+        assert t.user_attrs["train/bss"] > 0
+    best = max(tuning, key=lambda t: (t.value, -t.number))
+    (seed_run,) = [t for t in trials if t.user_attrs["phase"] == "seed"]
+    assert seed_run.params["regularize.bss.eta"] == best.params["regularize.bss.eta"]
+
+
+def test_arms_listed_one_by_one_tune_a_regularizers_key_only_where_the_arm_has_the_term(tmp_path):
+    from tl_research.studies.studyspec import load_study
+
+    study = {"name": "t-list", "kind": "tuned", "seeds": 1,
+             "arms": [{"freeze.strategy": "full", "regularize.bss": None}, {"freeze.strategy": "lp_ft"}],
+             "tune": {"params": {"optim.lr": LR, "regularize.bss.eta": LR}, "trials": 2}}
+    spec = load_study(_write(tmp_path, study), ["regularize.bss.k=1"])
+    assert spec.arms == [{"freeze.strategy": "full", "regularize.bss": None}, {"freeze.strategy": "lp_ft"}]
+    assert spec.tuned == [["optim.lr"], ["optim.lr", "regularize.bss.eta"]]

@@ -52,10 +52,16 @@ def _stamp(name: str, weights: str) -> Any:
     return tuple((str(p), p.stat().st_mtime_ns) for p in paths if p.exists())
 
 
+def _options(builder: Callable[..., Backbone]) -> dict[str, inspect.Parameter]:
+    """A family builder's options: its named parameters besides ident and weights (`**kwargs` declares none)."""
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {k: p for k, p in inspect.signature(builder).parameters.items()
+            if p.kind in named and k not in ("ident", "weights")}
+
+
 def option_names() -> list[str]:
     """Every option some family's builder takes (the `backbone.*` keys besides name, weights and keep_groups)."""
-    names = {p for _, builder in families() for p in inspect.signature(builder).parameters}
-    return sorted(names - {"ident", "weights"})
+    return sorted({p for _, builder in families() for p in _options(builder)})
 
 
 def accepted_options(name: str) -> set[str]:
@@ -63,7 +69,7 @@ def accepted_options(name: str) -> set[str]:
     family = name.partition("/")[0]
     if family not in dict(families()):
         return set()
-    return set(inspect.signature(FAMILIES.get(family, "backbone.name")).parameters) - {"ident", "weights"}
+    return set(_options(FAMILIES.get(family, "backbone.name")))
 
 
 def foreign_options(name: str) -> set[str]:
@@ -81,7 +87,7 @@ def family_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     for key, value in options.items():
         if key in accepted:
             continue
-        owners = {f: p[key] for f, b in families() if key in (p := inspect.signature(b).parameters)}
+        owners = {f: p[key] for f, b in families() if key in (p := _options(b))}
         if owners and all(value != p.default for p in owners.values()):
             raise UserError(f"backbone.{key}: {value!r} is an option of {' and '.join(owners)} backbones; {name} "
                             f"does not take it (leave it unset)")

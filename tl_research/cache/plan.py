@@ -25,15 +25,19 @@ class FeaturePlan:
     solver: str  # the probe phase's solver: lbfgs | sgd | none (no probe phase)
 
 
-def plan_features(exp: Experiment, backbone: Backbone, k: int, phase: ProbePhase | None) -> FeaturePlan:
-    """Decide the cache for the data (depth k) and for a probe phase (the whole backbone), each depth once."""
+def plan_features(exp: Experiment, backbone: Backbone, k: int, phase: ProbePhase | None,
+                  raw_inputs: str | None = None) -> FeaturePlan:
+    """Decide the cache for the data (depth k) and for a probe phase (the whole backbone), each depth once;
+    `raw_inputs`: why training must see raw inputs (the probe phase may still fit on cached features)."""
     n = len(backbone.layer_groups())
     forced = phase is not None and phase.solver == "lbfgs"
     # a whole-run probe (k = n) reads the probe's features as its data: what it forces, the data step uses
     data = decide(exp, backbone, k, required=forced and k == n)
+    if raw_inputs is not None and data.use:
+        data = CacheDecision(False, k, raw_inputs)
     if phase is None:
         return FeaturePlan(data, None, "none")
-    probe = data if k == n else decide(exp, backbone, n, required=forced)
+    probe = data if k == n and data.use else decide(exp, backbone, n, required=forced)
     solver = probe_solver(exp, phase, probe.use)
     if solver == "lbfgs" and not probe.use:
         raise UserError(f"freeze.probe: lbfgs fits the head on features computed once, but here {probe.reason}; "

@@ -11,8 +11,10 @@ import textwrap
 from dataclasses import dataclass
 from typing import Any
 
+from tl_research import plugins
 from tl_research.config import Experiment
 from tl_research.strategies.plan import STRATEGIES
+from tl_research.training.regularizers import regularizers
 
 FIELD = re.compile(r"\s*(\w+)\s*:\s*[^=#]+(?:=.*?)?(?:#\s*(.*))?$")
 
@@ -81,20 +83,28 @@ def experiment_keys() -> list[KeyDoc]:
     at = next(i for i, d in enumerate(out) if not d.key.startswith(("name", "seed", "output_dir", "backbone.",
                                                                       "head.", "freeze.")))
     extra = [KeyDoc(k, d.default, f"[{', '.join(takers[k])}] {d.meaning}".strip()) for k, d in options.items()]
-    return out[:at] + extra + out[at:]
+    # each regularizer's options, under its name (a term is on once it is named: `regularize: {bss: {}}`)
+    terms = [d for name, entry in regularizers() for d in section_keys(entry, f"regularize.{name}.")]
+    return out[:at] + extra + terms + out[at:]
 
 
 def strategy_rows() -> list[dict[str, Any]]:
     """Every registered strategy: its name, what it does (its docstring's first sentence) and its own options
     (`freeze.<key>` with default and meaning), as `tlr strategies` lists them."""
-    rows = []
-    for name, entry in STRATEGIES.items():
-        doc = " ".join((entry.__doc__ or "").split())
-        first = re.split(r"(?<!\bal)(?<!\bSec)(?<!\be\.g)\.\s", doc, maxsplit=1)[0].rstrip(".")
-        rows.append({"name": name, "description": f"{first}." if first else "",
-                     "options": [{"key": d.key, "default": d.default, "meaning": d.meaning}
-                                 for d in section_keys(entry, "freeze.")]})
-    return rows
+    return [_row(name, entry, "freeze.") for name, entry in STRATEGIES.items()]
+
+
+def regularizer_rows() -> list[dict[str, Any]]:
+    """Every registered regularizer, as strategy_rows (options under `regularize.<name>.`)."""
+    return [_row(name, entry, f"regularize.{name}.") for name, entry in regularizers()]
+
+
+def _row(name: str, entry: type, prefix: str) -> dict[str, Any]:
+    doc = " ".join((entry.__doc__ or "").split())
+    first = re.split(r"(?<!\bal)(?<!\bSec)(?<!\be\.g)\.\s", doc, maxsplit=1)[0].rstrip(".")
+    options = [{"key": d.key, "default": d.default, "meaning": d.meaning} for d in section_keys(entry, prefix)]
+    return {"name": name, "description": f"{first}." if first else "", "from": plugins.origin(entry.__module__),
+            "options": options}
 
 
 def _shown(value: Any) -> str:

@@ -11,6 +11,7 @@ import threading
 from importlib.metadata import PackageNotFoundError, version
 from typing import NoReturn
 
+from tl_research import plugins
 from tl_research.cli.console import quiet_libraries, quiet_transformers
 from tl_research.errors import UserError
 from tl_research.redact import STORAGE_ENV, mask_url
@@ -86,9 +87,15 @@ def _keys_epilog() -> str:
 
 
 def _scores_epilog() -> str:
-    from tl_research.scores.registry import score_names  # the scores import torch: only rank --help pays
+    from tl_research.scores.registry import scores  # the scores import torch: only rank --help pays
 
-    return "scores (--by): " + ", ".join(score_names())
+    return "scores (--by): " + ", ".join(_named(s.name, s.fn.__module__) for s in scores())
+
+
+def _named(name: str, module: str) -> str:
+    """A registry entry as listings show it: its name, and the plugin it comes from (built-ins say nothing)."""
+    where = plugins.origin(module)
+    return name if where == "built-in" else f"{name} ({where})"
 
 
 def _formats_epilog() -> str:
@@ -100,6 +107,9 @@ def _formats_epilog() -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tlr", description="Transfer-learning research: fit, inspect, list.")
     p.add_argument("--version", action="version", version=f"tlr {package_version()}")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
+                   help=f"import a module or .py file that registers strategies, backbone families, datasets, scores "
+                        f"or export formats (repeatable; also ${plugins.ENV} and the {plugins.GROUP} entry points)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     f = sub.add_parser("fit", help="one run -> DIR/metrics.json, DIR/config.yaml",
@@ -265,7 +275,27 @@ def _storage_damage(exc: BaseException) -> bool:
                          ("sqlite3", "DatabaseError")})
 
 
+def _plugins_named(argv: list[str]) -> list[str]:
+    """The `--plugin` values before the command: imported before the parser runs, so that `--help` and the
+    command's choices list their entries."""
+    named, words = [], iter(argv)
+    for word in words:
+        if word == "--plugin":
+            named.append(next(words, ""))
+        elif word.startswith("--plugin="):
+            named.append(word.partition("=")[2])
+        elif not word.startswith("-"):
+            break  # the command: what follows is its own
+    return named
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        plugins.load_entry_points()
+        plugins.load_all(plugins.resolve(_plugins_named(sys.argv[1:] if argv is None else argv)), "--plugin")
+    except UserError as exc:
+        print(f"tlr: error: {exc}", file=sys.stderr)
+        return 2
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error already printed: a code, as every command returns
@@ -289,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         code = getattr(module, f"cmd_{args.command}")(args)
     except UserError as exc:
         print(f"tlr: error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)
     except KeyboardInterrupt:
         print("tlr: terminated" if _TERMINATED.is_set() else "tlr: interrupted", file=sys.stderr)
         return 143 if _TERMINATED.is_set() else 130

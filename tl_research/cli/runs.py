@@ -11,10 +11,11 @@ import json
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 from tl_research.backbones.families import inspect_backbone
 from tl_research.cli.console import print_result, print_table
-from tl_research.cli.keydocs import keys_markdown, strategy_rows
+from tl_research.cli.keydocs import keys_markdown, regularizer_rows, strategy_rows
 from tl_research.config import (
     Experiment,
     apply_overrides,
@@ -95,11 +96,18 @@ def cmd_strategies(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(rows, default=str))
         return
+    _print_rows(rows)
+    print("\nset one with --set freeze.strategy=NAME (and its options with --set freeze.KEY=VALUE)\n")
+    print("regularizers, added to the training loss (any number of them):")
+    _print_rows(regularizer_rows())
+    print("\nturn one on with --set regularize.NAME.KEY=VALUE (or regularize: {NAME: {KEY: VALUE}} in the YAML)")
+
+
+def _print_rows(rows: list[dict[str, Any]]) -> None:
     for r in rows:
-        print(f"{r['name']}: {r['description']}")
+        print(f"{r['name']}: {r['description']}" + ("" if r["from"] == "built-in" else f" [{r['from']}]"))
         for o in r["options"]:
             print(f"    {o['key']} = {o['default']}  {o['meaning']}".rstrip())
-    print("\nset one with --set freeze.strategy=NAME (and its options with --set freeze.KEY=VALUE)")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:

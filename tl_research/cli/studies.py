@@ -110,7 +110,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
     quiet_lightning()
     if not args.storage:
         raise UserError(f"--storage: which storage holds study {args.study!r}? (--storage URL or ${STORAGE_ENV})")
-    study, spec = load_existing(args.study, open_storage(args.storage, must_exist=True))
+    study, spec = load_existing(args.study, open_storage(args.storage, must_exist=True), strict=True)
     seen: set[int] = set()
 
     def finished(s: Any) -> None:  # one line per trial this worker saw finish

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from tl_research import plugins
 from tl_research.assets import package_dir
 from tl_research.errors import UserError
 from tl_research.registry import Registry
@@ -172,5 +173,6 @@ def list_datasets() -> list[dict[str, Any]]:
     for name, info in DATASETS.items():
         ok = info.available()
         rows.append({"name": name, "modality": info.modality, "available": ok, "description": info.description,
+                     "from": plugins.origin(info.load.__module__),
                      **({} if ok or info.install is None else {"install": info.install})})
     return rows

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from tl_research import plugins
 from tl_research.backbones.runs import load_tested
-from tl_research.config import Experiment, from_dict, load_experiment
+from tl_research.config import Experiment, from_mapping, load_experiment
 from tl_research.data.datamodule import input_collates
 from tl_research.data.generic import IMAGE_SUFFIXES, LazyImages, image_array
 from tl_research.errors import UserError
@@ -62,7 +63,8 @@ def load_run(path: str | Path) -> LoadedRun:
     ckpt, state = _checkpoint(Path(path).expanduser())
     if CONFIG not in state:
         raise UserError(f"run: {ckpt} carries no tl_research config (written by another tool or an older version)")
-    exp = from_dict(Experiment, state[CONFIG])
+    _import_plugins(ckpt)
+    exp = from_mapping(state[CONFIG])
     classes = list(state[CLASSES])
     module = _architecture(exp, len(classes))
     result = module.load_state_dict(state["state_dict"], strict=False)
@@ -73,6 +75,20 @@ def load_run(path: str | Path) -> LoadedRun:
         raise UserError(f"run: {ckpt} does not fit the model its config describes (e.g. {(missing or unexpected)[0]})")
     module.eval()
     return LoadedRun(module, exp, classes, ckpt)
+
+
+def _import_plugins(ckpt: Path) -> None:
+    """The plugins the run's process had (its run.json, beside checkpoints/): a strategy or family named by a
+    `--plugin` or TLR_PLUGINS plugin is in no YAML the checkpoint carries."""
+    for folder in (ckpt.parent.parent, ckpt.parent):
+        record = folder / "run.json"
+        if record.is_file():
+            try:
+                named = json.loads(record.read_text()).get("plugins")
+            except (OSError, ValueError):
+                return  # an unreadable record: the config's own plugins are all there is
+            plugins.require(named, f"run {folder}", strict=False)
+            return
 
 
 def _architecture(exp: Experiment, num_classes: int) -> Any:

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from optuna.trial import TrialState
 
 from tl_research.studies import tuned
-from tl_research.studies.studyspec import StudySpec
+from tl_research.studies.studyspec import StudySpec, arm_keys
 
 
 def summary(study: optuna.Study, spec: StudySpec) -> list[dict[str, Any]]:
@@ -77,7 +77,7 @@ def sensitivity_plot(study: optuna.Study, spec: StudySpec, out: Path) -> Path | 
         ax.set_xlabel(key)
         ax.set_ylabel(spec.objectives[0].metric)
         ax.grid(alpha=0.3)
-    axes[0].legend(title=", ".join(spec.config.arms), fontsize=8)
+    axes[0].legend(title=", ".join(arm_keys(spec.config)), fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "tuning_sensitivity.png", dpi=120)
     return out / "tuning_sensitivity.png"

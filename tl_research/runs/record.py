@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from tl_research import plugins
 from tl_research.config import Experiment
 from tl_research.runs.environment import package_versions
 
@@ -47,5 +48,6 @@ def run_record(exp: Experiment, weights_source: str, weights: str | None = None,
     """What a run records about itself, besides its config: code and package versions, seeds, weights, command."""
     return {**git_state(), "versions": dict(package_versions()), "training_seed": exp.seed,
             "data_split_seed": exp.data.split_seed, "weights_source": weights_source, "weights_digest": weights,
-            "command": list(argv) if argv is not None else None, **device_info(exp.trainer.accelerator),
+            "command": list(argv) if argv is not None else None, "plugins": plugins.loaded(),
+            **device_info(exp.trainer.accelerator),
             **(extra or {})}

@@ -14,7 +14,8 @@ from tl_research.strategies.plan import (
     prepare_backbone,
     probe_phase,
     register,
+    resolved,
 )
 
 __all__ = ["STRATEGIES", "FreezePlan", "ProbePhase", "Strategy", "after_run", "frozen_prefix", "prefix_plan",
-           "prepare_backbone", "probe_phase", "register"]
+           "prepare_backbone", "probe_phase", "register", "resolved"]

@@ -52,7 +52,8 @@ class ProbePhase:
 
 
 class Strategy(Protocol):
-    """A freezing strategy. Optional hooks: `prepare(backbone)` changes the backbone before groups and optimizer
+    """A freezing strategy. Optional hooks: `resolve(num_groups, lr)` checks it against a backbone (the strategy
+    as it is when absent); `prepare(backbone)` changes the backbone before groups and optimizer
     exist (LoRA adds adapters); `frozen_prefix(num_groups)` is how many leading groups stay frozen, untouched, for
     the whole run (what a feature cache may precompute; 0 when absent); `lr_multipliers(groups)` scales each
     layer group's lr at every step from that step's gradients (Auto-RGN); `probe_phase()` declares a linear-probe
@@ -60,11 +61,6 @@ class Strategy(Protocol):
     what the strategy leaves beside a finished run (LoRA: the merged weights)."""
 
     name: ClassVar[str]
-
-    def resolve(self, num_groups: int, lr: float) -> Strategy:
-        """This strategy checked against a backbone with `num_groups` groups and base lr `lr` (UserError if it does
-        not fit), with anything derived from them (a depth from a fraction) filled in."""
-        ...
 
     def plan(self, num_groups: int, epoch: int) -> FreezePlan: ...
 
@@ -86,6 +82,13 @@ def register(name: str) -> Callable[[type[S]], type[S]]:
 def prefix_plan(num_groups: int, frozen: int, lr_scale: float = 1.0) -> FreezePlan:
     """Groups [0, frozen) frozen, the rest training at `lr_scale`."""
     return FreezePlan(tuple(i >= frozen for i in range(num_groups)), (lr_scale,) * num_groups)
+
+
+def resolved(strategy: Any, num_groups: int, lr: float) -> Any:
+    """The strategy checked against a backbone with `num_groups` groups and base lr `lr`, with what it derives from
+    them filled in (itself for a strategy without a `resolve` hook)."""
+    hook = getattr(strategy, "resolve", None)
+    return hook(num_groups, lr) if hook is not None else strategy
 
 
 def frozen_prefix(strategy: Any, num_groups: int) -> int:

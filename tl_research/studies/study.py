@@ -29,8 +29,9 @@ import optuna
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
+from tl_research import plugins
 from tl_research.adapters import optuna as optuna_adapter
-from tl_research.errors import StudyNotice, UserError
+from tl_research.errors import StudyFailed, StudyNotice, UserError
 from tl_research.redact import STORAGE_ENV
 from tl_research.run import run
 from tl_research.runs.rundir import trim_checkpoints, unfinished
@@ -41,6 +42,7 @@ from tl_research.studies.studyspec import StudyConfig, StudySpec, grid_seeds, lo
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 SPEC_ATTR = "tlr_spec"
+PLUGINS_ATTR = "tlr_plugins"  # the plugins the study was created with: [{name, digest}]
 
 
 def _sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
@@ -69,6 +71,11 @@ def create_or_load(spec: StudySpec, storage: optuna.storages.BaseStorage) -> opt
                         f"rename the study or use another storage")
     if saved != current:  # new, or an operational key changed: workers follow the coordinator
         study.set_user_attr(SPEC_ATTR, spec.to_json())
+    recorded = study.user_attrs.get(PLUGINS_ATTR, [])
+    plugins.require(recorded, f"study {spec.name!r}")  # a resumed study computes with the code it began with
+    known = {r["name"] for r in recorded}
+    if any(r["name"] not in known for r in plugins.loaded()):
+        study.set_user_attr(PLUGINS_ATTR, [*recorded, *(r for r in plugins.loaded() if r["name"] not in known)])
     if saved is None:
         # the dashboard and Optuna's plots label the objectives with their metric names
         with warnings.catch_warnings():
@@ -90,15 +97,16 @@ def definition(stored: dict[str, Any]) -> dict[str, Any]:
     return {**stored, "study": study}
 
 
-def load_existing(name: str, storage: optuna.storages.BaseStorage, flag: str = "--study",
+def load_existing(name: str, storage: optuna.storages.BaseStorage, flag: str = "--study", strict: bool = False,
                   ) -> tuple[optuna.Study, StudySpec]:
     """A study and its definition, as a worker on another machine sees them (`flag`: the argument that named
-    the study, for the error)."""
+    the study, for the error), its plugins imported (`strict`, as for a worker: each exactly as recorded)."""
     try:
         summary = next(s for s in optuna.get_all_study_summaries(storage) if s.study_name == name)
     except StopIteration:
         names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage)) or "none"
         raise UserError(f"{flag}: no study {name!r} in this storage (studies: {names})") from None
+    plugins.require(summary.user_attrs.get(PLUGINS_ATTR), f"study {name!r}", strict)  # before cells name entries
     spec = load_study_json(summary.user_attrs[SPEC_ATTR])
     study = optuna.load_study(study_name=name, storage=storage, sampler=_sampler(spec.config),
                               pruner=_pruner(spec))
@@ -356,9 +364,49 @@ def work(study: optuna.Study, spec: StudySpec, on_trial: Any = None) -> int:
     return len(study.get_trials(states=DONE))
 
 
-def spawn_workers(n: int, name: str, url: str) -> list[subprocess.Popen]:
-    return [subprocess.Popen([sys.executable, "-m", "tl_research.cli", "worker", "--study", name],
-                             env=worker_env(n, url), stdout=subprocess.DEVNULL) for _ in range(n)]
+@dataclasses.dataclass
+class Worker:
+    """A worker process, and the error lines (`tlr: error: …`) it printed: its stderr is passed on to ours as it
+    comes, so that a worker that stops with an error can be named by what it said."""
+
+    proc: subprocess.Popen
+    said: list[str]
+    reader: threading.Thread
+
+    def wait(self) -> int:
+        code = self.proc.wait()
+        self.reader.join()  # its stderr read to the end
+        return code
+
+
+def spawn_workers(n: int, name: str, url: str) -> list[Worker]:
+    out = []
+    for _ in range(n):
+        proc = subprocess.Popen([sys.executable, "-m", "tl_research.cli", "worker", "--study", name],
+                                env=worker_env(n, url), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        said: list[str] = []
+        reader = threading.Thread(target=_pass_on, args=(proc.stderr, said), daemon=True)
+        reader.start()
+        out.append(Worker(proc, said, reader))
+    return out
+
+
+def _pass_on(stream: Any, said: list[str]) -> None:
+    for line in stream:
+        sys.stderr.write(line)
+        if line.startswith("tlr: error: "):
+            said.append(line.removeprefix("tlr: error: ").strip())
+
+
+def _check_workers(study: optuna.Study, workers: list[Worker]) -> None:
+    """Every worker gone: when all of them stopped with an error, or some did and cells are still queued, the
+    study cannot finish — one line with what the first of them said, never a quiet "0/N done"."""
+    failed = [w for w in workers if w.wait() != 0]
+    queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    if failed and (len(failed) == len(workers) or queued):
+        reason = next((w.said[-1] for w in failed if w.said), f"exit code {failed[0].proc.returncode}")
+        raise StudyFailed(f"workers: {len(failed)} of {len(workers)} stopped with an error ({reason}); "
+                          f"{len(queued)} cells still queued (rerun the study once that is fixed)")
 
 
 def worker_env(n: int, url: str) -> dict[str, str]:
@@ -448,16 +496,17 @@ def _drain(study: optuna.Study, spec: StudySpec, url: str, workers: int, progres
         return
     procs = spawn_workers(workers, spec.name, url)
     try:
-        while any(p.poll() is None for p in procs):
+        while any(w.proc.poll() is None for w in procs):
             time.sleep(2)
             if progress:
                 progress(study)
     except BaseException:  # interrupted or terminated: so are the workers (each hands its cell back)
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait()
+        for w in procs:
+            w.proc.terminate()
+        for w in procs:
+            w.wait()
         raise
+    _check_workers(study, procs)
 
 
 def run_study(spec: StudySpec, url: str, workers: int = 1, progress: Progress | None = None) -> optuna.Study:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from tl_research import plugins
 from tl_research.backbones import inspect_backbone
 from tl_research.backbones.families import foreign_options
 from tl_research.config import Experiment, load_experiment
@@ -20,6 +21,7 @@ from tl_research.data import DATASETS
 from tl_research.errors import ConfigWarning, UserError
 from tl_research.redact import mask_url
 from tl_research.schema import SEED, apply_overrides, bounds, from_dict, inapplicable, read_yaml, set_dotted
+from tl_research.strategies import resolved
 from tl_research.studies import prefilter, suites
 
 
@@ -42,9 +44,9 @@ class StudyConfig:
     seed_keys: list[str] = field(default_factory=lambda: ["seed"])
     # search: config key -> {type: float|int|categorical, low, high, log, choices}
     params: Any = None
-    # tuned: the compared settings, a grid (config key -> list of values) whose every cell is one arm; each arm is
-    # tuned on validation with `tune` (the same space and budget for every arm), then its best setting is re-run
-    # with `seeds` and tested
+    # tuned: the compared settings, a grid (config key -> list of values) whose every cell is one arm, or a list of
+    # arms (each a mapping of its settings); each arm is tuned on validation with `tune` (the same space and budget
+    # for every arm; a key only where it applies), then its best setting is re-run with `seeds` and tested
     arms: Any = None
     tune: Any = None
     n_trials: int = field(default=20, metadata=bounds(ge=1))
@@ -250,14 +252,14 @@ def _resolve(exp: Experiment, num_groups: int, where: str) -> None:
     anything runs."""
     DATASETS.get(exp.data.name, f"{where}: data.name")
     try:
-        exp.freeze.options.resolve(num_groups, exp.optim.lr)
+        resolved(exp.freeze.options, num_groups, exp.optim.lr)
     except UserError as exc:
         raise UserError(f"{where}.{exc}" if str(exc).startswith("freeze.") else f"{where}: {exc}") from None
 
 
 def build_spec(name: str, base: dict, cfg: StudyConfig) -> StudySpec:
     """Validate the study section against the base and parse every grid cell once."""
-    swept = {k for section in (cfg.grid, cfg.params, cfg.arms) if isinstance(section, dict) for k in section}
+    swept = {k for section in (cfg.grid, cfg.params) if isinstance(section, dict) for k in section} | set(arm_keys(cfg))
     first = experiment_for(base, {}, quiet="freeze.strategy" in swept)  # the base itself must be valid
     DATASETS.get(first.data.name, "data.name")
     objectives = cfg.objectives or [ObjectiveConfig()]
@@ -318,6 +320,12 @@ def _check_suite_data(spec: StudySpec) -> None:
         checked.add((task, takes))
 
 
+def arm_keys(cfg: StudyConfig) -> list[str]:
+    """The keys a tuned study's arms set (in first-seen order)."""
+    arms = cfg.arms if isinstance(cfg.arms, list) else [cfg.arms] if isinstance(cfg.arms, dict) else []
+    return list(dict.fromkeys(k for arm in arms if isinstance(arm, dict) for k in arm))
+
+
 def _tuned_spec(spec: StudySpec, base: dict, num_groups: int) -> None:
     """Arms, the tune space and which of its keys apply to each arm (a key the arm's strategy has no use for is
     not tuned there; the budget stays the same)."""
@@ -329,11 +337,19 @@ def _tuned_spec(spec: StudySpec, base: dict, num_groups: int) -> None:
         raise UserError("study.prefilter: not available for a tuned study (its arms are what is compared)")
     if len(spec.objectives) != 1:
         raise UserError("study.objectives: a tuned study selects each arm's setting on one validation metric")
-    arms = _grid_cells(dataclasses.replace(cfg, grid=cfg.arms, seeds=1), base, "study.arms")
-    spec.arms = [{k: v for k, v in cell.items() if k != "seed"} for cell in arms]
+    if isinstance(cfg.arms, list):  # the arms one by one: a method may differ from the others in several keys
+        if not cfg.arms or not all(isinstance(a, dict) and a for a in cfg.arms):
+            raise UserError("study.arms: a mapping of keys to lists of values (every combination an arm), or a "
+                            "list of arms, each a mapping of its settings")
+        for i, arm in enumerate(cfg.arms):
+            _check_params(base, arm, f"study.arms[{i}]", cfg.seed_keys)
+        spec.arms = [dict(arm) for arm in cfg.arms]
+    else:
+        arms = _grid_cells(dataclasses.replace(cfg, grid=cfg.arms, seeds=1), base, "study.arms")
+        spec.arms = [{k: v for k, v in cell.items() if k != "seed"} for cell in arms]
     tune = spec.tune = from_dict(TuneConfig, cfg.tune, "study.tune.")
     _check_space(tune.params, base, num_groups, "study.tune.params")
-    clash = [k for k in tune.params if k in cfg.arms or k == "seed" or k in cfg.seed_keys]
+    clash = [k for k in tune.params if k in arm_keys(cfg) or k == "seed" or k in cfg.seed_keys]
     if clash:
         raise UserError(f"study.tune.params.{clash[0]}: is an arm key or a seed key; it cannot also be tuned")
     if tune.sampler == "grid":
@@ -359,6 +375,8 @@ def _applies(base: dict, arm: dict[str, Any], key: str, dist: dict[str, Any], se
     (a one-value range equal to the base's, e.g. a smoke variant's) rather than drop it as an option its strategy
     ignores?"""
     plain = experiment_for(base, arm, seed_keys, quiet=True)
+    if key.startswith("regularize.") and key.split(".")[1] not in plain.regularize.terms:
+        return False  # a regularizer's option is tuned where the arm has that term, never turning it on
     values = dist["choices"] if dist.get("type") == "categorical" else [dist["low"], dist["high"]]
     for value in values:
         try:
@@ -393,19 +411,27 @@ def load_study(path: str | Path, overrides: list[str] | None = None,
                 value = {**current, **{k: v for k, v in value.items() if key == "tune" or k in current}}
             section[key] = value
         raw["study"] = section
-    unknown = set(raw) - {"experiment", "set", "study"}
+    unknown = set(raw) - {"experiment", "set", "study", "plugins"}
     if unknown:
-        raise UserError(f"{sorted(unknown)[0]}: unknown key (allowed at the top of a study: experiment, set, study)")
+        raise UserError(f"{sorted(unknown)[0]}: unknown key (allowed at the top of a study: experiment, set, study, "
+                        f"plugins)")
     exp = raw.get("experiment")
+    exp_dir = Path(path).parent
     if isinstance(exp, str):
         exp_path = Path(exp) if Path(exp).is_absolute() else Path(path).parent / exp
         if not exp_path.exists():
             exp_path = Path(exp)  # relative to the working directory
-        base = read_yaml(exp_path)
+        base, exp_dir = read_yaml(exp_path), exp_path.parent
     elif isinstance(exp, dict):
         base = exp
     else:
         raise UserError("experiment: a study needs its base experiment (a YAML path or an inline mapping)")
+    if not isinstance(raw.get("plugins") or [], list) or not isinstance(base.get("plugins") or [], list):
+        raise UserError("plugins: a list of module names or .py file paths")
+    # the study's plugins and its experiment's, as absolute paths: every cell (and every worker) imports them all
+    named = [*plugins.resolve(raw.get("plugins"), Path(path).parent), *plugins.resolve(base.get("plugins"), exp_dir)]
+    if named:
+        base = {**base, "plugins": list(dict.fromkeys(named))}
     base = apply_overrides(copy.deepcopy(base), list(raw.get("set") or []) + list(overrides or []))
     cfg = from_dict(StudyConfig, raw.get("study"), "study.")
     if cfg.suite is not None:  # stored inline: workers elsewhere read the tasks from the study, not a file

@@ -26,7 +26,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tl_research.adapters import optuna as optuna_adapter
-from tl_research.studies.studyspec import StudySpec, grid_seeds
+from tl_research.studies.studyspec import StudySpec, arm_keys, grid_seeds
 
 PHASE, ARM = "phase", "arm"
 TUNE, SEED = "tune", "seed"
@@ -133,7 +133,8 @@ def sample_setting(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, su
 def space(spec: StudySpec, params: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The distribution of each parameter a tuned study's trial holds: arm keys and the seed as categoricals, tune
     keys as the tune space."""
-    out = {k: {"type": "categorical", "choices": v} for k, v in spec.config.arms.items()}
+    out = {k: {"type": "categorical", "choices": list(dict.fromkeys(a[k] for a in spec.arms if k in a))}
+           for k in arm_keys(spec.config)}
     out["seed"] = {"type": "categorical", "choices": grid_seeds(spec.config)}
     return {k: spec.tune.params.get(k, out.get(k)) for k in params}
 

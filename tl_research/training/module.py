@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import lightning.pytorch as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import move_data_to_device
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from tl_research.backbones.base import Backbone
-from tl_research.strategies import FreezePlan, Strategy, prepare_backbone
+from tl_research.errors import UserError
+from tl_research.strategies import FreezePlan, Strategy, prepare_backbone, resolved
 from tl_research.strategies.apply import apply_modes, apply_requires_grad
-from tl_research.training.optim import L2SPConfig, OptimConfig, schedule_factor
+from tl_research.training.optim import OptimConfig, schedule_factor
+from tl_research.training.regularizers.outputs import captured, frozen_copy
+from tl_research.training.regularizers.registry import Step, groups_read
 
 
 class TransferModule(L.LightningModule):
-    """Trains `head(backbone(x))` under a freezing strategy (a resolved one: see `Strategy.resolve`).
+    """Trains `head(backbone(x))` under a freezing strategy (resolved against the backbone here: `Strategy.resolve`).
 
     The optimizer holds one param group per layer group plus one for the head from step 0; the strategy's plan
     only toggles `requires_grad`, per-group lr factors and module modes, so nothing appears mid-training.
@@ -28,10 +34,12 @@ class TransferModule(L.LightningModule):
     """
 
     def __init__(self, backbone: Backbone, head: nn.Module, strategy: Strategy, num_classes: int, *,
-                 optim: OptimConfig | None = None, bn: str = "frozen", l2sp: L2SPConfig | None = None, seed: int = 0,
+                 optim: OptimConfig | None = None, bn: str = "frozen", regularize: Sequence[Any] = (), seed: int = 0,
                  channels_last: bool = False, suffix: nn.Module | None = None,
                  class_weights: torch.Tensor | None = None, divergence_factor: float | None = None) -> None:
         super().__init__()
+        # resolved here as well (idempotent): built from Python, Depth(fraction=0.5) must freeze what run() freezes
+        strategy = resolved(strategy, len(backbone.layer_groups()), (optim or OptimConfig()).lr)
         prepare_backbone(strategy, backbone)  # e.g. LoRA adapters, before groups and optimizer exist
         self.backbone = backbone
         self.head = head
@@ -44,15 +52,25 @@ class TransferModule(L.LightningModule):
         self.optim = optim or OptimConfig()
         self.divergence_factor = divergence_factor
         self.first_loss: float | None = None  # the first training loss, what divergence is measured against
+        self.num_classes = num_classes
         self.chance_loss = math.log(max(num_classes, 2))  # cross-entropy of a uniform guess
         self.seed = seed
         self.channels_last = channels_last and backbone.modality == "image" and suffix is None
         # reduce-on-plateau state: a factor on every group's lr, cut when val/acc stalls (saved in checkpoints)
         self.plateau = {"scale": 1.0, "best": -math.inf, "bad_epochs": 0}
-        # L2-SP: distance to the pretrained weights (theta_0, taken before any training step; moved to the
-        # module's device once, at fit start)
-        self.l2sp = l2sp or L2SPConfig()
-        self.theta0 = {n: p.detach().clone() for n, p in backbone.named_parameters()} if self.l2sp.alpha > 0 else {}
+        # regularizers (regularizers/): terms added to the training loss. theta_0 is taken before any training
+        # step: the pretrained weights (for L2-SP) and a frozen copy of the backbone whose group outputs terms
+        # such as DELTA compare with the trained ones; both move to the module's device once, at fit start
+        self.terms = list(regularize)
+        self.term_groups = tuple(sorted({g for t in self.terms for g in groups_read(t, len(self.groups))}))
+        uses = any(getattr(t, "uses_theta0", False) for t in self.terms)
+        self.theta0 = {n: p.detach().clone() for n, p in backbone.named_parameters()} if uses else {}
+        # a list, not an attribute Lightning would register: theta_0's copy is no part of the model or checkpoint
+        if self.term_groups and suffix is not None:
+            raise UserError("regularize: a term that compares layer-group outputs with theta_0's needs raw inputs, "
+                            "not cached prefix outputs (build the module without a suffix)")
+        self.source = [frozen_copy(backbone)] if self.term_groups else []
+        self.term_state: dict[str, dict[str, torch.Tensor]] = {}  # what each term's `prepare` computed
         # per-class loss weights (optim.class_weights); a buffer so it follows the module's device
         self.register_buffer("class_weights", class_weights, persistent=False)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -113,6 +131,22 @@ class TransferModule(L.LightningModule):
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
         self.theta0 = {n: t.to(self.device) for n, t in self.theta0.items()}
+        self.source = [s.to(self.device) for s in self.source]
+
+    def on_train_start(self) -> None:
+        # terms that measure something on the training data before the first step (DELTA's channel attention);
+        # a resumed run has it from its checkpoint
+        waiting = [t for t in self.terms if hasattr(t, "prepare") and t.name not in self.term_state]
+        if not waiting:
+            return
+        batches = []
+        for batch in self.trainer.train_dataloader:
+            batches.append(move_data_to_device(batch, self.device))
+            if len(batches) >= max(getattr(t, "attention_batches", 1) for t in waiting):
+                break
+        source = self.source[0] if self.source else frozen_copy(self.backbone)
+        for t in waiting:
+            self.term_state[t.name] = t.prepare(source, batches, self.num_classes)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # a per-epoch seed, set right before the epoch's first step, makes dropout of epoch e the same whether or
@@ -145,12 +179,16 @@ class TransferModule(L.LightningModule):
 
     # ------------------------------------------------------------ steps
 
-    def forward(self, inputs: Any) -> torch.Tensor:
+    def features(self, inputs: Any) -> torch.Tensor:
+        """The head's input: the backbone's (or, on cached prefix outputs, the suffix's) pooled features."""
         if self.suffix is not None:
-            return self.head(self.suffix(inputs))
+            return self.suffix(inputs)
         if self.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        return self.head(self.backbone(inputs))
+        return self.backbone(inputs)
+
+    def forward(self, inputs: Any) -> torch.Tensor:
+        return self.head(self.features(inputs))
 
     def _loss(self, batch: tuple[Any, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         inputs, y = batch
@@ -158,20 +196,13 @@ class TransferModule(L.LightningModule):
         loss = F.cross_entropy(logits, y, weight=self.class_weights, label_smoothing=self.optim.label_smoothing)
         return loss, logits, y
 
-    def l2sp_penalty(self) -> torch.Tensor:
-        """alpha * ||theta - theta_0||^2 over trainable backbone weights + beta * ||theta||^2 over the head."""
-        total = torch.zeros((), device=self.device)
-        if self.l2sp.alpha > 0:
-            pairs = [(p, self.theta0[n]) for n, p in self.backbone.named_parameters()
-                     if p.requires_grad and n in self.theta0]
-            if pairs:  # (torch.nn.utils.get_total_norm would be one kernel, but it runs without autograd)
-                total = total + self.l2sp.alpha * torch.stack([(p - t).pow(2).sum() for p, t in pairs]).sum()
-        if self.l2sp.beta > 0:
-            total = total + self.l2sp.beta * sum(p.pow(2).sum() for p in self.head.parameters())
-        return total
-
     def training_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, _, y = self._loss(batch)
+        inputs, y = batch
+        hooks = captured(self.backbone, self.term_groups) if self.term_groups else contextlib.nullcontext({})
+        with hooks as maps:
+            features = self.features(inputs)
+        logits = self.head(features)
+        loss = F.cross_entropy(logits, y, weight=self.class_weights, label_smoothing=self.optim.label_smoothing)
         if not torch.isfinite(loss):  # stop at once: a diverged run must not end with a finite-looking val/acc
             raise FloatingPointError(f"the training loss became {float(loss.detach())} at epoch {self.current_epoch}, "
                                      f"step {self.global_step}")
@@ -185,14 +216,27 @@ class TransferModule(L.LightningModule):
             raise FloatingPointError(f"the training loss grew from {self.first_loss:.3g} to {value:.3g} (more than "
                                      f"trainer.divergence_factor={self.divergence_factor:g} times) at epoch "
                                      f"{self.current_epoch}, step {self.global_step}")
-        if self.l2sp.alpha > 0 or self.l2sp.beta > 0:
-            penalty = self.l2sp_penalty()
-            self.log("train/l2sp", penalty, on_step=False, on_epoch=True, batch_size=len(y))
-            loss = loss + penalty
+        if self.terms:
+            loss = loss + self.penalties(inputs, y, logits, features, dict(maps))
         # explicit names: with on_step and on_epoch together Lightning would rename the key to train/loss_epoch
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=len(y))
         return loss
+
+    def penalties(self, inputs: Any, y: torch.Tensor, logits: torch.Tensor, features: torch.Tensor,
+                  maps: dict[int, torch.Tensor]) -> torch.Tensor:
+        """The regularizers' sum at this step, each logged as train/<name>."""
+        source_maps: dict[int, torch.Tensor] = {}
+        if self.source:
+            with torch.no_grad(), captured(self.source[0], self.term_groups) as source_maps:
+                self.source[0](inputs)
+        total = torch.zeros((), device=logits.device)
+        for term in self.terms:
+            step = Step(self, inputs, y, logits, features, maps, source_maps, self.term_state.get(term.name, {}))
+            value = term.penalty(step)
+            self.log(f"train/{term.name}", value, on_step=False, on_epoch=True, batch_size=len(y))
+            total = total + value
+        return total
 
     def validation_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> None:
         loss, logits, y = self._loss(batch)
@@ -218,12 +262,14 @@ class TransferModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tl_plateau"] = dict(self.plateau)
         checkpoint["tl_first_loss"] = self.first_loss  # divergence is measured from the run's start, also resumed
+        checkpoint["tl_term_state"] = {n: {k: v.cpu() for k, v in s.items()} for n, s in self.term_state.items()}
         # the resolved experiment and class names (set by run()): a checkpoint alone reloads (inference.py)
         checkpoint.update(getattr(self, "run_info", {}))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.plateau.update(checkpoint.get("tl_plateau", {}))
         self.first_loss = checkpoint.get("tl_first_loss", self.first_loss)
+        self.term_state.update(checkpoint.get("tl_term_state", {}))
 
     def on_test_epoch_start(self) -> None:
         self.test_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (labels, probabilities) per batch
