@@ -31,6 +31,10 @@ def is_norm(module: nn.Module) -> bool:
 
 def _selected(plan: FreezePlan, group: LayerGroup) -> set[str]:
     """Names of the params of a trainable group that the plan trains."""
+    if callable(plan.params):
+        return {n for n in group.params if plan.params(n)}
+    if isinstance(plan.params, frozenset):
+        return set(group.params) & plan.params
     if plan.params == "all":
         return set(group.params)
     if plan.params == "lora":

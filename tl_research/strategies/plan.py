@@ -21,8 +21,10 @@ class FreezePlan:
     trainable: tuple[bool, ...]  # per layer group, input to output
     lr_scale: tuple[float, ...]  # per layer group; the effective lr of a frozen group is 0
     head_lr_scale: float = 1.0
-    # which parameters of a trainable group train: all, biases, biases + norm layers, or LoRA adapters
-    params: Literal["all", "bias", "bias_norm", "lora"] = "all"
+    # which parameters of a trainable group train: all, biases, biases + norm layers, LoRA adapters, or the
+    # strategy's own rule: a predicate over a parameter's name (as the backbone names it: `blocks.3.1.conv_pw.weight`)
+    # or a set of such names
+    params: Literal["all", "bias", "bias_norm", "lora"] | Callable[[str], bool] | frozenset[str] = "all"
 
     @property
     def depth(self) -> int:
