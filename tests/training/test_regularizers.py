@@ -169,3 +169,25 @@ def test_bad_regularizer_options_are_one_line(tmp_path, regularize, message):
 def test_a_delta_group_outside_the_backbone_is_one_line(tmp_path):
     with pytest.raises(UserError, match=r"regularize.delta.layers: 40 is not a layer group of this backbone"):
         _module(tmp_path, regularize={"delta": {"layers": [40]}})
+
+
+@pytest.mark.slow
+def test_delta_and_bss_train_the_real_mobilenetv2_with_a_channel_attention_of_its_own(tmp_path):
+    """Real weights and data: full fine-tuning of the offline MobileNetV2 on Animal-MNIST with DELTA and BSS; the
+    channel attention DELTA measured on the pretrained model is not uniform (some channels matter more to this task
+    than others), and both terms are part of the training loss."""
+    from pathlib import Path
+
+    base = Path(__file__).parents[2] / "experiments" / "mobilenetv2_animal_full.yaml"
+    keys = [f"output_dir={tmp_path}", "tracking.mode=disabled", "trainer.progress_bar=false", "data.train_limit=96",
+            "data.eval_limit=48", "data.image_size=32", "data.batch_size=8", "trainer.max_epochs=1",
+            "trainer.patience=null", "regularize.delta.alpha=1.0", "regularize.delta.attention_batches=1",
+            "regularize.bss.eta=0.001"]
+    kept = run(load_experiment(base, keys))
+    m = kept.metrics
+    print(f"train/delta {m['train/delta']:.4g}, train/bss {m['train/bss']:.4g}, test/acc {m['test/acc']:.3f}")
+    assert m["train/delta"] > 0 and m["train/bss"] > 0 and m["cache/used"] is False
+    attention = torch.load(kept.run_dir / "checkpoints" / "last.ckpt", weights_only=False)["tl_term_state"]["delta"]
+    (weights,) = attention.values()
+    assert len(weights) == 1280 and weights.sum().item() == pytest.approx(1.0, rel=1e-4)
+    assert weights.max().item() > 2 / len(weights)
