@@ -65,10 +65,10 @@ class TransferModule(L.LightningModule):
         self.term_groups = tuple(sorted({g for t in self.terms for g in groups_read(t, len(self.groups))}))
         uses = any(getattr(t, "uses_theta0", False) for t in self.terms)
         self.theta0 = {n: p.detach().clone() for n, p in backbone.named_parameters()} if uses else {}
-        # a list, not an attribute Lightning would register: theta_0's copy is no part of the model or checkpoint
         if self.term_groups and suffix is not None:
             raise UserError("regularize: a term that compares layer-group outputs with theta_0's needs raw inputs, "
                             "not cached prefix outputs (build the module without a suffix)")
+        # a list, not an attribute Lightning would register: theta_0's copy is no part of the model or checkpoint
         self.source = [frozen_copy(backbone)] if self.term_groups else []
         self.term_state: dict[str, dict[str, torch.Tensor]] = {}  # what each term's `prepare` computed
         # per-class loss weights (optim.class_weights); a buffer so it follows the module's device
@@ -142,7 +142,7 @@ class TransferModule(L.LightningModule):
         batches = []
         for batch in self.trainer.train_dataloader:
             batches.append(move_data_to_device(batch, self.device))
-            if len(batches) >= max(getattr(t, "attention_batches", 1) for t in waiting):
+            if len(batches) >= max(getattr(t, "prepare_batches", 1) for t in waiting):
                 break
         source = self.source[0] if self.source else frozen_copy(self.backbone)
         for t in waiting:
@@ -193,8 +193,10 @@ class TransferModule(L.LightningModule):
     def _loss(self, batch: tuple[Any, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         inputs, y = batch
         logits = self(inputs)
-        loss = F.cross_entropy(logits, y, weight=self.class_weights, label_smoothing=self.optim.label_smoothing)
-        return loss, logits, y
+        return self.criterion(logits, y), logits, y
+
+    def criterion(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y, weight=self.class_weights, label_smoothing=self.optim.label_smoothing)
 
     def training_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> torch.Tensor:
         inputs, y = batch
@@ -202,7 +204,7 @@ class TransferModule(L.LightningModule):
         with hooks as maps:
             features = self.features(inputs)
         logits = self.head(features)
-        loss = F.cross_entropy(logits, y, weight=self.class_weights, label_smoothing=self.optim.label_smoothing)
+        loss = self.criterion(logits, y)
         if not torch.isfinite(loss):  # stop at once: a diverged run must not end with a finite-looking val/acc
             raise FloatingPointError(f"the training loss became {float(loss.detach())} at epoch {self.current_epoch}, "
                                      f"step {self.global_step}")

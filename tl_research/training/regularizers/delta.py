@@ -38,6 +38,10 @@ class DELTA:
     # the softmax temperature over the standardised loss rises (TLlib's 5)
     temperature: float = field(default=5.0, metadata=bounds(gt=0.0))
 
+    @property
+    def prepare_batches(self) -> int:
+        return self.attention_batches
+
     def groups(self, num_groups: int) -> list[int]:
         for g in self.layers:
             if not -num_groups <= g < num_groups:

@@ -4,7 +4,8 @@ A term is a frozen dataclass of its options under `@register_regularizer(name)` 
 Optional hooks: `groups(num_groups)` the layer groups whose outputs it reads (of the trained model and of theta_0:
 the run then trains on raw inputs, not on cached prefix outputs); `uses_theta0` (class attribute) it reads the
 pretrained weights; `prepare(source, batches, num_classes)` computes, once before the first step, state that
-`penalty` reads as `step.state` (saved in checkpoints: a resumed run uses the same).
+`penalty` reads as `step.state` (saved in checkpoints: a resumed run uses the same), on the first
+`prepare_batches` training batches (1 when absent).
 The registering module is imported by every config read: torch loads inside the hooks.
 """
 
