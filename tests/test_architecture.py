@@ -64,12 +64,74 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
-def test_the_root_is_small_and_every_subpackage_says_what_it_owns_and_may_import():
+ABOVE = {"config", "run"}  # the root modules above the components: every other root module is part of the base
+
+
+def _part(module: str) -> str:
+    """A module's part: its subpackage or root module (`tl_research` for the package's own __init__)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def _parts() -> tuple[set[str], set[str]]:
+    """(the subpackages, the base: adapters, the package's __init__ and every root module but config and run)."""
+    packages = {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()}
+    return packages, {"adapters", "tl_research"} | {p.stem for p in ROOT.glob("*.py") if p.stem != "__init__"} - ABOVE
+
+
+def _declared(doc: str, base: set[str]) -> set[str] | None:
+    """The parts a docstring's `May import:` line allows (up to its first period; None: everything)."""
+    head = doc.split("May import:", 1)[1].split(".", 1)[0].strip()
+    if head == "everything":
+        return None
+    if head.startswith("nothing of the package"):
+        return set()
+    items = {x.strip() for x in head.split(",")}
+    return (items - {"the base"}) | (base if "the base" in items else set())
+
+
+def _rules() -> dict[str, set[str] | None]:
+    """Part -> the parts it may import: each subpackage's and config's and run's `May import:` line; every other
+    root module the base only; the package's __init__ (the public API, loading on first use) everything."""
+    packages, base = _parts()
+    rules: dict[str, set[str] | None] = {"tl_research": None, **{m: base for m in base - {"adapters", "tl_research"}}}
+    sources = {**{p: ROOT / p / "__init__.py" for p in packages}, **{m: ROOT / f"{m}.py" for m in ABOVE}}
+    for part, path in sources.items():
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        assert "May import:" in doc, part
+        rules[part] = _declared(doc, base)
+        unknown = (rules[part] or set()) - packages - base - ABOVE
+        assert not unknown, (part, unknown)  # a declaration names real parts
+    return rules
+
+
+def _violations(graph: dict[str, set[str]], rules: dict[str, set[str] | None]) -> list[str]:
+    """Every import of a part its rule does not allow."""
+    out = []
+    for module, targets in sorted(graph.items()):
+        allowed = rules[_part(module)]
+        for target in sorted(targets):
+            if allowed is not None and _part(target) not in allowed | {_part(module)}:
+                out.append(f"{module} imports {target}")
+    return out
+
+
+def test_the_root_is_small_and_every_part_keeps_to_what_it_may_import():
     root_modules = [p for p in ROOT.glob("*.py")]
     assert len(root_modules) <= 12, sorted(p.name for p in root_modules)
-    for package in (p for p in ROOT.iterdir() if (p / "__init__.py").is_file()):
-        doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text())) or ""
-        assert "May import:" in doc, package.name
+    assert _violations(_imports(_modules()), _rules()) == []
+
+
+def test_the_import_rules_refuse_a_violating_import():
+    fed = {"tl_research.data.splits": {"tl_research.backbones.base", "tl_research.errors"},
+           "tl_research.training.module": {"tl_research.config", "tl_research.strategies.plan"},
+           "tl_research.schema": {"tl_research.run"}, "tl_research.adapters.wandb": {"tl_research.errors"},
+           "tl_research.cli.main": {"tl_research.findings.claims"}}
+    assert _violations(fed, _rules()) == [
+        "tl_research.adapters.wandb imports tl_research.errors",
+        "tl_research.data.splits imports tl_research.backbones.base",
+        "tl_research.schema imports tl_research.run",
+        "tl_research.training.module imports tl_research.config"]
 
 
 def test_no_import_circles_between_modules_or_subpackages():

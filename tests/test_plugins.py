@@ -17,6 +17,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from tl_research.reports import archive
 from tl_research.studies.storage import open_storage
 
 TLR = [sys.executable, "-m", "tl_research.cli"]
@@ -26,11 +27,13 @@ TLR = [sys.executable, "-m", "tl_research.cli"]
 PLUGIN = textwrap.dedent('''
     """A lab's own method."""
     from dataclasses import dataclass
+    from typing import Annotated
 
     import numpy as np
 
     from tl_research.backbones.families import FAMILIES, register_family
     from tl_research.data.registry import DatasetInfo, RawDataset, register_dataset
+    from tl_research.schema import bounds
     from tl_research.scores.registry import register_score
     from tl_research.strategies.plan import FreezePlan, register
 
@@ -44,10 +47,10 @@ PLUGIN = textwrap.dedent('''
             return FreezePlan(tuple(i == num_groups - 1 for i in range(num_groups)), (1.0,) * num_groups)
 
 
-    def _blobs(root, options):
+    def _blobs(root, options, per_class: Annotated[int, bounds(ge=4)] = 20):
         rng = np.random.default_rng(0)
-        labels = np.arange(60) % 3
-        images = rng.integers(0, 80, (60, 32, 32, 3)) + 60 * labels[:, None, None, None]
+        labels = np.arange(3 * per_class) % 3
+        images = rng.integers(0, 80, (len(labels), 32, 32, 3)) + 60 * labels[:, None, None, None]
         return RawDataset("lab-blobs", "image", images.astype(np.uint8), labels, ["a", "b", "c"])
 
 
@@ -68,7 +71,7 @@ PLUGIN = textwrap.dedent('''
 
 EXPERIMENT = {"name": "pl", "tracking": {"mode": "disabled"},
               "backbone": {"name": "timm/test_efficientnet", "weights": "none"},
-              "data": {"name": "lab-blobs", "eval_limit": 12, "image_size": 32, "batch_size": 16},
+              "data": {"name": "lab-blobs", "per_class": 15, "eval_limit": 12, "image_size": 32, "batch_size": 16},
               "trainer": {"max_epochs": 1, "patience": None, "accelerator": "cpu"}}
 
 
@@ -110,9 +113,17 @@ def test_a_plugin_named_in_a_study_yaml_reaches_every_worker_and_every_later_pro
         # the cell ran in a worker process, which imported the plugin by its absolute path
         assert record["command"][1:3] == ["worker", "--study"], record["command"]
         assert [p["name"] for p in record["plugins"]] == [str(plugin)]
-        assert t.user_attrs["data/train_size"] + t.user_attrs["data/val_size"] + t.user_attrs["data/test_size"] == 60
+        # the dataset's own option (data.per_class: 15 of its default 20) reached the worker's loader
+        assert t.user_attrs["data/train_size"] + t.user_attrs["data/val_size"] + t.user_attrs["data/test_size"] == 45
     trainable = {t.params["freeze.strategy"]: t.user_attrs["params/trainable"] for t in trials}
     assert trainable["last_group_only"] > trainable["linear_probe"]  # its own rule trained a group besides the head
+
+    # a finding's archive keeps the plugins and their digests (re-judging it imports them)
+    source = optuna.load_study(study_name="pl", storage=open_storage(url)).user_attrs["tlr_plugins"]
+    assert [p["name"] for p in source] == [str(plugin)]
+    archive.export(["pl"], open_storage(url), tmp_path / "archive")
+    archived = optuna.load_study(study_name="pl", storage=archive.Archive(tmp_path / "archive").storage)
+    assert archived.user_attrs["tlr_plugins"] == source
 
     report = _tlr("report", "pl", "--storage", url, "--out", str(tmp_path / "rep"))
     assert report.returncode == 0, report.stderr
@@ -132,6 +143,21 @@ def test_a_plugin_named_in_a_study_yaml_reaches_every_worker_and_every_later_pro
     assert missing.returncode == 2
     assert missing.stderr.count("\n") == 1 and f"plugin file {plugin} does not exist" in missing.stderr, \
         missing.stderr
+
+
+def test_a_runs_plugins_and_their_digests_are_in_its_record_and_its_wandb_config(tmp_path):
+    from tl_research.adapters.wandb import decode, run_file
+
+    (tmp_path / "my_method.py").write_text(PLUGIN)
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump({
+        **EXPERIMENT, "plugins": ["my_method.py"], "freeze": {"strategy": "last_group_only"},
+        "tracking": {"mode": "offline"}}))
+    done = _tlr("fit", str(tmp_path / "e.yaml"), "--out", str(tmp_path / "run"), env={"WANDB_MODE": "offline"})
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "run" / "run.json").read_text())["plugins"]
+    assert [p["name"] for p in record] == [str(tmp_path / "my_method.py")] and len(record[0]["digest"]) == 24
+    logged = next((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert decode(run_file(logged))["config"]["plugins"] == record
 
 
 def test_listings_say_which_plugin_an_entry_comes_from(tmp_path):

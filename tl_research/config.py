@@ -3,6 +3,8 @@
 Every validation error is a `UserError` whose message names the key path and what is allowed, so the CLI can
 print one line (parsing lives in `schema.py`). Components own their options: the `freeze` section holds the common
 keys (strategy, bn, l2sp) and the chosen strategy's own dataclass, parsed from the remaining `freeze.*` keys.
+
+May import: the base, backbones, data, strategies, training. (Each component declares its own options.)
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from tl_research import plugins
+from tl_research.backbones.families import family_owners
 from tl_research.backbones.options import BackboneConfig
 from tl_research.data.options import AugmentConfig, DataConfig  # noqa: F401  (AugmentConfig: this module's API)
 from tl_research.errors import ConfigWarning, UserError
@@ -218,6 +221,7 @@ class Experiment:
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
+        out["backbone"], out["data"] = self.backbone.to_dict(), self.data.to_dict()
         out["freeze"] = self.freeze.to_dict()
         out["regularize"] = self.regularize.to_dict()
         return out
@@ -253,12 +257,16 @@ def dump_yaml(exp: Experiment) -> str:
 
 def experiment_schema() -> dict[str, Any]:
     """JSON Schema of an experiment YAML; the freeze section lists every strategy's options (each applies to the
-    strategies that own it)."""
+    strategies that own it), the backbone and data sections every family's and dataset's own options."""
     options: dict[str, Any] = {}
     for name, entry in STRATEGIES.items():
         one = json_schema(entry)["properties"]
         for key, node in one.items():
             options.setdefault(key, {**node, "description": f"freeze.strategy {name}"})
+    from tl_research.data.registry import loader_owners
+
+    own = {cls.__name__: owners.json_properties([f.name for f in dataclasses.fields(cls)])
+           for cls, owners in ((BackboneConfig, family_owners()), (DataConfig, loader_owners()))}
     schema = json_schema(Experiment, {"FreezeConfig": {"strategy": {"enum": list(dict(STRATEGIES.items()))},
-                                                       **options}})
+                                                       **options}, **own})
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "tl_research experiment", **schema}

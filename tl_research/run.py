@@ -3,6 +3,8 @@
 Build order: backbone -> strategy (resolved against the backbone's groups) -> data -> module. The data step is where
 the feature cache plugs in: when the first k groups stay frozen for the whole run, the data module serves cached
 prefix outputs and the module trains `head(suffix(x))`; otherwise it serves raw inputs. Callers see no difference.
+
+May import: the base, backbones, cache, data, strategies, training, runs, config.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from tl_research.backbones import Backbone, build_backbone
 from tl_research.backbones.base import reinit_groups, weights_digest
-from tl_research.backbones.families import option_names
 from tl_research.backbones.runs import identity, load_run_head, new_attempt
 from tl_research.cache.features import CacheReport, FeatureCollate, cached_datamodule, cached_rows
 from tl_research.cache.plan import plan_features
@@ -78,7 +79,7 @@ def check_accelerator(exp: Experiment) -> None:
 
 def build_backbone_from(exp: Experiment) -> Backbone:
     b = exp.backbone
-    options = {k: getattr(b, k) for k in option_names()}
+    options = b.family_kwargs()
     backbone = build_backbone(b.name, b.weights, **options)
     if b.keep_groups is not None:
         # the new upper groups are what a from-scratch backbone would start with (drawn from the run's seed)

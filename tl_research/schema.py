@@ -45,6 +45,8 @@ def features_options(obj: Any) -> dict[str, Any]:
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value) and "features" not in f.metadata:
             out.update({f"{f.name}.{k}": v for k, v in features_options(value).items()})
+        elif f.metadata.get("features") and f.metadata.get("flat"):  # a plugin's own options, keys of the section
+            out.update(value)
         elif f.metadata.get("features"):
             out[f.name] = list(value) if isinstance(value, tuple) else value
     return out
@@ -96,7 +98,7 @@ def _type_name(tp: Any) -> str:
     return {int: "an integer", float: "a number", str: "a string", bool: "a boolean"}.get(tp, str(tp))
 
 
-def _coerce(value: Any, tp: Any, path: str) -> Any:
+def coerce(value: Any, tp: Any, path: str) -> Any:
     """Return `value` as type `tp`, accepting the string forms a `--set` or YAML may give."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
@@ -113,7 +115,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             return from_dict(options[0], value, f"{path}.")  # an optional section: its own key's error, not ours
         for arg in options:
             try:
-                return _coerce(value, arg, path)
+                return coerce(value, arg, path)
             except UserError:
                 pass
         raise UserError(f"{path}: expected {_type_name(tp)}, got {value!r}")
@@ -129,13 +131,13 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         _, item = typing.get_args(tp)
         if not isinstance(value, dict):
             raise UserError(f"{path}: expected a mapping, got {value!r}")
-        return {str(k): _coerce(v, item, f"{path}.{k}") for k, v in value.items()}
+        return {str(k): coerce(v, item, f"{path}.{k}") for k, v in value.items()}
     if origin is list:
         (item,) = typing.get_args(tp)
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, list) or not items:
             raise UserError(f"{path}: expected a non-empty list, got {value!r}")
-        return [_coerce(v.strip() if isinstance(v, str) else v, item, f"{path}[{i}]") for i, v in enumerate(items)]
+        return [coerce(v.strip() if isinstance(v, str) else v, item, f"{path}[{i}]") for i, v in enumerate(items)]
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -172,7 +174,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     raise TypeError(f"unsupported schema type {tp!r} at {path}")
 
 
-def _check_range(value: Any, limits: dict, path: str) -> None:
+def check_range(value: Any, limits: dict, path: str) -> None:
     if value is None or not limits:
         return
     ops = {"ge": (lambda v, b: v >= b, ">="), "gt": (lambda v, b: v > b, ">"),
@@ -214,8 +216,8 @@ def parse_fields(cls: type, data: Any, prefix: str = "", skip: tuple[str, ...] =
         if dataclasses.is_dataclass(tp):
             kwargs[name] = from_dict(tp, value, f"{path}.")
         else:
-            kwargs[name] = _coerce(value, tp, path)
-            _check_range(kwargs[name], fields[name].metadata.get("range", {}), path)
+            kwargs[name] = coerce(value, tp, path)
+            check_range(kwargs[name], fields[name].metadata.get("range", {}), path)
     for name in inapplicable(cls, kwargs):
         if kwargs[name] != fields[name].default:  # the default is what every written config.yaml holds
             key, allowed = fields[name].metadata["applies"]
@@ -310,7 +312,7 @@ def json_schema(cls: type, extra: dict[str, dict] | None = None) -> dict[str, An
         if dataclasses.is_dataclass(tp):
             props[f.name] = json_schema(tp, extra)
             continue
-        node = _type_schema(tp)
+        node = type_schema(tp)
         for key, bound in f.metadata.get("range", {}).items():
             node[{"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum", "lt": "exclusiveMaximum"}[key]] = bound
         if f.default is not dataclasses.MISSING:
@@ -320,13 +322,13 @@ def json_schema(cls: type, extra: dict[str, dict] | None = None) -> dict[str, An
     return {"type": "object", "properties": props, "additionalProperties": False}
 
 
-def _type_schema(tp: Any) -> dict[str, Any]:
+def type_schema(tp: Any) -> dict[str, Any]:
     origin = typing.get_origin(tp)
     if origin is Literal:
         return {"enum": list(typing.get_args(tp))}
     if origin in (typing.Union, types.UnionType):
-        return {"anyOf": [{"type": "null"} if a is type(None) else _type_schema(a) for a in typing.get_args(tp)]}
+        return {"anyOf": [{"type": "null"} if a is type(None) else type_schema(a) for a in typing.get_args(tp)]}
     if origin is list:
-        return {"type": "array", "items": _type_schema(typing.get_args(tp)[0])}
+        return {"type": "array", "items": type_schema(typing.get_args(tp)[0])}
     return {int: {"type": "integer"}, float: {"type": "number"}, str: {"type": "string"},
             bool: {"type": "boolean"}}.get(tp, {})

@@ -10,11 +10,11 @@ import pytest
 
 from tests.conftest import tiny_experiment
 from tl_research.backbones import build_backbone
-from tl_research.backbones.families import accepted_options
+from tl_research.backbones.families import FAMILIES, accepted_options
 from tl_research.cache.features import cache_key
 from tl_research.config import BackboneConfig, CacheConfig, Experiment, load_experiment
 from tl_research.data.options import DataConfig
-from tl_research.data.registry import RawDataset
+from tl_research.data.registry import DATASETS, DatasetInfo, RawDataset
 
 SECTIONS = {"backbone": BackboneConfig, "data": DataConfig, "cache": CacheConfig}
 
@@ -68,13 +68,21 @@ def key_of(exp: Experiment, parts) -> dict:
 
 
 @pytest.mark.parametrize("section, f", list(options()), ids=lambda x: getattr(x, "name", x))
-def test_a_keyed_option_changes_the_key_and_no_other_does(tmp_path, parts, section, f):
+def test_a_keyed_option_changes_the_key_and_no_other_does(tmp_path, parts, monkeypatch, section, f):
     exp = load_experiment(data=tiny_experiment(tmp_path))
-    if section == "backbone" and f.name not in accepted_options(exp.backbone.name) | {"name", "weights", "keep_groups"}:
+    value = None
+    if f.metadata.get("flat"):  # a plugin family's or dataset's own options: one that declares `extra`
+        monkeypatch.setitem(FAMILIES._entries, "own", lambda ident, weights, extra=1: None)
+        monkeypatch.setitem(DATASETS._entries, "own", DatasetInfo("own", "image", lambda root, opts, extra=1: None))
+        exp = dataclasses.replace(exp, **{section: dataclasses.replace(
+            getattr(exp, section), name="own/any" if section == "backbone" else "own")})
+        value = {"extra": 2}
+    elif section == "backbone" and f.name not in accepted_options(exp.backbone.name) | {"name", "weights",
+                                                                                        "keep_groups"}:
         exp = dataclasses.replace(exp, backbone=dataclasses.replace(exp.backbone, name="hf/any"))  # an hf option
     sub = getattr(exp, section)
     changed = dataclasses.replace(exp, **{section: dataclasses.replace(
-        sub, **{f.name: other_value(type(sub), f, getattr(sub, f.name))})})
+        sub, **{f.name: value or other_value(type(sub), f, getattr(sub, f.name))})})
     assert getattr(changed, section) != sub  # the option really changed
     if f.metadata["features"]:
         assert key_of(changed, parts) != key_of(exp, parts), f"{section}.{f.name} is keyed but not in the key"

@@ -5,7 +5,7 @@ import torch
 from tl_research.config import DataConfig
 from tl_research.data import DATASETS, load_dataset
 from tl_research.data.datamodule import ImageCollate, build_datamodule, select
-from tl_research.data.registry import encode_labels
+from tl_research.data.registry import LoadOptions, encode_labels
 from tl_research.data.splits import balanced_take, stratified_split
 from tl_research.errors import UserError
 from tl_research.inputs import ImageSpec
@@ -136,7 +136,13 @@ def test_every_registered_dataset_is_listed_and_loads_consistently(name):
         with pytest.raises(UserError, match=info.requirement or name):
             load_dataset(name)
         return
-    raw, again = load_dataset(name), load_dataset(name)
+    # two independent loads: the registry's pool and a second call of the loader itself (load_dataset keeps the
+    # pool it loaded, so calling it twice would compare one object with itself)
+    raw, again = load_dataset(name), info.load(None, LoadOptions())
+    assert again is not raw
     assert raw.modality == info.modality and len(raw.inputs) == len(raw.labels) > 0
     assert 0 <= raw.labels.min() and raw.labels.max() < len(raw.classes) == len(set(raw.classes))
     assert raw.classes == again.classes and np.array_equal(raw.labels, again.labels)
+    assert len(raw.inputs) == len(again.inputs) and all(np.array_equal(np.asarray(raw.inputs[i]),
+                                                                       np.asarray(again.inputs[i]))
+                                                        for i in (0, len(raw.inputs) // 2, len(raw.inputs) - 1))

@@ -30,14 +30,14 @@ def _texts(loaded):
     return dict(tok(["a good film", "dull and long", "the plot"], padding=True, return_tensors="pt"))
 
 
-def _bert_run(tmp_path, tiny_bert, **sections):
+def _bert_run(tmp_path, tiny_bert, out="r", **sections):
     """One epoch of the tiny BERT on a few Rotten Tomatoes reviews; returns the run folder."""
     base = {"backbone": {"name": f"hf/{tiny_bert}", "weights": "offline", "max_length": 24},
             "data": {"name": "rotten-tomatoes", "image_size": None, "train_limit": 32, "eval_limit": 16},
             "trainer": {"max_epochs": 1}}
     for key, value in sections.items():
         base[key] = {**base.get(key, {}), **value}
-    return run(load_experiment(data=tiny_experiment(tmp_path, **base)), tmp_path / "r").run_dir
+    return run(load_experiment(data=tiny_experiment(tmp_path, **base)), tmp_path / out).run_dir
 
 
 @pytest.fixture
@@ -175,26 +175,67 @@ def test_hf_export_refuses_a_weighted_layer_mix(tmp_path, tiny_bert, capsys):
     assert not (tmp_path / "x").exists()
 
 
-def test_peft_round_trip(tmp_path, tiny_bert):
+def _base(loaded):
+    """The backbone a LoRA run started from: its offline weights loaded afresh, or (random weights, drawn once) the
+    run's own backbone with every adapter taken out unmerged (LoRA never trains the base)."""
+    import copy
+
+    from peft.tuners.lora import LoraLayer
+
+    from tl_research.backbones import build_backbone
+
+    b = loaded.experiment.backbone
+    if b.weights == "offline":
+        return build_backbone(b.name, "offline", **b.family_kwargs())
+    base = copy.deepcopy(loaded.model.backbone)
+    for name, module in list(base.model.named_modules()):
+        if isinstance(module, LoraLayer):
+            parent, _, child = name.rpartition(".")
+            setattr(base.model.get_submodule(parent), child, module.get_base_layer())
+    return base
+
+
+def _peft_back(out, loaded):
+    """The peft export on the run's base (peft's own injection), with its head: a function of a batch."""
     from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+
+    fresh = _base(loaded)
+    inject_adapter_in_model(LoraConfig.from_pretrained(str(out)), fresh.model)
+    set_peft_model_state_dict(fresh.model, load_file(str(out / "adapter_model.safetensors")))
+    head = torch.nn.Sequential(torch.nn.Dropout(0.0), torch.nn.Linear(fresh.num_features, len(loaded.classes)))
+    head.load_state_dict(load_file(str(out / "head.safetensors")))
+    fresh.eval()
+    return lambda batch: head(fresh(batch))
+
+
+def _hf_back(out, loaded):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(out, trust_remote_code=True).eval()
+    return lambda batch: model(**batch).logits
+
+
+# each format read back by the tool it is for, as a function of the run's own model inputs; a new format must say
+# here how it loads back (the contract test fails otherwise)
+LOAD_BACK = {
+    "safetensors": lambda out, loaded: load_run(out).model,
+    "timm": lambda out, loaded: timm.create_model(f"local-dir:{out}", pretrained=True).eval(),
+    "hf": _hf_back,
+    "peft": _peft_back,
+}
+
+
+def test_peft_round_trip(tmp_path, tiny_bert):
+    from peft import LoraConfig
 
     run_dir = _bert_run(tmp_path, tiny_bert, freeze={"strategy": "lora", "lora": {"rank": 4}}, optim={"lr": 0.05})
     out = tmp_path / "peft"
     assert main(["export", str(run_dir), "--format", "peft", "--out", str(out)]) == 0
     loaded = load_run(run_dir)
-    config = LoraConfig.from_pretrained(str(out))
-    assert config.r == 4
-    from tl_research.backbones import build_backbone
-
-    fresh = build_backbone(f"hf/{tiny_bert}", "offline", max_length=24)  # the pretrained base, no adapter
-    inject_adapter_in_model(config, fresh.model)
-    set_peft_model_state_dict(fresh.model, load_file(str(out / "adapter_model.safetensors")))
-    head = torch.nn.Sequential(torch.nn.Dropout(0.0), torch.nn.Linear(fresh.num_features, len(loaded.classes)))
-    head.load_state_dict(load_file(str(out / "head.safetensors")))
+    assert LoraConfig.from_pretrained(str(out)).r == 4
     batch = _texts(loaded)
-    fresh.eval()
     with torch.no_grad():
-        assert torch.allclose(head(fresh(batch)), loaded.model(batch), atol=1e-5)
+        assert torch.allclose(_peft_back(out, loaded)(batch), loaded.model(batch), atol=1e-5)
         lora_b = [v for k, v in load_file(str(out / "adapter_model.safetensors")).items() if "lora_B" in k]
         assert lora_b and any(float(v.abs().max()) > 0 for v in lora_b)  # the trained adapter, not its zero init
 
@@ -214,26 +255,35 @@ def test_export_bad_input(tmp_path, timm_run, capsys):
     assert np.isfinite(mlp.metrics["test/acc"])
 
 
-def test_every_registered_format_writes_whole_or_refuses_before_writing(tmp_path, timm_run):
-    """The contract of the format registry, on a timm run: a format either writes every file it names (with the
-    class names) or refuses with one line before the folder exists."""
+def test_every_registered_format_writes_whole_and_loads_back_or_refuses_before_writing(tmp_path, tiny_bert):
+    """The contract of the format registry, on LoRA runs of a timm model and of an HF encoder: a format either
+    writes every file it names (with the class names), which its tool loads back with the run's logits (1e-5: a
+    tool without peft gets the adapters merged in), or refuses with one line before the folder exists; every format
+    writes for one of the two."""
     from tl_research.errors import UserError
     from tl_research.lifecycle.export import export, formats
 
-    loaded = load_run(timm_run)
+    lora = {"freeze": {"strategy": "lora", "lora": {"rank": 4}}, "optim": {"lr": 0.05}}
+    timm_lora = run(load_experiment(data=tiny_experiment(tmp_path, **lora)), tmp_path / "timm-lora").run_dir
+    assert {f.name for f in formats()} <= set(LOAD_BACK)
     wrote = set()
-    for fmt in formats():
-        out = tmp_path / "all" / fmt.name
-        try:
-            files = export(loaded, fmt.name, out)
-        except UserError as exc:
-            assert str(exc).startswith("--format: ") and not out.exists(), fmt.name
-            continue
-        assert files and all(f.is_file() for f in files) and out / "classes.json" in files, fmt.name
-        for f in files:  # every tensor file says what it holds and where it came from
-            if f.suffix == ".safetensors":
-                meta = safe_open(str(f), "pt").metadata()
-                assert json.loads(meta["classes"]) == loaded.classes, f
-                assert meta["run"] == str(loaded.checkpoint.resolve()), f
-        wrote.add(fmt.name)
-    assert {"safetensors", "timm"} <= wrote  # what a timm run with a linear head can be held in
+    for run_dir, inputs in ((timm_lora, _images), (_bert_run(tmp_path, tiny_bert, "hf-lora", **lora), _texts)):
+        loaded = load_run(run_dir)
+        x = inputs(loaded)
+        for fmt in formats():
+            out = tmp_path / "all" / run_dir.name / fmt.name
+            try:
+                files = export(loaded, fmt.name, out)
+            except UserError as exc:
+                assert str(exc).startswith("--format: ") and not out.exists(), fmt.name
+                continue
+            assert files and all(f.is_file() for f in files) and out / "classes.json" in files, fmt.name
+            for f in files:  # every tensor file says what it holds and where it came from
+                if f.suffix == ".safetensors":
+                    meta = safe_open(str(f), "pt").metadata()
+                    assert json.loads(meta["classes"]) == loaded.classes, f
+                    assert meta["run"] == str(loaded.checkpoint.resolve()), f
+            with torch.no_grad():
+                assert torch.allclose(LOAD_BACK[fmt.name](out, loaded)(x), loaded.model(x), atol=1e-5), fmt.name
+            wrote.add(fmt.name)
+    assert wrote == {f.name for f in formats()}

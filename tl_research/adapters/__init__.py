@@ -2,5 +2,5 @@
 with why no public API serves and bounded in pyproject below the dependency's next major release. Everything
 else in the package uses public APIs only (tests/test_private_api.py checks it).
 
-May import: the dependencies themselves, never another part of the package.
+May import: nothing of the package (only the dependencies themselves).
 """

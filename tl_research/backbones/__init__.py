@@ -3,7 +3,7 @@
 The names below load on first use (PEP 562): `tlr backbones` lists the offline weights without importing torch or
 timm, so it starts in well under a second.
 
-May import: the root modules except config (never data: both read inputs.py and assets.py).
+May import: the base. Never data: both read inputs.py and assets.py.
 """
 
 from __future__ import annotations

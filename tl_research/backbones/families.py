@@ -5,14 +5,13 @@ registers its builder (`register_family`); a family's options are its builder's 
 from __future__ import annotations
 
 import copy
-import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tl_research.backbones.runs import tested_file
 from tl_research.errors import UserError
-from tl_research.registry import Registry, import_package
+from tl_research.registry import Owners, Registry, import_package
 
 if TYPE_CHECKING:  # torch loads with the first backbone built: reading a config (which checks its family) must not
     from tl_research.backbones.base import Backbone
@@ -52,24 +51,19 @@ def _stamp(name: str, weights: str) -> Any:
     return tuple((str(p), p.stat().st_mtime_ns) for p in paths if p.exists())
 
 
-def _options(builder: Callable[..., Backbone]) -> dict[str, inspect.Parameter]:
-    """A family builder's options: its named parameters besides ident and weights (`**kwargs` declares none)."""
-    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return {k: p for k, p in inspect.signature(builder).parameters.items()
-            if p.kind in named and k not in ("ident", "weights")}
+def family_owners() -> Owners:
+    """The families as owners of the `backbone.*` options their builders declare (after ident and weights)."""
+    return Owners(dict(families()), 2, "backbone.", "backbones")
 
 
 def option_names() -> list[str]:
     """Every option some family's builder takes (the `backbone.*` keys besides name, weights and keep_groups)."""
-    return sorted({p for _, builder in families() for p in _options(builder)})
+    return family_owners().every()
 
 
 def accepted_options(name: str) -> set[str]:
     """The options backbone `name`'s family takes (none for an unknown family: build_backbone reports it)."""
-    family = name.partition("/")[0]
-    if family not in dict(families()):
-        return set()
-    return set(_options(FAMILIES.get(family, "backbone.name")))
+    return set(family_owners().options(name.partition("/")[0]))
 
 
 def foreign_options(name: str) -> set[str]:
@@ -78,20 +72,16 @@ def foreign_options(name: str) -> set[str]:
     return set(option_names()) - accepted_options(name)
 
 
+def parse_options(name: str, data: dict[str, Any], fixed: list[str]) -> dict[str, Any]:
+    """`data`'s family options besides the section's `fixed` keys (a plugin family's own), each checked against
+    the builder that declares it."""
+    return family_owners().parse(name.partition("/")[0], data, fixed)
+
+
 def family_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The options of `options` that backbone `name`'s family takes. An option only another family takes must be
-    left at its default: set otherwise it would be silently ignored, so it is refused (one line naming the key)."""
-    if name.partition("/")[0] not in dict(families()):
-        return {}  # an unknown family is reported by build_backbone
-    accepted = accepted_options(name)
-    for key, value in options.items():
-        if key in accepted:
-            continue
-        owners = {f: p[key] for f, b in families() if key in (p := _options(b))}
-        if owners and all(value != p.default for p in owners.values()):
-            raise UserError(f"backbone.{key}: {value!r} is an option of {' and '.join(owners)} backbones; {name} "
-                            f"does not take it (leave it unset)")
-    return {k: v for k, v in options.items() if k in accepted}
+    """The options of `options` that backbone `name`'s family takes; one only another family takes must be left at
+    its default (set, it would be silently ignored: refused with one line naming the key)."""
+    return family_owners().check(name.partition("/")[0], options, name)
 
 
 def build_backbone(name: str, weights: str = "offline", **options: Any) -> Backbone:

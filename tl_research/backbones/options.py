@@ -3,11 +3,12 @@ families (each family takes its own: its builder's keyword arguments; set for an
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from tl_research.backbones.families import family_options, option_names
-from tl_research.schema import bounds, keyed, unkeyed
+from tl_research.backbones.families import family_options, option_names, parse_options
+from tl_research.schema import bounds, keyed, parse_fields, unkeyed
 
 LayerChoice = Literal["last", "second_to_last", "sum_last_four", "concat_last_four", "embeddings", "weighted"]
 
@@ -30,8 +31,27 @@ class BackboneConfig:
     # hf encoders: which layers' states are the features (BERT's Table 7): last, second_to_last, sum_last_four,
     # concat_last_four, embeddings, or weighted (a learned softmax-weighted sum of all layers, trained with the head)
     layers: LayerChoice = field(default="last", metadata=keyed())
+    # a plugin family's own options (its builder's other keyword arguments), written as backbone.<option>
+    options: dict[str, Any] = field(default_factory=dict, metadata=keyed({"flat": True}))
 
     def __post_init__(self) -> None:
         # an option of another family, set, would be ignored: refused when the experiment is read (fit, config,
         # every study cell), not when the model is built
-        family_options(self.name, {k: getattr(self, k) for k in option_names()})
+        family_options(self.name, self.family_kwargs())
+
+    def family_kwargs(self) -> dict[str, Any]:
+        """The family options as the builder takes them: the built-in families' fields and a plugin family's own."""
+        return {**{k: getattr(self, k) for k in option_names() if k in _FIXED}, **self.options}
+
+    @classmethod
+    def from_mapping(cls, data: Any, prefix: str = "backbone.") -> BackboneConfig:
+        own = {k: v for k, v in data.items() if k not in _FIXED} if isinstance(data, dict) else {}
+        fixed = parse_fields(cls, {k: v for k, v in data.items() if k in _FIXED} if isinstance(data, dict) else data,
+                             prefix, skip=("options",))
+        return cls(**fixed, options=parse_options(fixed.get("name", cls.name), own, list(_FIXED)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{k: getattr(self, k) for k in _FIXED}, **self.options}
+
+
+_FIXED = tuple(f.name for f in dataclasses.fields(BackboneConfig) if f.name != "options")

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tl_research import plugins
+from tl_research.backbones.families import family_owners
 from tl_research.config import Experiment
+from tl_research.registry import Owners
 from tl_research.strategies.plan import STRATEGIES
 from tl_research.training.regularizers import regularizers
 
@@ -85,7 +87,25 @@ def experiment_keys() -> list[KeyDoc]:
     extra = [KeyDoc(k, d.default, f"[{', '.join(takers[k])}] {d.meaning}".strip()) for k, d in options.items()]
     # each regularizer's options, under its name (a term is on once it is named: `regularize: {bss: {}}`)
     terms = [d for name, entry in regularizers() for d in section_keys(entry, f"regularize.{name}.")]
-    return out[:at] + extra + terms + out[at:]
+    out = out[:at] + extra + terms + out[at:]
+    from tl_research.data.registry import loader_owners
+
+    # a plugin family's or dataset's own options, after its section's keys
+    for owners in (family_owners(), loader_owners()):
+        last = max(i for i, d in enumerate(out) if d.key.startswith(owners.prefix))
+        out[last + 1:last + 1] = _own_keys(owners, {d.key for d in out})
+    return out
+
+
+def _own_keys(owners: Owners, known: set[str]) -> list[KeyDoc]:
+    """The options entries declare by their signatures that are not section keys already (a plugin's)."""
+    out: dict[str, KeyDoc] = {}
+    for name in owners.entries:
+        for key, param in owners.options(name).items():
+            if owners.prefix + key not in known and owners.prefix + key not in out:
+                default = None if param.default is param.empty else param.default
+                out[owners.prefix + key] = KeyDoc(owners.prefix + key, default, f"[{owners.noun}: {name}]")
+    return list(out.values())
 
 
 def strategy_rows() -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ from tl_research.config import (
     drop_other_strategy_options,
     dump_yaml,
     experiment_schema,
-    load_experiment,
+    from_mapping,
     read_yaml,
 )
 from tl_research.errors import ConfigWarning, UserError
@@ -51,7 +51,7 @@ def _experiment(args: argparse.Namespace) -> Experiment:
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConfigWarning)
         try:
-            return load_experiment(data=raw)
+            return from_mapping(raw, Path(args.config).parent)  # plugins: paths relative to the YAML
         except ConfigWarning as exc:
             raise UserError(f"{exc}; remove it or select that strategy") from None
 

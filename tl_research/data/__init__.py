@@ -1,7 +1,7 @@
 """Datasets, splits, few-shot subsets, shifted test sets, the data section's options and the data modules.
 Importing it registers every dataset.
 
-May import: the root modules except config (config reads data/options.py); never backbones (both read inputs.py).
+May import: the base. Never backbones (both read inputs.py); config reads data/options.py.
 """
 
 from tl_research.data import datasets, generic, hf_data, torchvision_data  # noqa: F401  (register the built-in and generic loaders)

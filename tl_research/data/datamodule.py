@@ -175,7 +175,7 @@ def load_options(cfg: DataConfig) -> LoadOptions:
 def load_data(cfg: DataConfig, modality: str) -> RawDataset:
     """The whole labelled pool of `cfg.name` (only `cfg.classes`, when set), checked against the backbone's
     modality."""
-    raw = load_dataset(cfg.name, cfg.root, load_options(cfg))
+    raw = load_dataset(cfg.name, cfg.root, load_options(cfg), **cfg.options)
     if raw.modality != modality:
         raise UserError(f"data.name: {cfg.name} holds {raw.modality} data but the backbone takes {modality}")
     for key, value in (("data.eval_shifts", cfg.eval_shifts), ("data.shift", cfg.shift)):

@@ -3,10 +3,11 @@ read them): which dataset, its split, few-shot subsets, shifts, augmentation and
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from tl_research.schema import SEED, applies_when, bounds, keyed, unkeyed
+from tl_research.schema import SEED, applies_when, bounds, keyed, parse_fields, unkeyed
 
 
 @dataclass
@@ -84,3 +85,28 @@ class DataConfig:
     # validation / test batch size (None: batch_size)
     eval_batch_size: int | None = field(default=None, metadata=unkeyed(bounds(ge=1)))
     num_workers: int = field(default=0, metadata=unkeyed(bounds(ge=0)))  # DataLoader worker processes
+    # a plugin dataset's own options (its loader's other keyword arguments), written as data.<option>; the cache
+    # keys rows by their content, so they need not be in its key
+    options: dict[str, Any] = field(default_factory=dict, metadata=unkeyed({"flat": True}))
+
+    def __post_init__(self) -> None:
+        if self.options:  # (the registry, and numpy, load only for a config that sets a loader's own options)
+            from tl_research.data.registry import loader_owners
+
+            loader_owners().check(self.name, self.options)
+
+    @classmethod
+    def from_mapping(cls, data: Any, prefix: str = "data.") -> DataConfig:
+        if not isinstance(data, dict) or all(k in _FIXED for k in data):
+            return cls(**parse_fields(cls, data, prefix, skip=("options",)))
+        from tl_research.data.registry import loader_owners
+
+        fixed = parse_fields(cls, {k: v for k, v in data.items() if k in _FIXED}, prefix, skip=("options",))
+        own = {k: v for k, v in data.items() if k not in _FIXED}
+        return cls(**fixed, options=loader_owners().parse(fixed.get("name", cls.name), own, list(_FIXED)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{k: v for k, v in dataclasses.asdict(self).items() if k != "options"}, **self.options}
+
+
+_FIXED = tuple(f.name for f in dataclasses.fields(DataConfig) if f.name != "options")

@@ -14,7 +14,7 @@ import numpy as np
 from tl_research import plugins
 from tl_research.assets import package_dir
 from tl_research.errors import UserError
-from tl_research.registry import Registry
+from tl_research.registry import Owners, Registry
 
 
 @dataclass
@@ -62,7 +62,8 @@ def encode_labels(raw: list | np.ndarray) -> tuple[np.ndarray, list[str]]:
 class DatasetInfo:
     name: str
     modality: Literal["image", "text", "image or text"]
-    load: Callable[[str | None, LoadOptions], RawDataset]
+    # (root, LoadOptions, **its own options): keyword parameters after the first two are `data.*` keys of their own
+    load: Callable[..., RawDataset]
     module: str | None = None  # import name of the package that ships the data
     requirement: str | None = None  # what to install when missing
     description: str = ""
@@ -105,13 +106,21 @@ def _stamp(info: DatasetInfo, root: str | None, path: str | None) -> Any:
     return None
 
 
-def load_dataset(name: str, root: str | None = None, opts: LoadOptions = LoadOptions()) -> RawDataset:
+def loader_owners() -> Owners:
+    """The datasets as owners of the `data.*` options their loaders declare (after root and the LoadOptions)."""
+    return Owners({name: info.load for name, info in DATASETS.items()}, 2, "data.", "data")
+
+
+def load_dataset(name: str, root: str | None = None, opts: LoadOptions = LoadOptions(),
+                 **own: Any) -> RawDataset:
+    """Dataset `name`'s whole pool; `own`: options its loader declares (see DatasetInfo.load)."""
     info = DATASETS.get(name, "data.name")
-    key, stamp = (name, root, opts), _stamp(info, root, opts.path)
+    own = loader_owners().check(name, own)
+    key, stamp = (name, root, opts, repr(sorted(own.items()))), _stamp(info, root, opts.path)
     hit = _LOADED.get(key)
     if hit is not None and hit[0] == stamp:
         return hit[1]
-    data = info.load(root, opts)
+    data = info.load(root, opts, **own)
     if len(data.classes) < 2 or len(np.unique(data.labels)) < 2:
         raise UserError(f"data.name: {name} has a single class; classification needs at least two")
     if len(_LOADED) >= 2:
@@ -174,5 +183,7 @@ def list_datasets() -> list[dict[str, Any]]:
         ok = info.available()
         rows.append({"name": name, "modality": info.modality, "available": ok, "description": info.description,
                      "from": plugins.origin(info.load.__module__),
+                     **({"options": opts} if (opts := {k: None if p.default is p.empty else p.default
+                                                       for k, p in loader_owners().options(name).items()}) else {}),
                      **({} if ok or info.install is None else {"install": info.install})})
     return rows

@@ -1,4 +1,4 @@
 """Published findings checked on studies: claims files judged held / failed / inconclusive, and reproduction folders.
 
-May import: studies, reports, run, the root modules.
+May import: the base, studies, reports, run, config.
 """

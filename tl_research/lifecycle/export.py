@@ -7,6 +7,7 @@ dispatch read the registry.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from tl_research.errors import UserError
 from tl_research.inputs import TextSpec
 from tl_research.lifecycle.inference import LoadedRun
 from tl_research.registry import Registry, import_package
+from tl_research.strategies.lora import merge_lora
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,14 @@ def formats() -> list[ExportFormat]:
     """Every export format (each module of formats/ is imported once, on the first call)."""
     import_package("tl_research.lifecycle.formats")
     return [f for _, f in FORMATS.items()]
+
+
+def merged_model(loaded: LoadedRun) -> torch.nn.Module:
+    """A copy of the run's backbone model with any LoRA adapters folded into their base layers: the plain
+    architecture a tool without peft loads (the adapters' own format is peft)."""
+    model = copy.deepcopy(loaded.model.backbone.model)
+    merge_lora(model)
+    return model
 
 
 def plain(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

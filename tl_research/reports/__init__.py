@@ -1,4 +1,4 @@
 """Reports of a study: tables from stored trials, report files (md/csv/tex) and plots.
 
-May import: studies, runs, stats, the root modules.
+May import: the base, studies, runs.
 """

@@ -1,6 +1,6 @@
 """Freezing strategies: registered options dataclasses that plan which layer groups train (see plan.py).
 
-May import: backbones, the root modules except config (config reads this registry)."""
+May import: the base, backbones. Not config (config reads this registry)."""
 
 from tl_research.strategies import catalogue  # noqa: F401  (registers the strategies)
 from tl_research.strategies.plan import (

@@ -2,7 +2,8 @@
 `AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)` or
 `pipeline("text-classification", model=folder, trust_remote_code=True)`. The config is the encoder's with the
 pooling, layers, head and class names added; `hf_classifier.py` + `text_pooling.py` (this package's own files) are
-the model code; the tokenizer's `model_max_length` is the run's max_length."""
+the model code; the tokenizer's `model_max_length` is the run's max_length; a LoRA run's adapters are merged into
+the encoder's weights (peft holds them apart)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from safetensors.torch import save_file
 
 from tl_research.backbones import hf_classifier, text_pooling
 from tl_research.errors import UserError
-from tl_research.lifecycle.export import export_format, metadata, plain
+from tl_research.lifecycle.export import export_format, merged_model, metadata, plain
 from tl_research.lifecycle.inference import LoadedRun
 
 CLASSIFIER = "PooledEncoderForSequenceClassification"
@@ -41,7 +42,7 @@ def write(loaded: LoadedRun, out: Path) -> list[Path]:
     config.architectures = [CLASSIFIER]
     config.auto_map = {"AutoModelForSequenceClassification": f"hf_classifier.{CLASSIFIER}"}
     config.save_pretrained(out)
-    state = {f"encoder.{k}": v for k, v in backbone.model.state_dict().items()}
+    state = {f"encoder.{k}": v for k, v in merged_model(loaded).state_dict().items()}
     state.update({f"head.{k}": v for k, v in loaded.model.head.state_dict().items()})
     save_file(plain(state), out / "model.safetensors", metadata=metadata(loaded))
     for module in (hf_classifier, text_pooling):

@@ -1,17 +1,16 @@
 """timm (timm backbones, linear head): a folder `timm.create_model("local-dir:<folder>", pretrained=True)` loads —
 `config.json` (architecture, classes, and a `pretrained_cfg` holding the run's input size, mean/std, interpolation
 and squash resizing, so timm's own `resolve_data_config` + `create_transform` preprocess as the run did) and
-`model.safetensors` with the head as the architecture's own classifier."""
+`model.safetensors` with the head as the architecture's own classifier (a LoRA run's adapters merged in)."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 from safetensors.torch import save_file
 
 from tl_research.errors import UserError
-from tl_research.lifecycle.export import export_format, metadata, plain, preprocessing
+from tl_research.lifecycle.export import export_format, merged_model, metadata, plain, preprocessing
 from tl_research.lifecycle.inference import LoadedRun
 
 
@@ -31,7 +30,7 @@ def _linear(loaded: LoadedRun) -> list:
 def write(loaded: LoadedRun, out: Path) -> list[Path]:
     from timm.models import save_for_hf
 
-    model = copy.deepcopy(loaded.model.backbone.model)
+    model = merged_model(loaded)
     model.reset_classifier(len(loaded.classes))
     linear = _linear(loaded)[0]
     classifier = model.pretrained_cfg.get("classifier", "classifier")
