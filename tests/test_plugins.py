@@ -23,7 +23,7 @@ from tl_research.studies.storage import open_storage
 TLR = [sys.executable, "-m", "tl_research.cli"]
 
 # a user's own strategy (the last layer group and the head train) and dataset (class-dependent noise images), a
-# score and a backbone family delegating to timm: one of each registry the listings show
+# score, a report plot and a backbone family delegating to timm
 PLUGIN = textwrap.dedent('''
     """A lab's own method."""
     from dataclasses import dataclass
@@ -33,6 +33,7 @@ PLUGIN = textwrap.dedent('''
 
     from tl_research.backbones.families import FAMILIES, register_family
     from tl_research.data.registry import DatasetInfo, RawDataset, register_dataset
+    from tl_research.reports.plots import register_plot
     from tl_research.schema import bounds
     from tl_research.scores.registry import register_score
     from tl_research.strategies.plan import FreezePlan, register
@@ -61,6 +62,13 @@ PLUGIN = textwrap.dedent('''
     def lab_spread(features, labels):
         """The features' spread."""
         return float(features.std())
+
+
+    @register_plot("lab_trials")
+    def lab_trials(data, out):
+        """How many trials the report read."""
+        (out / "lab_trials.txt").write_text(str(len(data.trials)))
+        return [out / "lab_trials.txt"]
 
 
     @register_family("lab")
@@ -128,6 +136,7 @@ def test_a_plugin_named_in_a_study_yaml_reaches_every_worker_and_every_later_pro
     report = _tlr("report", "pl", "--storage", url, "--out", str(tmp_path / "rep"))
     assert report.returncode == 0, report.stderr
     assert "last_group_only" in report.stdout
+    assert (tmp_path / "rep" / "lab_trials.txt").read_text() == "2"  # the plugin's own report plot
     run_dir = next(t.user_attrs["run_dir"] for t in trials if t.params["freeze.strategy"] == "last_group_only")
     np.savez(tmp_path / "x.npz", x=np.full((4, 32, 32, 3), 200, np.uint8))
     predicted = _tlr("predict", run_dir, str(tmp_path / "x.npz"), "--out", str(tmp_path / "p.csv"))

@@ -259,3 +259,25 @@ def test_runs_that_learned_nothing_are_flagged_in_metrics_and_report(tmp_path, c
     fit.write_text(yaml.safe_dump(exp))
     assert main(["fit", str(fit), "--set", "optim.lr=1e-12", "--out", str(tmp_path / "one")]) == 0
     assert "warning: this run learned nothing" in capsys.readouterr().err
+
+
+def test_a_registered_plot_is_drawn_by_every_report(tmp_path, study_db, monkeypatch):
+    """A report plot is one registered function of the report's data (a plugin registers its own the same way)."""
+    from tl_research.reports.plots import PLOTS
+    from tl_research.reports.report import run_report
+
+    seen = []
+
+    def cells_per_row(data, out):
+        seen.append((data.spec.name, len(data.trials), data.table.rows))
+        path = out / "cells_per_row.txt"
+        path.write_text("\n".join(f"{r} {sum(k[0] == r for k in data.table.cells)}" for r in data.table.rows))
+        return [path]
+
+    monkeypatch.setitem(PLOTS._entries, "cells_per_row", cells_per_row)
+    url, truth = study_db
+    table, files = run_report("fs", url, tmp_path / "out", track=False)
+    assert tmp_path / "out" / "cells_per_row.txt" in files and tmp_path / "out" / "few_shot.png" in files
+    assert seen == [("fs", len(truth), sorted(STRATEGIES))]
+    assert (tmp_path / "out" / "cells_per_row.txt").read_text().split("\n") == ["depth 3", "full 3",
+                                                                                 "linear_probe 3"]

@@ -12,7 +12,7 @@ import optuna
 from tl_research import stats
 from tl_research.errors import UserError
 from tl_research.reports import predictions, suite_table, tuning
-from tl_research.reports.plots import curve_plot, pareto_plot, search_plots
+from tl_research.reports.plots import ReportData, draw_all
 from tl_research.reports.tables import (  # noqa: F401  (Table, build_table: used by callers of this module)
     THROUGHPUT,
     TRAINABLE,
@@ -218,13 +218,11 @@ def run_report(name: str, url: str | optuna.storages.BaseStorage, out: Path, met
     if record is not None:
         (out / "prefilter.md").write_text(prefilter.to_markdown(record))
         files.append(out / "prefilter.md")
-    files += [p for p in (curve_plot(table, out), pareto_plot(trials, metric, rows, out)) if p]
-    if spec.config.kind == "search" and len(spec.objectives) == 1:
-        files += search_plots(study, out)
     chosen = tuning.summary(study, spec) if spec.config.kind == "tuned" else []
     if chosen:
         (out / "tuning.md").write_text(tuning.to_markdown(chosen, spec))
-        files += [out / "tuning.md", *filter(None, [tuning.sensitivity_plot(study, spec, out)])]
+        files.append(out / "tuning.md")
+    files += draw_all(ReportData(study, spec, trials, table), out)
     if track:
         _log_to_wandb(spec, table, files, wandb_dir or out, target_width, chosen)
     return table, files

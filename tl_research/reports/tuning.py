@@ -11,6 +11,7 @@ import optuna
 from matplotlib.figure import Figure
 from optuna.trial import TrialState
 
+from tl_research.reports.plots import ReportData, register_plot
 from tl_research.studies import tuned
 from tl_research.studies.studyspec import StudySpec, arm_keys
 
@@ -53,12 +54,16 @@ def _fmt(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def sensitivity_plot(study: optuna.Study, spec: StudySpec, out: Path) -> Path | None:
+@register_plot("tuning_sensitivity")
+def sensitivity_plot(data: ReportData, out: Path) -> list[Path]:
     """The validation metric against each tuned parameter (one panel each), per arm; chosen settings circled."""
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    spec = data.spec
+    if spec.tune is None:
+        return []
+    trials = data.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     keys = list(spec.tune.params)
     if not any(tuned.phase_trials(trials, tuned.TUNE, arm) for arm in spec.arms):
-        return None
+        return []
     fig = Figure(figsize=(5 * len(keys), 4))  # no pyplot: no global backend, no display needed
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
     for ax, key in zip(axes, keys):
@@ -80,4 +85,4 @@ def sensitivity_plot(study: optuna.Study, spec: StudySpec, out: Path) -> Path | 
     axes[0].legend(title=", ".join(arm_keys(spec.config)), fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "tuning_sensitivity.png", dpi=120)
-    return out / "tuning_sensitivity.png"
+    return [out / "tuning_sensitivity.png"]
