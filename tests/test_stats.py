@@ -157,3 +157,25 @@ def test_at_chance_needs_both_chance_accuracy_and_no_learning():
     low = sp.binomtest(120, 1000).proportion_ci(method="wilson").low
     assert stats.at_chance(0.12, 1000, 10, 2.3, 2.3) == (low <= 0.1)
     assert not stats.at_chance(0.5, 10, 2, None, 0.7)  # no training loss (a solved probe): nothing to judge
+
+
+def test_the_family_level_coverage_worlds_know_their_truth():
+    """benchmarks/coverage_levels.py's own worlds: without a shared part or collapses, a world's Monte-Carlo
+    population difference is coverage.py's closed form (Gauss-Hermite quadrature); the interval it checks at a level
+    is compare_matrices' at that level."""
+    import runpy
+    import sys
+
+    sys.path.insert(0, "benchmarks")  # the script imports coverage.py beside it
+    try:
+        bench = runpy.run_path("benchmarks/coverage_levels.py")
+    finally:
+        sys.path.remove("benchmarks")
+    plain = bench["World"]("plain", mu=1.3, mu_b=1.0, seed_sd=0.3, example_sd=1.2, arm_sd=0.8)
+    closed = next(s for s in bench["SCENARIOS"] if s.name == "difference").truth()
+    assert plain.truth(np.random.default_rng(0), draws=2_000_000) == pytest.approx(closed, abs=1.5e-3)
+    x, y = plain.draw(5, 300, np.random.default_rng(1))
+    mean, var, dof = stats.crossed_moments(x - y)
+    half = sp.t.ppf(1 - 0.05 / 20, dof) * np.sqrt(var)
+    iv = stats.compare_matrices(x, y, confidence=1 - 0.05 / 10).interval
+    assert (iv.low, iv.high) == pytest.approx((mean - half, mean + half))

@@ -135,7 +135,7 @@ def components(x: np.ndarray) -> Components:
     return Components(max(0.0, (ms[0] - ms[2]) / n), max(0.0, (ms[1] - ms[2]) / s), float(ms[2]))
 
 
-def _crossed(x: np.ndarray) -> tuple[float, float, float]:
+def crossed_moments(x: np.ndarray) -> tuple[float, float, float]:
     """Mean, variance of the mean and Satterthwaite degrees of freedom under the crossed model: the variance is
     (MS_seed + MS_example - MS_residual) / (S N); a component whose moment estimate is negative is set to zero (its
     mean square then drops out together with the residual it is measured against)."""
@@ -167,7 +167,7 @@ def accuracy_interval(correct: np.ndarray, confidence: float = 0.95) -> Interval
     x = _matrix(correct)
     if x.shape[0] == 1:
         return Interval(*wilson(float(x.sum()), x.shape[1], confidence), "wilson-one-seed")
-    mean, var, dof = _crossed(x)
+    mean, var, dof = crossed_moments(x)
     return _t(mean, var, dof, confidence, "crossed-t", 0.0, 1.0)[0]
 
 
@@ -182,7 +182,7 @@ def compare_matrices(correct_a: np.ndarray, correct_b: np.ndarray, confidence: f
         n = d.shape[1]
         mean, var, dof, method = float(d.mean()), float(d.var(ddof=1)) / n, n - 1, "paired-t-one-seed"
     else:
-        (mean, var, dof), method = _crossed(d), "crossed-t"
+        (mean, var, dof), method = crossed_moments(d), "crossed-t"
     interval, p = _t(mean, var, dof, confidence, method, -1.0, 1.0)
     return Comparison(mean, interval, p, d.shape[0], confidence)
 
@@ -262,7 +262,8 @@ def _simulated_half(comps: Components, seeds: int, examples: int, confidence: fl
     """Half-widths the crossed interval of a seeds x examples design takes, simulated under its normal theory:
     the three mean squares are independent scaled chi-squares around their expectations (sigma_r^2 + N sigma_s^2,
     sigma_r^2 + S sigma_b^2, sigma_r^2), then truncated, combined and given Satterthwaite's df exactly as
-    `_crossed` does (fixed random numbers: the same draws for every design, so searches over designs are smooth)."""
+    `crossed_moments` does (fixed random numbers: the same draws for every design, so searches over designs are
+    smooth)."""
     s, n = seeds, examples
     expected = np.array([comps.residual + n * comps.seed, comps.residual + s * comps.example, comps.residual])
     # one example (a seeds-only design): only the seed mean square exists
