@@ -8,6 +8,7 @@ one-line key-path errors as every other key."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import pkgutil
@@ -69,7 +70,7 @@ def import_package(package: str, skip: set[str] | frozenset[str] = frozenset()) 
     _DISCOVERED.add(package)
 
 
-
+@functools.cache  # every config read checks its family's options: a signature is read once per callable
 def signature_options(fn: Callable, skip: int) -> dict[str, inspect.Parameter]:
     """The options `fn` declares: its named parameters after the first `skip` (`**kwargs` declares none)."""
     named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
@@ -127,6 +128,10 @@ class Owners:
     def options(self, name: str) -> dict[str, inspect.Parameter]:
         entry = self.entries.get(name)
         return {} if entry is None else signature_options(entry, self.skip)
+
+    def defaults(self, name: str) -> dict[str, Any]:
+        """Entry `name`'s options with their defaults (None: required)."""
+        return {k: None if p.default is p.empty else p.default for k, p in self.options(name).items()}
 
     def every(self) -> list[str]:
         """Every option some entry declares."""

@@ -101,9 +101,8 @@ def _own_keys(owners: Owners, known: set[str]) -> list[KeyDoc]:
     """The options entries declare by their signatures that are not section keys already (a plugin's)."""
     out: dict[str, KeyDoc] = {}
     for name in owners.entries:
-        for key, param in owners.options(name).items():
+        for key, default in owners.defaults(name).items():
             if owners.prefix + key not in known and owners.prefix + key not in out:
-                default = None if param.default is param.empty else param.default
                 out[owners.prefix + key] = KeyDoc(owners.prefix + key, default, f"[{owners.noun}: {name}]")
     return list(out.values())
 

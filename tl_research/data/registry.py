@@ -183,7 +183,6 @@ def list_datasets() -> list[dict[str, Any]]:
         ok = info.available()
         rows.append({"name": name, "modality": info.modality, "available": ok, "description": info.description,
                      "from": plugins.origin(info.load.__module__),
-                     **({"options": opts} if (opts := {k: None if p.default is p.empty else p.default
-                                                       for k, p in loader_owners().options(name).items()}) else {}),
+                     **({"options": opts} if (opts := loader_owners().defaults(name)) else {}),
                      **({} if ok or info.install is None else {"install": info.install})})
     return rows
