@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from tl_research.config import load_experiment
-from tl_research.run import run
+from tl_research.pipeline import run
 
 # each experiment's own budget (epochs, batch size), on the project's split: the whole validation and test sets
 CURVES = {"MobileNetV2 / Animal-MNIST": ("experiments/mobilenetv2_animal_linear_probe.yaml",
@@ -86,7 +86,7 @@ def section_curves(shots: list[int], seeds: int, tmp: Path) -> list[str]:
 def section_sklearn(tmp: Path) -> list[str]:
     from sklearn.linear_model import LogisticRegression
 
-    from tl_research.run import build_backbone_from, build_data_from, build_strategy_from
+    from tl_research.pipeline import build_backbone_from, build_data_from, build_strategy_from
     from tl_research.training.probe import fit_logistic
 
     exp = load_experiment("experiments/mobilenetv2_animal_linear_probe.yaml",

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from tl_research.config import load_experiment
-from tl_research.run import run
+from tl_research.pipeline import run
 
 SETTINGS = [("fp32", ["trainer.precision=32-true"]),
             ("bf16-mixed", ["trainer.precision=bf16-mixed"]),

@@ -18,7 +18,7 @@ from pathlib import Path
 from statistics import median
 
 from tl_research import stats
-from tl_research.findings import plan
+from tl_research.findings import power_plan
 from tl_research.findings.claims import check_claims, load_claims
 from tl_research.findings.reproduce import list_findings, load_finding
 from tl_research.reports import archive
@@ -31,11 +31,11 @@ def rows_of(name: str) -> list[dict]:
     if not (pilot / archive.JOURNAL).is_file() or not (full / "claims.md").is_file():
         return []
     _, claims = load_claims(finding.claims)
-    seeds = plan.study_seeds(finding.studies)
-    planned = plan.plan_claims(claims, pilot, seeds)
-    storage, lookups = plan.open_pilot(full)
+    seeds = power_plan.study_seeds(finding.studies)
+    planned = power_plan.plan_claims(claims, pilot, seeds)
+    storage, lookups = power_plan.open_pilot(full)
     verdicts = check_claims(claims, None, storage, lookups)
-    known = plan.plan(claims, verdicts, seeds, examples=planned[0].examples if planned else None)
+    known = power_plan.plan(claims, verdicts, seeds, examples=planned[0].examples if planned else None)
     return [{"finding": name, "claim": p.id, "pilot": p.components, "full": k.components, "planned": p.power,
              "known": k.power, "verdict": v.verdict} for p, k, v in zip(planned, known, verdicts)]
 

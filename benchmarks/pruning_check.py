@@ -20,7 +20,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from tl_research.run import run
+from tl_research.pipeline import run
 from tl_research.studies import tuned
 from tl_research.studies.storage import open_storage
 from tl_research.studies.study import SPEC_ATTR

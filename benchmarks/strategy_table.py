@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from tl_research.config import load_experiment
-from tl_research.run import run
+from tl_research.pipeline import run
 
 
 def main() -> None:

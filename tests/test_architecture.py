@@ -64,7 +64,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
-ABOVE = {"config", "run"}  # the root modules above the components: every other root module is part of the base
+ABOVE = {"config", "pipeline"}  # the root modules above the components: every other root module is part of the base
 
 
 def _part(module: str) -> str:
@@ -74,7 +74,7 @@ def _part(module: str) -> str:
 
 
 def _parts() -> tuple[set[str], set[str]]:
-    """(the subpackages, the base: adapters, the package's __init__ and every root module but config and run)."""
+    """(the subpackages, the base: adapters, the package's __init__ and every root module but config and pipeline)."""
     packages = {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()}
     return packages, {"adapters", "tl_research"} | {p.stem for p in ROOT.glob("*.py") if p.stem != "__init__"} - ABOVE
 
@@ -91,7 +91,7 @@ def _declared(doc: str, base: set[str]) -> set[str] | None:
 
 
 def _rules() -> dict[str, set[str] | None]:
-    """Part -> the parts it may import: each subpackage's and config's and run's `May import:` line; every other
+    """Part -> the parts it may import: each subpackage's and config's and pipeline's `May import:` line; every other
     root module the base only; the package's __init__ (the public API, loading on first use) everything."""
     packages, base = _parts()
     rules: dict[str, set[str] | None] = {"tl_research": None, **{m: base for m in base - {"adapters", "tl_research"}}}
@@ -118,19 +118,19 @@ def _violations(graph: dict[str, set[str]], rules: dict[str, set[str] | None]) -
 
 def test_the_root_is_small_and_every_part_keeps_to_what_it_may_import():
     root_modules = [p for p in ROOT.glob("*.py")]
-    assert len(root_modules) <= 12, sorted(p.name for p in root_modules)
+    assert len(root_modules) <= 13, sorted(p.name for p in root_modules)
     assert _violations(_imports(_modules()), _rules()) == []
 
 
 def test_the_import_rules_refuse_a_violating_import():
     fed = {"tl_research.data.splits": {"tl_research.backbones.base", "tl_research.errors"},
-           "tl_research.training.module": {"tl_research.config", "tl_research.strategies.plan"},
-           "tl_research.schema": {"tl_research.run"}, "tl_research.adapters.wandb": {"tl_research.errors"},
+           "tl_research.training.module": {"tl_research.config", "tl_research.strategies.freeze_plan"},
+           "tl_research.schema": {"tl_research.pipeline"}, "tl_research.adapters.wandb": {"tl_research.errors"},
            "tl_research.cli.main": {"tl_research.findings.claims"}}
     assert _violations(fed, _rules()) == [
         "tl_research.adapters.wandb imports tl_research.errors",
         "tl_research.data.splits imports tl_research.backbones.base",
-        "tl_research.schema imports tl_research.run",
+        "tl_research.schema imports tl_research.pipeline",
         "tl_research.training.module imports tl_research.config"]
 
 
@@ -151,7 +151,7 @@ def test_no_import_circles_between_modules_or_subpackages():
 
 def test_the_run_path_names_no_strategy_and_training_optimises_automatically():
     names = set(STRATEGIES.names())
-    for path in (ROOT / "run.py", ROOT / "cache" / "plan.py", ROOT / "training" / "module.py"):
+    for path in (ROOT / "pipeline.py", ROOT / "cache" / "feature_plan.py", ROOT / "training" / "module.py"):
         literals = {n.value for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Constant)}
         assert not literals & names, (path.name, literals & names)
     # Lightning optimises automatically unless a module turns it off; none does, and none steps by hand
@@ -176,3 +176,28 @@ def test_the_adapters_import_nothing_of_the_package():
     for module, targets in graph.items():
         if module.startswith("tl_research.adapters"):
             assert not targets, (module, targets)
+
+
+def _strings(tree: ast.AST) -> list[str]:
+    """The string constants of a module, its docstrings left out (prose may name a file)."""
+    docs = {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body
+            and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+            and id(n) not in docs]
+
+
+def test_only_the_run_folder_module_names_a_run_folders_files():
+    from tl_research import run_folder
+
+    names = {run_folder.CONFIG, run_folder.SPLIT, run_folder.RECORD, run_folder.METRICS, run_folder.CONFUSION,
+             run_folder.SHIFTED_PREDICTIONS, f"{run_folder.BEST}.ckpt", f"{run_folder.LAST}.ckpt"}
+    assert names == {"config.yaml", "split.json", "run.json", "metrics.json", "confusion.csv",
+                     "predictions_shifted.npz", "best.ckpt", "last.ckpt"}  # what every committed run folder holds
+    found = {}
+    for path in ROOT.rglob("*.py"):
+        if path.name != "run_folder.py":
+            hits = {s for s in _strings(ast.parse(path.read_text())) for name in names if name in s}
+            if hits:
+                found[path.name] = hits
+    assert found == {}

@@ -123,7 +123,7 @@ def test_every_key_is_documented_in_help_and_readme(capsys):
     from tl_research.cli.keydocs import experiment_keys, keys_markdown
     from tl_research.cli.main import main
     from tl_research.config import Experiment
-    from tl_research.strategies.plan import STRATEGIES
+    from tl_research.strategies.freeze_plan import STRATEGIES
     from tl_research.training.regularizers import regularizers
 
     docs = experiment_keys()

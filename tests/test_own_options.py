@@ -16,7 +16,7 @@ from tl_research.cli.keydocs import experiment_keys
 from tl_research.config import dump_yaml, experiment_schema
 from tl_research.data.registry import DATASETS, DatasetInfo, RawDataset, list_datasets
 from tl_research.errors import UserError
-from tl_research.run import build_backbone_from
+from tl_research.pipeline import build_backbone_from
 from tl_research.schema import bounds, features_options
 
 CALLS: list[dict] = []

@@ -36,7 +36,7 @@ PLUGIN = textwrap.dedent('''
     from tl_research.reports.plots import register_plot
     from tl_research.schema import bounds
     from tl_research.scores.registry import register_score
-    from tl_research.strategies.plan import FreezePlan, register
+    from tl_research.strategies.freeze_plan import FreezePlan, register
 
 
     @register("last_group_only")
@@ -199,7 +199,7 @@ def test_a_bad_plugin_is_one_line_naming_it(tmp_path):
     nope = _tlr("strategies", env={"TLR_PLUGINS": "no_such_lab_module"})
     assert nope.returncode == 2 and nope.stderr.count("\n") == 1
     assert "TLR_PLUGINS: plugin 'no_such_lab_module' cannot be imported" in nope.stderr
-    (tmp_path / "clash.py").write_text("from tl_research.strategies.plan import register\n"
+    (tmp_path / "clash.py").write_text("from tl_research.strategies.freeze_plan import register\n"
                                        "@register('full')\nclass Full:\n    pass\n")
     clash = _tlr("--plugin", str(tmp_path / "clash.py"), "strategies")
     assert clash.returncode == 2 and "strategy 'full' registered twice" in clash.stderr

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from tl_research.config import load_experiment
-from tl_research.run import run
+from tl_research.pipeline import run
 
 EXPERIMENTS = Path(__file__).parent.parent / "experiments"
 

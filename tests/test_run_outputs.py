@@ -11,8 +11,8 @@ import torch
 from tests.conftest import tiny_experiment
 from tl_research.config import load_experiment
 from tl_research.lifecycle.inference import load_run
-from tl_research.run import build_backbone_from, build_module_from, run
-from tl_research.runs.rundir import trim_checkpoints
+from tl_research.pipeline import build_backbone_from, build_module_from, run
+from tl_research.run_folder import trim_checkpoints
 
 
 def _predict(exp, ckpt, run_dir):

@@ -16,30 +16,22 @@ the `tlr` command stay light):
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
 __version__ = "0.1.0"
 
-_API = {"load_experiment": "tl_research.config", "Experiment": "tl_research.config", "run": "tl_research.run",
-        "build": "tl_research.run", "Built": "tl_research.run", "RunResult": "tl_research.run",
+_API = {"load_experiment": "tl_research.config", "Experiment": "tl_research.config", "run": "tl_research.pipeline",
+        "build": "tl_research.pipeline", "Built": "tl_research.pipeline", "RunResult": "tl_research.pipeline",
         "load_run": "tl_research.lifecycle.inference", "predict": "tl_research.lifecycle.inference",
         "study_frame": "tl_research.reports.frame"}
 __all__ = ["__version__", *_API]
 
 
-def _exported(name: str, module: str) -> property:
-    def get(_package: types.ModuleType) -> Any:
-        return getattr(importlib.import_module(module), name)
-
-    def ignore(_package: types.ModuleType, _value: Any) -> None:
-        """Importing the submodule tl_research.run binds it under its name: `tl_research.run` stays the function."""
-
-    return property(get, ignore)
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'tl_research' has no attribute {name!r}")
 
 
-# a module class whose attributes are the API's names, each loaded on first use (properties, unlike a module
-# __getattr__, still answer once a submodule of the same name is imported)
-sys.modules[__name__].__class__ = type("Package", (types.ModuleType,),
-                                       {name: _exported(name, module) for name, module in _API.items()})
+def __dir__() -> list[str]:
+    return sorted(__all__)

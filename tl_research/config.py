@@ -35,7 +35,7 @@ from tl_research.schema import (  # noqa: F401  (from_dict, read_yaml, apply_ove
     read_yaml,
     unkeyed,
 )
-from tl_research.strategies.plan import STRATEGIES
+from tl_research.strategies.freeze_plan import STRATEGIES
 from tl_research.training.head_options import HeadConfig
 from tl_research.training.optim import L2SPConfig, OptimConfig
 from tl_research.training.regularizers import RegularizeConfig

@@ -12,7 +12,7 @@ from tl_research.backbones.hf import HFBackbone
 from tl_research.backbones.options import LayerChoice
 from tl_research.cli.main import main
 from tl_research.config import load_experiment
-from tl_research.run import run
+from tl_research.pipeline import run
 from tl_research.training.heads import ScalarMix
 
 

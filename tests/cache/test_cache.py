@@ -15,7 +15,7 @@ from tl_research.backbones import build_backbone
 from tl_research.backbones.hf import layer_mask
 from tl_research.cache.store import FeatureStore
 from tl_research.config import load_experiment
-from tl_research.run import run
+from tl_research.pipeline import run
 
 TIMM = ["resnet18", "mobilenetv2_100", "tf_efficientnet_lite0", "convnext_atto", "vit_tiny_patch16_224",
         "test_efficientnet", "test_resnet", "test_convnext", "test_vit"]

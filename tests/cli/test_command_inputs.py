@@ -16,7 +16,7 @@ import yaml
 from tests.conftest import grid_study, tiny_experiment
 from tl_research.cli.main import main
 from tl_research.config import load_experiment
-from tl_research.run import run
+from tl_research.pipeline import run
 
 
 @pytest.fixture(scope="module")

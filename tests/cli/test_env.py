@@ -7,7 +7,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from tl_research.runs import environment
+from tl_research.runtime import environment
 
 LOCK = Path(__file__).parents[2] / "requirements.lock"
 

@@ -282,7 +282,7 @@ def test_damaged_checkpoint_is_refused_then_restarted(tmp_path, exp_file, capsys
     # an export and `backbone.weights: <run>` hold that model too
     assert main(["export", str(out), "--format", "safetensors", "--out", str(tmp_path / "exported")]) == 0
     assert np.allclose(predict(load_run(tmp_path / "exported"), inputs)[0], probs, atol=1e-5)
-    from tl_research.backbones.runs import run_backbone_state
+    from tl_research.backbones.from_run import run_backbone_state
 
     tensors, _ = run_backbone_state(str(out), "timm/test_efficientnet")
     served = load_run(out).model.backbone.model.state_dict()

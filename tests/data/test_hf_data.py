@@ -16,7 +16,7 @@ from tl_research.config import load_experiment
 from tl_research.data.datamodule import select
 from tl_research.data.options import DataConfig
 from tl_research.data.registry import LoadOptions, load_dataset
-from tl_research.run import run
+from tl_research.pipeline import run
 
 TRAIN, TEST = 1200, 300  # Animal-MNIST examples written as the hf dataset's train and test splits
 

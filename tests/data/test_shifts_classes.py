@@ -13,8 +13,8 @@ from tl_research.cli.main import main
 from tl_research.config import load_experiment
 from tl_research.data.registry import load_dataset, restrict_classes
 from tl_research.data.shifts import MEAN_METRIC, SHIFTS, parse_shifts
+from tl_research.pipeline import run
 from tl_research.reports.predictions import correct_matrix, from_run_folder
-from tl_research.run import run
 from tl_research.schema import features_options
 
 

@@ -6,7 +6,7 @@ import yaml
 from tests.conftest import predictions_study
 from tl_research import stats
 from tl_research.cli.main import main
-from tl_research.findings import plan
+from tl_research.findings import power_plan
 from tl_research.findings.claims import parse_claims
 from tl_research.reports import archive
 from tl_research.studies.storage import open_storage
@@ -23,7 +23,7 @@ CLAIMS = {"claims": [
 def test_the_plan_sizes_each_claim_for_its_power(tmp_path):
     url = predictions_study(tmp_path, 5)
     claims = parse_claims(CLAIMS).claims
-    needs = {n.id: n for n in plan.plan_claims(claims, url, {"n5": 5}, "n5", examples=1000)}
+    needs = {n.id: n for n in power_plan.plan_claims(claims, url, {"n5": 5}, "n5", examples=1000)}
     full = needs["full>probe"]
     assert full.source == "expected" and full.effect == pytest.approx(0.03)
     assert (full.seeds, full.examples) == (5, 1000) and 0 < full.power < 1

@@ -12,7 +12,7 @@ from tl_research.backbones import build_backbone
 from tl_research.cli.main import main
 from tl_research.config import load_experiment
 from tl_research.errors import UserError
-from tl_research.run import run
+from tl_research.pipeline import run
 
 
 def _trained(folder):
@@ -39,7 +39,7 @@ def test_timm_run_continues_from_a_class_half(tmp_path):
 def test_head_from_run_keeps_the_trained_classifier(tmp_path, capsys):
     """head.from_run: the next run's head starts as the previous run's head (same classes); a head that does not
     fit, or no run folder, is a one-line error."""
-    from tl_research.backbones.runs import load_run_head
+    from tl_research.backbones.from_run import load_run_head
     from tl_research.training.heads import build_head
 
     a = run(load_experiment(data=tiny_experiment(tmp_path, trainer={"max_epochs": 1})), tmp_path / "A")
@@ -126,7 +126,7 @@ def test_keep_groups_keeps_the_first_groups_and_reinitialises_the_rest(tmp_path,
     statistics) are what a from-scratch backbone starts with, drawn from the run's seed."""
     import lightning.pytorch as L
 
-    from tl_research.run import build_backbone_from
+    from tl_research.pipeline import build_backbone_from
 
     a = run(load_experiment(data=tiny_experiment(tmp_path, data={"classes": list("01234")})), tmp_path / "A")
     trained = _trained(a.run_dir)

@@ -14,7 +14,7 @@ from tl_research.cli.main import main
 from tl_research.config import load_experiment
 from tl_research.data.registry import load_dataset
 from tl_research.lifecycle.inference import load_run
-from tl_research.run import run
+from tl_research.pipeline import run
 
 
 def _images(loaded, n=6):

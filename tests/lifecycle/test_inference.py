@@ -12,7 +12,7 @@ from tl_research.cli.main import main
 from tl_research.config import load_experiment
 from tl_research.data.registry import load_dataset, restrict_classes
 from tl_research.lifecycle.inference import load_run, predict
-from tl_research.run import run
+from tl_research.pipeline import run
 
 
 def _test_inputs(run_dir, raw):

@@ -8,7 +8,7 @@ import torch
 from tests.conftest import tiny_experiment
 from tl_research.config import load_experiment
 from tl_research.errors import UserError
-from tl_research.run import run
+from tl_research.pipeline import run
 from tl_research.strategies import STRATEGIES as REGISTERED
 from tl_research.strategies.apply import is_batchnorm, is_norm
 
@@ -100,7 +100,7 @@ def test_strategy_contract(tmp_path, tiny_bert, backbone, strategy):
     result = run(exp, callbacks=[probe])
     module_names = list(probe.epochs[0]["start"])
 
-    from tl_research.run import build_backbone_from, build_module_from  # rebuild to read groups independently
+    from tl_research.pipeline import build_backbone_from, build_module_from  # rebuild to read groups independently
     module = build_module_from(exp, build_backbone_from(exp), 2 if backbone == "bert" else 10)
     n = len(module.groups)
     assert len(probe.epochs) == 3

@@ -4,7 +4,7 @@ within the groups its plan trains (a user's strategy class, used from Python wit
 from dataclasses import dataclass
 
 from tl_research.backbones import build_backbone
-from tl_research.strategies.plan import FreezePlan
+from tl_research.strategies.freeze_plan import FreezePlan
 from tl_research.training.heads import build_head
 from tl_research.training.module import TransferModule
 

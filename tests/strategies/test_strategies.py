@@ -5,7 +5,7 @@ import torch
 from tests.conftest import tiny_experiment
 from tl_research.config import load_experiment
 from tl_research.errors import UserError
-from tl_research.run import run
+from tl_research.pipeline import run
 from tl_research.strategies import FreezePlan
 from tl_research.strategies.apply import is_batchnorm
 from tl_research.strategies.catalogue import Depth

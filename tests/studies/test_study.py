@@ -390,7 +390,7 @@ def test_study_checkpoints_trim_finished_trials(tmp_path):
     import torch
 
     from tl_research.lifecycle.inference import load_run
-    from tl_research.runs.rundir import trim_checkpoints
+    from tl_research.run_folder import trim_checkpoints
     from tl_research.studies.study import load_existing
 
     url = f"sqlite:///{tmp_path / 'st.db'}"

@@ -7,7 +7,7 @@ import torch
 
 from tests.conftest import tiny_experiment
 from tl_research.config import load_experiment
-from tl_research.run import run
+from tl_research.pipeline import run
 
 
 class Formats(L.Callback):

@@ -78,7 +78,7 @@ def test_compiled_run_matches_the_eager_run(tmp_path):
     import torch
 
     from tl_research.config import load_experiment
-    from tl_research.run import run
+    from tl_research.pipeline import run
 
     base = tiny_experiment(tmp_path, trainer={"max_epochs": 1}, cache={"mode": "off"})
     eager = run(load_experiment(data=base), tmp_path / "eager")
@@ -93,7 +93,7 @@ def test_ddp_registers_every_group_any_epoch_trains(tmp_path):
     """Before DDP wraps the module, every group some epoch's plan trains is trainable (DDP only synchronises what
     was trainable when it wrapped); the first epoch's plan is what training starts from."""
     from tl_research.config import load_experiment
-    from tl_research.run import build_backbone_from, build_module_from
+    from tl_research.pipeline import build_backbone_from, build_module_from
 
     exp = load_experiment(data=tiny_experiment(tmp_path, freeze={"strategy": "gradual_unfreeze"}))
     backbone = build_backbone_from(exp)

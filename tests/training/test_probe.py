@@ -11,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from tests.conftest import tiny_experiment
 from tl_research.config import load_experiment
 from tl_research.errors import UserError
-from tl_research.run import run
+from tl_research.pipeline import run
 from tl_research.training.probe import fit_logistic, fit_probe
 
 
@@ -64,7 +64,7 @@ def test_lbfgs_probe_run_is_one_solve_saved_as_a_normal_checkpoint(tmp_path):
     assert m["probe/l2"] > 0 and m["test/acc"] == pytest.approx(float(np.mean(saved["pred"] == saved["label"])))
     # the checkpoint holds the head the solver found: refit on the split's features independently
     state = torch.load(result.run_dir / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
-    from tl_research.run import build_backbone_from
+    from tl_research.pipeline import build_backbone_from
 
     exp = load_experiment(result.run_dir / "config.yaml")
     torch.manual_seed(exp.seed)  # weights: none, drawn as run() draws them

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from tests.conftest import tiny_experiment
 from tl_research.config import load_experiment
 from tl_research.errors import UserError
-from tl_research.run import build_backbone_from, build_module_from, run
+from tl_research.pipeline import build_backbone_from, build_module_from, run
 from tl_research.training.probe import fit_logistic
 from tl_research.training.regularizers import Step
 

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tl_research.backbones.runs import tested_file
 from tl_research.errors import UserError
 from tl_research.registry import Owners, Registry, import_package
+from tl_research.run_folder import watched
 
 if TYPE_CHECKING:  # torch loads with the first backbone built: reading a config (which checks its family) must not
     from tl_research.backbones.base import Backbone
@@ -47,7 +47,7 @@ def _stamp(name: str, weights: str) -> Any:
     """What must not have changed for a template to be reused: local weight files and model folders."""
     paths = [Path(p).expanduser() for p in (weights, name.partition("/")[2]) if p not in ("none", "hub", "offline")]
     # a run folder: its metrics and the checkpoint they report
-    paths += [q for p in paths[:1] for q in (p / "metrics.json", tested_file(p))]
+    paths += [q for p in paths[:1] for q in watched(p)]
     return tuple((str(p), p.stat().st_mtime_ns) for p in paths if p.exists())
 
 

@@ -12,11 +12,12 @@ import torch
 from torch import nn
 
 from tl_research.backbones.base import BackboneSplit, LayerGroup, SplitUnsupported, as_module, build_groups
+from tl_research.backbones.from_run import run_backbone_state
 from tl_research.backbones.offline import OFFLINE, locate
-from tl_research.backbones.runs import is_run_folder, run_backbone_state
 from tl_research.backbones.text_pooling import drop_unused_pooler, pool, text_features
 from tl_research.errors import UserError
 from tl_research.inputs import TextSpec
+from tl_research.run_folder import is_run_folder
 
 # encoder.layer.N (BERT/RoBERTa/MiniLM), transformer.layer.N (DistilBERT), layers.N / layer.N (others)
 _LAYER = re.compile(r"^(?:encoder\.layer|transformer\.layer|encoder\.layers|layers|layer)\.(\d+)\.")

@@ -19,10 +19,11 @@ from tl_research.backbones.base import (
     build_groups,
     cut,
 )
+from tl_research.backbones.from_run import run_backbone_state
 from tl_research.backbones.offline import load_converted, locate
-from tl_research.backbones.runs import is_run_folder, run_backbone_state
 from tl_research.errors import UserError
 from tl_research.inputs import ImageSpec
+from tl_research.run_folder import is_run_folder
 
 
 def _timm() -> Any:

@@ -30,7 +30,7 @@ from tl_research.data.registry import RawDataset
 from tl_research.data.splits import Split
 from tl_research.inputs import ImageSpec, TextSpec
 from tl_research.paths import default_cache_dir
-from tl_research.runs.distributed import global_rank
+from tl_research.runtime.distributed import global_rank
 from tl_research.schema import features_options
 
 FORMAT = 2  # bump when what a row holds (or how its key is made) changes

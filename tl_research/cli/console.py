@@ -56,15 +56,17 @@ def print_table(rows: list[list[Any]], header: list[str]) -> None:
 
 
 def print_result(m: dict[str, Any]) -> None:
+    from tl_research.run_folder import CHECKPOINTS, CONFIG, METRICS
+
     keys = ["test/acc", "test/acc_top5", "test/f1_macro", "val/acc", "params/trainable", "params/total",
             "freeze/depth", "throughput/train_samples_per_sec", "throughput/infer_samples_per_sec", "memory/peak_mb"]
     keys += sorted(k for k in m if k.startswith("test_") and k.endswith("/acc"))  # shifted test sets
     print()
     print_table([[k, f"{m[k]:.4g}" if isinstance(m[k], float) else m[k]] for k in keys if k in m], ["metric", "value"])
     print(f"weights: {m['weights_source']}")
-    print(f"run folder: {m['run_dir']}  (metrics.json, config.yaml, checkpoints/)")
+    print(f"run folder: {m['run_dir']}  ({METRICS}, {CONFIG}, {CHECKPOINTS}/)")
     if "wandb_dir" in m:
         print(f"W&B run: {m['wandb_dir']}\n  upload it with: wandb sync {m['wandb_dir']}")
     if m.get("flag/at_chance"):
         print("warning: this run learned nothing (test accuracy not above chance, training loss not below 90 % of "
-              "its start): a failed fit, e.g. an lr too high or too low; metrics.json flags it", file=sys.stderr)
+              f"its start): a failed fit, e.g. an lr too high or too low; {METRICS} flags it", file=sys.stderr)

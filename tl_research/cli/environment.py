@@ -14,7 +14,7 @@ from tl_research.backbones.offline import OFFLINE
 from tl_research.cli.console import print_table
 from tl_research.data import DATASETS
 from tl_research.paths import default_cache_dir
-from tl_research.runs import environment
+from tl_research.runtime import environment
 
 
 def _devices() -> dict[str, Any]:

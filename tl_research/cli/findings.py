@@ -11,7 +11,7 @@ from tl_research import stats
 from tl_research.cli.console import print_table
 from tl_research.cli.progress import study_with_progress
 from tl_research.errors import UserError
-from tl_research.findings import plan, preregistration
+from tl_research.findings import power_plan, preregistration
 from tl_research.findings.claims import check_file, file_markdown, load_claims, load_claims_file
 from tl_research.findings.reproduce import default_pilot, judge, list_findings, load_finding, reproduce, results_folder
 from tl_research.paths import writable_file, writable_folder
@@ -115,9 +115,9 @@ def _plan_before(finding: Any) -> None:
         print(f"no power plan: no pilot yet (tlr reproduce {finding.name} --pilot, or tlr plan {finding.name} "
               f"--pilot <a storage with a few seeds>)\n")
         return
-    needs = plan.plan_claims(load_claims(finding.claims)[1], pilot, plan.study_seeds(finding.studies))
-    print(plan.to_markdown(needs, f"{'the last full run' if pilot.name == 'results' else 'the pilot'} ({pilot})"))
-    below = [n.id for n in needs if plan.short(n)]
+    needs = power_plan.plan_claims(load_claims(finding.claims)[1], pilot, power_plan.study_seeds(finding.studies))
+    print(power_plan.to_markdown(needs, f"{'the last full run' if pilot.name == 'results' else 'the pilot'} ({pilot})"))
+    below = [n.id for n in needs if power_plan.short(n)]
     if below:
         print(f"warning: the planned seeds / test size give less than {stats.POWER:.0%} power for: "
               f"{', '.join(below)}\n")
@@ -131,12 +131,12 @@ def cmd_plan(args: argparse.Namespace) -> None:
         if pilot is None:
             raise UserError(f"--pilot: {finding.name} has no committed results or pilot yet; name a storage URL or a "
                             f"results archive (or run tlr reproduce {finding.name} --pilot)")
-        seeds = plan.study_seeds(finding.studies)
+        seeds = power_plan.study_seeds(finding.studies)
     else:
         claims, pilot, seeds = load_claims(args.claims)[1], args.pilot, {}
         if pilot is None:
             raise UserError("--pilot: a claims file is planned from a pilot: a storage URL or a results archive")
     if args.seeds is not None:
         seeds = {name: args.seeds for name in {c.study or args.study for c in claims} | set(seeds)}
-    needs = plan.plan_claims(claims, pilot, seeds, args.study, args.test_size)
-    print(plan.to_markdown(needs, str(pilot)))
+    needs = power_plan.plan_claims(claims, pilot, seeds, args.study, args.test_size)
+    print(power_plan.to_markdown(needs, str(pilot)))

@@ -15,7 +15,7 @@ from tl_research import plugins
 from tl_research.backbones.families import family_owners
 from tl_research.config import Experiment
 from tl_research.registry import Owners
-from tl_research.strategies.plan import STRATEGIES
+from tl_research.strategies.freeze_plan import STRATEGIES
 from tl_research.training.regularizers import regularizers
 
 FIELD = re.compile(r"\s*(\w+)\s*:\s*[^=#]+(?:=.*?)?(?:#\s*(.*))?$")

@@ -18,13 +18,13 @@ from tl_research.redact import STORAGE_ENV, mask_url
 
 # commands that may load an HF model; listings skip importing transformers (~2 s) just to quiet it
 MODEL_COMMANDS = {"fit", "study", "worker", "rank", "predict", "export", "quickstart", "reproduce", "inspect"}
-# the module of each command (listings.py, runs.py, studies.py, findings.py), imported only when its command runs:
+# the module of each command (listings.py, single_run.py, studies.py, findings.py), imported only when its command runs:
 # listings and --help must not import torch, Lightning or Optuna (tests/cli/test_cli.py checks the modules loaded)
 COMMAND_MODULES = {
-    "fit": "runs", "config": "runs", "inspect": "runs", "strategies": "runs", "backbones": "listings",
-    "datasets": "listings", "env": "environment",
+    "fit": "single_run", "config": "single_run", "inspect": "single_run", "strategies": "single_run",
+    "backbones": "listings", "datasets": "listings", "env": "environment",
     "study": "studies", "worker": "studies", "report": "studies", "check": "findings", "reproduce": "findings",
-    "plan": "findings", "sync": "studies", "rank": "studies", "predict": "runs", "export": "runs",
+    "plan": "findings", "sync": "studies", "rank": "studies", "predict": "single_run", "export": "single_run",
     "quickstart": "studies"
 }
 
@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"or export formats (repeatable; also ${plugins.ENV} and the {plugins.GROUP} entry points)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    f = sub.add_parser("fit", help="one run -> DIR/metrics.json, DIR/config.yaml",
+    f = sub.add_parser("fit", help="one run -> a run folder (its config, metrics, predictions and checkpoints)",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog=_keys_epilog)
     f.add_argument("config", help="experiment YAML")

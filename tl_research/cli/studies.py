@@ -30,7 +30,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     spec = load_study(args.config, args.set)  # everything is validated before the storage is touched
     writable_folder(spec.experiment.output_dir, "output_dir")
     from tl_research.cli.progress import study_with_progress
-    from tl_research.run import check_accelerator
+    from tl_research.pipeline import check_accelerator
     from tl_research.studies.storage import dashboard_arg, default_storage
     from tl_research.studies.study import total_trials, trial_rows
 
@@ -186,7 +186,7 @@ def cmd_rank(args: argparse.Namespace) -> None:
     depths = _int_list(args.depths, "--depths") if args.depths else None
     out = writable_folder(args.out, "--out") if args.out else None
     from tl_research.reports.report import write_csv
-    from tl_research.runs.tracking import log_summary_run
+    from tl_research.runtime.tracking import log_summary_run
     from tl_research.scores.rank import check_score, ordered, rank
     from tl_research.scores.rank import to_markdown as rank_markdown
 

@@ -1,4 +1,4 @@
 """Published findings checked on studies: claims files judged held / failed / inconclusive, and reproduction folders.
 
-May import: the base, studies, reports, run, config.
+May import: the base, studies, reports, pipeline, config.
 """

@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tl_research import run_folder
 from tl_research.config import load_experiment
 from tl_research.errors import UserError
-from tl_research.findings import plan
+from tl_research.findings import power_plan
 from tl_research.findings.claims import Verdict, check_file, file_markdown, load_claims_file, named_studies
+from tl_research.pipeline import run
 from tl_research.reports import archive
 from tl_research.reports.report import run_report
-from tl_research.run import run
 from tl_research.schema import from_dict, read_yaml
 from tl_research.studies.storage import open_storage
 from tl_research.studies.study import run_study
@@ -168,7 +169,7 @@ def train_sources(finding: Finding, variant: str, out: Path, only: list[Path] | 
         if only is not None and not set(source.feeds) & set(only):
             continue
         folder = out / "sources" / source.name
-        if not (folder / "metrics.json").is_file():
+        if not run_folder.finished(folder):
             run(load_experiment(source.experiment, sets), folder)
         for study in source.feeds:
             feeds.setdefault(study, []).append(f"backbone.weights={folder.resolve()}")
@@ -271,9 +272,11 @@ def default_pilot(finding: Finding) -> Path | None:
 
 def write_plan(finding: Finding, pilot: Path) -> Path:
     """The power plan of the finding's full design from its pilot archive (`pilot/plan.md`)."""
-    needs = plan.plan_claims(load_claims_file(finding.claims).claims, pilot, plan.study_seeds(finding.studies))
+    seeds = power_plan.study_seeds(finding.studies)
+    needs = power_plan.plan_claims(load_claims_file(finding.claims).claims, pilot, seeds)
     path = pilot / "plan.md"
-    path.write_text(f"# {finding.title}: power plan\n\n{plan.to_markdown(needs, f'the pilot ({finding.name}/pilot)')}")
+    table = power_plan.to_markdown(needs, f"the pilot ({finding.name}/pilot)")
+    path.write_text(f"# {finding.title}: power plan\n\n{table}")
     return path
 
 

@@ -20,13 +20,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from tl_research import plugins
-from tl_research.backbones.runs import load_tested
+from tl_research import plugins, run_folder
 from tl_research.config import Experiment, from_mapping, load_experiment
 from tl_research.data.datamodule import input_collates
 from tl_research.data.generic import IMAGE_SUFFIXES, LazyImages, image_array
 from tl_research.errors import UserError
-from tl_research.run import build_backbone_from, build_module_from
+from tl_research.pipeline import build_backbone_from, build_module_from
 
 CONFIG, CLASSES = "tl_config", "tl_classes"
 
@@ -45,8 +44,8 @@ class LoadedRun:
 
 def _checkpoint(path: Path) -> tuple[Path, dict[str, Any]]:
     """A checkpoint file as it is, or the checkpoint of a run folder that its metrics report (checked)."""
-    if path.is_dir() and (path / "checkpoints").is_dir():
-        return load_tested(path, "run")
+    if path.is_dir() and (path / run_folder.CHECKPOINTS).is_dir():
+        return run_folder.load_tested(path, "run")
     if not path.is_file():
         raise UserError(f"run: {path} is neither a checkpoint file nor a run folder with checkpoints")
     try:
@@ -58,7 +57,7 @@ def _checkpoint(path: Path) -> tuple[Path, dict[str, Any]]:
 def load_run(path: str | Path) -> LoadedRun:
     """The trained model of a run folder (the checkpoint its metrics report) or of a checkpoint file, in eval mode
     on the CPU."""
-    if (Path(path) / "model.safetensors").is_file() and (Path(path) / "config.yaml").is_file():
+    if (Path(path) / "model.safetensors").is_file() and (Path(path) / run_folder.CONFIG).is_file():
         return _load_export(Path(path))
     ckpt, state = _checkpoint(Path(path).expanduser())
     if CONFIG not in state:
@@ -81,13 +80,9 @@ def _import_plugins(ckpt: Path) -> None:
     """The plugins the run's process had (its run.json, beside checkpoints/): a strategy or family named by a
     `--plugin` or TLR_PLUGINS plugin is in no YAML the checkpoint carries."""
     for folder in (ckpt.parent.parent, ckpt.parent):
-        record = folder / "run.json"
-        if record.is_file():
-            try:
-                named = json.loads(record.read_text()).get("plugins")
-            except (OSError, ValueError):
-                return  # an unreadable record: the config's own plugins are all there is
-            plugins.require(named, f"run {folder}", strict=False)
+        if (folder / run_folder.RECORD).is_file():
+            # an unreadable record reads as {}: the config's own plugins are all there is
+            plugins.require(run_folder.read_record(folder).get("plugins"), f"run {folder}", strict=False)
             return
 
 
@@ -99,7 +94,7 @@ def _architecture(exp: Experiment, num_classes: int) -> Any:
 
 def _load_export(folder: Path) -> LoadedRun:
     """A `tlr export --format safetensors` folder: config.yaml, classes.json, model.safetensors."""
-    exp = load_experiment(folder / "config.yaml")
+    exp = load_experiment(folder / run_folder.CONFIG)
     classes = json.loads((folder / "classes.json").read_text())
     module = _architecture(exp, len(classes))
     state = load_file(str(folder / "model.safetensors"))

@@ -20,8 +20,8 @@ import optuna
 from tl_research.errors import UserError
 from tl_research.reports import predictions
 from tl_research.reports.tables import completed_trials
-from tl_research.runs.environment import RESULT_SHAPING, describe, differences, package_versions
-from tl_research.runs.rundir import write_npz
+from tl_research.run_folder import write_npz
+from tl_research.runtime.environment import RESULT_SHAPING, describe, differences, package_versions
 from tl_research.studies.storage import open_storage
 from tl_research.studies.study import SPEC_ATTR, create_or_load, definition
 from tl_research.studies.studyspec import StudySpec

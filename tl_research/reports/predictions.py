@@ -11,10 +11,12 @@ from typing import NamedTuple, Protocol
 import numpy as np
 import optuna
 
-# the metrics per-example predictions score, and the run folder's file for each (other metrics: seeds-only intervals)
-from tl_research.runs.rundir import PREDICTION_FILES as FILES
+from tl_research.data.shifts import MEAN_METRIC
+from tl_research.run_folder import PREDICTIONS, SHIFTED_PREDICTIONS
 
 METRIC = "test/acc"
+# the metrics per-example predictions score, and the run folder's file for each (other metrics: seeds-only intervals)
+FILES = {METRIC: PREDICTIONS, MEAN_METRIC: SHIFTED_PREDICTIONS}
 
 
 class Predictions(NamedTuple):

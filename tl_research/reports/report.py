@@ -22,7 +22,7 @@ from tl_research.reports.tables import (  # noqa: F401  (Table, build_table: use
     default_axes,
     sort_key,
 )
-from tl_research.runs.tracking import log_summary_run
+from tl_research.runtime.tracking import log_summary_run
 from tl_research.studies import prefilter, suites
 from tl_research.studies.storage import open_storage
 from tl_research.studies.study import load_existing

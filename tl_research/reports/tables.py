@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from tl_research import stats
 from tl_research.errors import UserError
 from tl_research.reports import predictions
-from tl_research.runs.record import AT_CHANCE
+from tl_research.runtime.record import AT_CHANCE
 from tl_research.studies import tuned
 
 THROUGHPUT, TRAINABLE = "throughput/train_samples_per_sec", "params/trainable"

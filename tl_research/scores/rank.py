@@ -26,7 +26,7 @@ from tl_research.data.datamodule import load_data, select
 from tl_research.data.registry import RawDataset
 from tl_research.data.splits import balanced_take
 from tl_research.errors import UserError
-from tl_research.run import build_backbone_from
+from tl_research.pipeline import build_backbone_from
 from tl_research.scores.registry import Score, score_names, scores
 
 

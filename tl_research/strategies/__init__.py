@@ -3,7 +3,7 @@
 May import: the base, backbones. Not config (config reads this registry)."""
 
 from tl_research.strategies import catalogue  # noqa: F401  (registers the strategies)
-from tl_research.strategies.plan import (
+from tl_research.strategies.freeze_plan import (
     STRATEGIES,
     FreezePlan,
     ProbePhase,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from torch import nn
 
 from tl_research.backbones.base import LayerGroup
-from tl_research.strategies.plan import FreezePlan
+from tl_research.strategies.freeze_plan import FreezePlan
 
 # every public BatchNorm class (timm's BatchNormAct2d and the lazy variants subclass these)
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from tl_research.errors import UserError
 from tl_research.schema import bounds
+from tl_research.strategies.freeze_plan import FreezePlan, ProbePhase, ProbeSolver, prefix_plan, register
 from tl_research.strategies.lora import add_lora, merge_lora
-from tl_research.strategies.plan import FreezePlan, ProbePhase, ProbeSolver, prefix_plan, register
 
 if TYPE_CHECKING:  # torch loads with the first run: reading a config (which checks its strategy) must not
     import torch

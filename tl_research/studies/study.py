@@ -32,10 +32,10 @@ from optuna.trial import TrialState
 from tl_research import plugins
 from tl_research.adapters import optuna as optuna_adapter
 from tl_research.errors import StudyFailed, StudyNotice, UserError
+from tl_research.pipeline import run
 from tl_research.redact import STORAGE_ENV
-from tl_research.run import run
-from tl_research.runs.rundir import trim_checkpoints, unfinished
-from tl_research.runs.tracking import log_study_table
+from tl_research.run_folder import trim_checkpoints, unfinished
+from tl_research.runtime.tracking import log_study_table
 from tl_research.studies import prefilter, tuned
 from tl_research.studies.storage import open_storage
 from tl_research.studies.studyspec import StudyConfig, StudySpec, grid_seeds, load_study_json

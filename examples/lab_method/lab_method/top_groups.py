@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 from tl_research.errors import UserError
 from tl_research.schema import bounds
-from tl_research.strategies.plan import FreezePlan, prefix_plan, register
+from tl_research.strategies.freeze_plan import FreezePlan, prefix_plan, register
 
 
 @register("top_groups")

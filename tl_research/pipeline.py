@@ -4,7 +4,7 @@ Build order: backbone -> strategy (resolved against the backbone's groups) -> da
 the feature cache plugs in: when the first k groups stay frozen for the whole run, the data module serves cached
 prefix outputs and the module trains `head(suffix(x))`; otherwise it serves raw inputs. Callers see no difference.
 
-May import: the base, backbones, cache, data, strategies, training, runs, config.
+May import: the base, backbones, cache, data, strategies, training, runtime, config.
 """
 
 from __future__ import annotations
@@ -25,14 +25,29 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from tl_research.backbones import Backbone, build_backbone
 from tl_research.backbones.base import reinit_groups, weights_digest
-from tl_research.backbones.runs import identity, load_run_head, new_attempt
+from tl_research.backbones.from_run import load_run_head
+from tl_research.cache.feature_plan import plan_features
 from tl_research.cache.features import CacheReport, FeatureCollate, cached_datamodule, cached_rows
-from tl_research.cache.plan import plan_features
 from tl_research.config import Experiment, dump_yaml
 from tl_research.data.datamodule import ImageCollate, TransferDataModule, load_data, raw_datamodule, select
 from tl_research.data.shifts import MEAN_METRIC, evaluate_shifts, parse_shift, parse_shifts
 from tl_research.errors import UserError
-from tl_research.runs.distributed import (
+from tl_research.run_folder import (
+    BEST,
+    CHECKPOINTS,
+    LAST,
+    SHIFTED_PREDICTIONS,
+    checkpoint,
+    choose,
+    finish,
+    identity,
+    new_attempt,
+    new_folder,
+    start,
+    write_npz,
+    write_predictions,
+)
+from tl_research.runtime.distributed import (
     check_distributed,
     fit_trainer,
     global_rank,
@@ -43,10 +58,9 @@ from tl_research.runs.distributed import (
     wait_for_launched,
     world_size,
 )
-from tl_research.runs.record import AT_CHANCE, run_record
-from tl_research.runs.rundir import PREDICTION_FILES, create_run_dir, make_run_dir, write_json, write_npz
-from tl_research.runs.tracking import Tracker, preflight, start_tracking
-from tl_research.stats import at_chance, wilson
+from tl_research.runtime.record import AT_CHANCE, run_record
+from tl_research.runtime.tracking import Tracker, preflight, start_tracking
+from tl_research.stats import at_chance
 from tl_research.strategies import ProbePhase, Strategy, after_run, frozen_prefix, probe_phase, resolved
 from tl_research.training.callbacks import Throughput, peak_memory_mb, reset_peak_memory
 from tl_research.training.heads import build_head
@@ -205,7 +219,7 @@ def build_head_from(exp: Experiment, backbone: Backbone, num_classes: int) -> to
 def run(exp: Experiment, out: str | Path | None = None, callbacks: Sequence[L.Callback] = (),
         group: str | None = None, restart: bool = False, label: str | None = None, test: bool = True,
         cell: dict[str, Any] | None = None) -> RunResult:
-    """Build everything from `exp`, fit, restore the best checkpoint, test, and write metrics.json.
+    """Build everything from `exp`, fit, restore the best checkpoint, test, and write the run folder.
 
     `callbacks` are added to the trainer's (e.g. a pruning callback of a study, or a probe in a test);
     `group` is the W&B group (a study's name; default: the experiment's name); `restart`: start over when the
@@ -217,15 +231,17 @@ def run(exp: Experiment, out: str | Path | None = None, callbacks: Sequence[L.Ca
     preflight(exp)
     check_accelerator(exp)
     check_distributed(exp, out)
-    run_dir, resume = make_run_dir(exp, run_dir_for(exp, out), restart)  # refused before anything is built
+    chosen = run_dir_for(exp, out)
+    folder = Path(chosen) if chosen is not None else new_folder(Path(exp.output_dir) / exp.name)
+    run_dir, resume = choose(folder, dump_yaml(exp), restart)  # refused before anything is built
     try:
         return _build_and_run(exp, run_dir, resume, callbacks, group, label, test, cell)
     except FloatingPointError as exc:
         raise UserError(f"training diverged: {exc}; lower optim.lr (nothing was kept as a result)") from None
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
-            raise UserError(f"no space left on the device while writing the run in {run_dir} (the run folder "
-                            f"has no metrics.json: it is not a finished run)") from None
+            raise UserError(f"no space left on the device while writing the run in {run_dir} (it has no "
+                            f"result, so it is not a finished run)") from None
         raise
 
 
@@ -292,66 +308,32 @@ def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks
     cache = run_data.cache.metrics()
     record = run_record(exp, backbone.weights_source, run_data.weights, {**cache, **extra}, sys.argv)
     if primary:
-        create_run_dir(run_dir)
-        (run_dir / "config.yaml").write_text(dump_yaml(exp))
         # the exact examples of each split, so a subset can be reproduced (or audited) later
-        write_json(run_dir / "split.json", {k: getattr(data.split, k).tolist() for k in ("train", "val", "test")})
-        write_json(run_dir / "run.json", record)
+        start(run_dir, dump_yaml(exp), {k: getattr(data.split, k).tolist() for k in ("train", "val", "test")}, record)
         share_run_dir(run_dir)
-
-    t = exp.trainer
-    mode = "max" if t.monitor == "val/acc" else "min"
-    best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=t.monitor, mode=mode,
-                           save_top_k=1, auto_insert_metric_name=False)
-    # last.ckpt at every epoch end makes a killed run resumable with the same command (Lightning 2.6's
-    # save_last only writes when the monitored metric improved, so it is a callback of its own)
-    latest = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
-                             save_on_train_epoch_end=True, enable_version_counter=False)
-    throughput = Throughput()
-    # a whole-run probe has nothing to resume: its best checkpoint is all there is to keep
-    callbacks = [best, *([] if probe_only is not None else [latest]), throughput, *callbacks]
-    if t.patience is not None and probe_only is None:
-        callbacks.append(EarlyStopping(monitor=t.monitor, mode=mode, patience=t.patience))
+    best, trainer_callbacks, throughput = _checkpointing(exp, run_dir, probe_only is not None)
     tracker = start_tracking(exp, run_dir, record, group, label, cell) if primary else Tracker(None)
+    t = exp.trainer
     varying = module.train_every_planned_group(t.max_epochs) if world_size(t) > 1 else False
     if t.compile and probe_only is None:
         (module.suffix or module.backbone).compile()
-    trainer = fit_trainer(exp, run_dir, callbacks, tracker.logger, t.max_epochs, varying)
+    trainer = fit_trainer(exp, run_dir, [*trainer_callbacks, *callbacks], tracker.logger, t.max_epochs, varying)
     try:
         if probe_only is None:
             trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
         else:
-            _keep_probe(trainer, module, data, Path(best.dirpath) / "best.ckpt", best)
+            _keep_probe(trainer, module, data, checkpoint(run_dir, BEST), best)
         if not trainer.is_global_zero:
             leave_group()
             return RunResult(run_dir, {})  # rank 0 tests and writes
-        fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        tester = testing_trainer(exp, trainer, run_dir, tracker.logger)
-        # the best validation epoch is restored for the test, unless the last epoch is asked for (Keras-style)
-        restored = best.best_model_path if t.restore_best else None
-        if test:
-            tester.test(module, datamodule=data, ckpt_path=restored or None, weights_only=True, verbose=False)
-        metrics = {**fit_metrics, **{k: float(v) for k, v in tester.callback_metrics.items()}}
-        if restored and best.best_model_score is not None:
-            metrics[t.monitor] = float(best.best_model_score)  # the restored model's score
-            if t.monitor != "val/acc":  # and its validation accuracy, which no epoch-end value is
-                tester.validate(module, datamodule=data, ckpt_path=restored, weights_only=True, verbose=False)
-                metrics["val/acc"] = float(tester.callback_metrics["val/acc"])
+        metrics = _test(exp, trainer, tracker, best, module, run_data, run_dir, backbone, test)
         metrics.update(probe_only or {})
         metrics.update(throughput.metrics)
         metrics.update(module.freeze_stats())
         metrics.update(module.lr_scale_stats())
-        if test:
-            predictions = module.test_predictions()
-            metrics.update(save_predictions(run_dir / PREDICTION_FILES["test/acc"], data.split.test, predictions,
-                                            run_data.raw.classes))
-            tracker.log_confusion(predictions["label"], predictions["pred"], run_data.raw.classes)
-            metrics.update(shifted_test_sets(exp, backbone, module, run_data, run_dir))
-            metrics[AT_CHANCE] = at_chance(metrics["test/acc"], len(data.sets["test"]), data.num_classes,
-                                           module.first_loss, fit_metrics.get("train/loss"))
         # the checkpoint holding the model just tested, which every reader must load (and checks it does)
-        last = run_dir / "checkpoints" / "last.ckpt"
-        tested = restored or (best.best_model_path if probe_only is not None else last)
+        restored = best.best_model_path if t.restore_best else None
+        tested = restored or (best.best_model_path if probe_only is not None else checkpoint(run_dir, LAST))
         metrics.update(identity(Path(tested)))
         metrics.update({
             "weights_source": backbone.weights_source, "run_dir": str(run_dir.resolve()),
@@ -367,9 +349,56 @@ def _fit_and_test(exp: Experiment, run_dir: Path, resume: Path | None, callbacks
         tracker.finish(None)
         raise
     after_run(module.strategy, module.backbone, module.head, run_dir)
-    write_json(run_dir / "metrics.json", metrics)
+    finish(run_dir, metrics)
     wait_for_launched(trainer)
     return RunResult(run_dir, metrics)
+
+
+def _checkpointing(exp: Experiment, run_dir: Path, probe_only: bool
+                   ) -> tuple[ModelCheckpoint, list[L.Callback], Throughput]:
+    """The best-epoch checkpoint, the trainer's own callbacks (with it: last.ckpt, throughput, early stopping) and
+    the throughput meter."""
+    t = exp.trainer
+    mode = "max" if t.monitor == "val/acc" else "min"
+    best = ModelCheckpoint(dirpath=run_dir / CHECKPOINTS, filename=BEST, monitor=t.monitor, mode=mode,
+                           save_top_k=1, auto_insert_metric_name=False)
+    # last.ckpt at every epoch end makes a killed run resumable with the same command (Lightning 2.6's
+    # save_last only writes when the monitored metric improved, so it is a callback of its own)
+    latest = ModelCheckpoint(dirpath=run_dir / CHECKPOINTS, filename=LAST, save_top_k=1,
+                             save_on_train_epoch_end=True, enable_version_counter=False)
+    throughput = Throughput()
+    # a whole-run probe has nothing to resume: its best checkpoint is all there is to keep
+    callbacks: list[L.Callback] = [best, *([] if probe_only else [latest]), throughput]
+    if t.patience is not None and not probe_only:
+        callbacks.append(EarlyStopping(monitor=t.monitor, mode=mode, patience=t.patience))
+    return best, callbacks, throughput
+
+
+def _test(exp: Experiment, trainer: L.Trainer, tracker: Tracker, best: ModelCheckpoint, module: TransferModule,
+          run_data: RunData, run_dir: Path, backbone: Backbone, test: bool) -> dict[str, Any]:
+    """The fit's metrics and, on the restored best epoch (unless the last is asked for), the test split's, its
+    predictions and the shifted test sets' (none when `test` is off)."""
+    t, data = exp.trainer, run_data.data
+    fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    tester = testing_trainer(exp, trainer, run_dir, tracker.logger)
+    # the best validation epoch is restored for the test, unless the last epoch is asked for (Keras-style)
+    restored = best.best_model_path if t.restore_best else None
+    if test:
+        tester.test(module, datamodule=data, ckpt_path=restored or None, weights_only=True, verbose=False)
+    metrics = {**fit_metrics, **{k: float(v) for k, v in tester.callback_metrics.items()}}
+    if restored and best.best_model_score is not None:
+        metrics[t.monitor] = float(best.best_model_score)  # the restored model's score
+        if t.monitor != "val/acc":  # and its validation accuracy, which no epoch-end value is
+            tester.validate(module, datamodule=data, ckpt_path=restored, weights_only=True, verbose=False)
+            metrics["val/acc"] = float(tester.callback_metrics["val/acc"])
+    if test:
+        predictions = module.test_predictions()
+        metrics.update(write_predictions(run_dir, data.split.test, predictions, run_data.raw.classes))
+        tracker.log_confusion(predictions["label"], predictions["pred"], run_data.raw.classes)
+        metrics.update(shifted_test_sets(exp, backbone, module, run_data, run_dir))
+        metrics[AT_CHANCE] = at_chance(metrics["test/acc"], len(data.sets["test"]), data.num_classes,
+                                       module.first_loss, fit_metrics.get("train/loss"))
+    return metrics
 
 
 def _keep_probe(trainer: L.Trainer, module: TransferModule, data: TransferDataModule, path: Path,
@@ -385,9 +414,8 @@ def _keep_probe(trainer: L.Trainer, module: TransferModule, data: TransferDataMo
 def shifted_test_sets(exp: Experiment, backbone: Backbone, module: TransferModule, run_data: RunData,
                       run_dir: Path) -> dict[str, float]:
     """test_<shift>/acc for every `data.eval_shifts` entry, on the test split's examples. With two or more shifts,
-    their mean (test_shifted/acc) gets per-example predictions like test/acc (`predictions_shifted.npz`: every
-    shifted copy's predictions in turn, each test example's index repeated once per shift), so that its intervals
-    are crossed too."""
+    their mean (test_shifted/acc) gets per-example predictions like test/acc (every shifted copy's predictions in
+    turn, each test example's index repeated once per shift), so that its intervals are crossed too."""
     shifts = parse_shifts(exp.data.eval_shifts)
     if not shifts:
         return {}
@@ -399,27 +427,6 @@ def shifted_test_sets(exp: Experiment, backbone: Backbone, module: TransferModul
                                      exp.data.eval_batch_size or max(64, exp.data.batch_size))
     if MEAN_METRIC in metrics:
         label = np.asarray(run_data.raw.labels)[test]
-        write_npz(run_dir / PREDICTION_FILES[MEAN_METRIC], index=np.tile(test, len(shifts)),
+        write_npz(run_dir / SHIFTED_PREDICTIONS, index=np.tile(test, len(shifts)),
                   label=np.tile(label, len(shifts)), pred=np.concatenate([preds[s.metric].numpy() for s in shifts]))
     return metrics
-
-
-def save_predictions(path: Path, test_indices: Any, predictions: dict[str, Any],
-                     classes: list[str] | None = None) -> dict[str, Any]:
-    """Per-example test predictions (`index` into the dataset's pool, `label`, `pred`, `prob`), the confusion
-    matrix beside them (confusion.csv: rows true class, columns predicted), and the Wilson interval of the test
-    accuracy, the balanced accuracy and each class's accuracy they give."""
-    write_npz(path, index=np.asarray(test_indices), **predictions)
-    label, pred = predictions["label"], predictions["pred"]
-    correct, total = int((pred == label).sum()), len(label)
-    low, high = wilson(correct, total)
-    k = len(classes) if classes else int(max(label.max(), pred.max())) + 1
-    names = classes or [str(i) for i in range(k)]
-    confusion = np.zeros((k, k), dtype=np.int64)
-    np.add.at(confusion, (label, pred), 1)
-    rows = ["true\\pred," + ",".join(names)] + [f"{n}," + ",".join(map(str, r)) for n, r in zip(names, confusion)]
-    (path.parent / "confusion.csv").write_text("\n".join(rows) + "\n")
-    present = confusion.sum(1) > 0
-    per_class = {n: float(confusion[i, i] / confusion[i].sum()) for i, n in enumerate(names) if present[i]}
-    return {"test/acc_ci_low": low, "test/acc_ci_high": high,
-            "test/balanced_acc": float(np.mean(list(per_class.values()))), "test/acc_per_class": per_class}

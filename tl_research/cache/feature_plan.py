@@ -14,7 +14,7 @@ from tl_research.backbones.base import Backbone
 from tl_research.cache.features import CacheDecision, decide
 from tl_research.config import Experiment
 from tl_research.errors import UserError
-from tl_research.runs.distributed import world_size
+from tl_research.runtime.distributed import world_size
 from tl_research.strategies import ProbePhase
 
 

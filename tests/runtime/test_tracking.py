@@ -12,7 +12,7 @@ from tests.conftest import tiny_experiment
 from tl_research.adapters.wandb import decode, run_file
 from tl_research.cli.main import main
 from tl_research.config import load_experiment
-from tl_research.run import run
+from tl_research.pipeline import run
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def test_offline_fit_lands_config_history_and_summary(tmp_path, offline, capsys)
 
     rec = decode(run_file(wandb_dir))
     # the package's public reader gives the same run (what a user reads an offline run with)
-    from tl_research.runs.tracking import read_offline_run
+    from tl_research.runtime.tracking import read_offline_run
 
     public = read_offline_run(wandb_dir)
     assert public["config"] == rec["config"] and public["summary"]["test/acc"] == pytest.approx(metrics["test/acc"])
@@ -190,7 +190,7 @@ def test_log_model_records_checkpoint_artifacts(tmp_path, offline):
 
 def test_reading_something_that_is_no_wandb_run_is_one_line(tmp_path):
     from tl_research.errors import UserError
-    from tl_research.runs.tracking import read_offline_run
+    from tl_research.runtime.tracking import read_offline_run
 
     with pytest.raises(UserError, match=r"cannot read the W&B run \(.*expected one W&B run file"):
         read_offline_run(tmp_path)

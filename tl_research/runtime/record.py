@@ -12,7 +12,7 @@ import torch
 
 from tl_research import plugins
 from tl_research.config import Experiment
-from tl_research.runs.environment import package_versions
+from tl_research.runtime.environment import package_versions
 
 # metrics.json's flag of a finished run that learned nothing (stats.at_chance); reports name such cells
 AT_CHANCE = "flag/at_chance"

@@ -62,7 +62,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
         print(dump_yaml(exp), end="")
         return
     writable_folder(args.out or exp.output_dir, "--out" if args.out else "output_dir")
-    from tl_research.run import run
+    from tl_research.pipeline import run
 
     result = run(exp, args.out, restart=args.restart)
     if result.metrics:  # empty in the extra processes of a DDP run: rank 0 reports
