@@ -201,3 +201,25 @@ def test_only_the_run_folder_module_names_a_run_folders_files():
             if hits:
                 found[path.name] = hits
     assert found == {}
+
+
+def test_no_study_kind_is_branched_on_outside_its_own_module():
+    """A study kind's behaviour lives in its module (studies/grid.py, search.py, tuned.py): nothing else compares
+    a `kind` with a kind's name."""
+    from tl_research.studies.kinds import MODULES
+
+    names = set(MODULES)
+    own = {ROOT / "studies" / f"{m.rsplit('.', 1)[1]}.py" for m in MODULES.values()}
+    found = []
+    for path in set(ROOT.rglob("*.py")) - own:
+        for node in ast.walk(ast.parse(path.read_text())):
+            sides = [node.left, *node.comparators] if isinstance(node, ast.Compare) else []
+            if any(isinstance(c, ast.Attribute) and c.attr == "kind" or isinstance(c, ast.Name) and c.id == "kind"
+                   for c in sides):
+                values = [c for c in [node.left, *node.comparators] if isinstance(c, (ast.Constant, ast.Tuple))]
+                consts = {e.value for c in values for e in (c.elts if isinstance(c, ast.Tuple) else [c])
+                          if isinstance(e, ast.Constant)}
+                if consts & names:
+                    found.append(f"{path.name}:{node.lineno}")
+    assert found == []
+    assert sorted(names) == ["grid", "search", "tuned"]

@@ -146,3 +146,20 @@ def test_every_registered_dataset_is_listed_and_loads_consistently(name):
     assert len(raw.inputs) == len(again.inputs) and all(np.array_equal(np.asarray(raw.inputs[i]),
                                                                        np.asarray(again.inputs[i]))
                                                         for i in (0, len(raw.inputs) // 2, len(raw.inputs) - 1))
+
+
+def test_the_loaders_options_are_the_data_sections_loader_keys():
+    """LoadOptions carries exactly the data keys that apply to some loaders only (`applies_when("name", ...)`),
+    under their names: one declaration in DataConfig, read by name into what the loaders get."""
+    import dataclasses
+
+    from tl_research.data import LoadOptions
+    from tl_research.data.datamodule import load_options
+    from tl_research.data.options import DataConfig
+
+    loader_keys = {f.name for f in dataclasses.fields(DataConfig) if f.metadata.get("applies", ("",))[0] == "name"}
+    assert {f.name for f in dataclasses.fields(LoadOptions)} == loader_keys
+    cfg = DataConfig(name="hf", path="parquet", data_files={"train": ["a.parquet"]}, splits={"val": "dev"})
+    opts = load_options(cfg)
+    assert (opts.path, opts.data_files, opts.splits) == ("parquet", (("train", ("a.parquet",)),), (("val", "dev"),))
+    hash(opts)  # a loaded pool is cached by its options

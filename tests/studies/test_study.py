@@ -95,12 +95,12 @@ CLAIMER = """
 import json, sys, time
 import optuna
 from tl_research.studies.storage import open_storage
-from tl_research.studies.study import _claim
+from tl_research.studies.queue import claim
 study = optuna.load_study(study_name="race", storage=open_storage(sys.argv[1]))
 while time.time() < float(sys.argv[2]):  # every process starts claiming at the same moment
     pass
 claimed = []
-while (trial := _claim(study, [])) is not None:
+while (trial := claim(study, [])) is not None:
     claimed.append(trial.number)
 print(json.dumps(claimed))
 """

@@ -23,6 +23,7 @@ from tl_research.config import load_experiment
 from tl_research.errors import UserError
 from tl_research.paths import writable_folder
 from tl_research.redact import STORAGE_ENV, mask_url
+from tl_research.studies.kinds import kind_of
 from tl_research.studies.studyspec import grid_seeds, load_study
 
 
@@ -61,7 +62,7 @@ def _submit_slurm(spec: Any, url: str, args: argparse.Namespace) -> int:
     from tl_research.studies import slurm
     from tl_research.studies.study import prepare_study
 
-    if spec.config.kind != "grid":
+    if not kind_of(spec).FIXED_CELLS:
         raise UserError(f"--launcher: slurm runs grid studies (this one is {spec.config.kind}: run `tlr study` "
                         f"on the cluster, or start `tlr worker` tasks yourself)")
     opts = slurm.SlurmOptions(args.workers, args.slurm_partition, args.slurm_time, args.slurm_gpus_per_worker,

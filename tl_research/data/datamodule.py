@@ -161,15 +161,17 @@ class TransferDataModule(L.LightningDataModule):
         return self._loader("test", False)
 
 
+def _hashable(value: Any) -> Any:
+    """Mappings and lists as tuples (a loaded pool is reused by its options)."""
+    if isinstance(value, dict):
+        return tuple((k, _hashable(v)) for k, v in value.items())
+    return tuple(_hashable(v) for v in value) if isinstance(value, list) else value
+
+
 def load_options(cfg: DataConfig) -> LoadOptions:
-    """The loader's options of the data section (mappings and lists as tuples: a loaded pool is reused by them)."""
-    files = cfg.data_files
-    data_files = (tuple((k, tuple(v)) for k, v in files.items()) if isinstance(files, dict)
-                  else None if files is None else tuple(files))
-    return LoadOptions(text_column=cfg.text_column, label_column=cfg.label_column, x_key=cfg.x_key, y_key=cfg.y_key,
-                       path=cfg.path, subset=cfg.subset, data_files=data_files,
-                       splits=None if cfg.splits is None else tuple(cfg.splits.items()),
-                       image_column=cfg.image_column, streaming=cfg.streaming)
+    """The loader's options of the data section: each field of LoadOptions is the data section's key of that name
+    (tests/data/test_data.py checks that they are the section's loader options, no more, no fewer)."""
+    return LoadOptions(**{f.name: _hashable(getattr(cfg, f.name)) for f in dataclasses.fields(LoadOptions)})
 
 
 def load_data(cfg: DataConfig, modality: str) -> RawDataset:

@@ -17,6 +17,7 @@ from optuna.visualization import matplotlib as ovm
 
 from tl_research.registry import Registry
 from tl_research.reports.tables import THROUGHPUT, Table
+from tl_research.studies.kinds import kind_of
 from tl_research.studies.studyspec import StudySpec
 
 
@@ -103,7 +104,7 @@ def pareto_plot(data: ReportData, out: Path) -> list[Path]:
 def search_plots(data: ReportData, out: Path) -> list[Path]:
     """Optuna's optimisation history and parameter importances (single-objective searches)."""
     study, spec = data.study, data.spec
-    if spec.config.kind != "search" or len(spec.objectives) != 1:
+    if not kind_of(spec).SEARCHES or len(spec.objectives) != 1:
         return []
     made = []
     for name, draw in (("optimization_history.png", ovm.plot_optimization_history),

@@ -24,9 +24,9 @@ from tl_research.reports.tables import (  # noqa: F401  (Table, build_table: use
 )
 from tl_research.runtime.tracking import log_summary_run
 from tl_research.studies import prefilter, suites
+from tl_research.studies.kinds import kind_of
 from tl_research.studies.storage import open_storage
 from tl_research.studies.study import load_existing
-from tl_research.studies.studyspec import grid_seeds
 
 METHODS = {"crossed-t": "crossed seeds × test examples, t with Satterthwaite df",
            "seeds-t": "t over seeds only, no per-example predictions: leaves out the test-set term",
@@ -209,16 +209,14 @@ def run_report(name: str, url: str | optuna.storages.BaseStorage, out: Path, met
             (k for k in spec.config.grid if k not in (suites.TASK, "seed")), None)
     rows = rows or d_rows
     cols = cols if cols is not None else (d_cols if d_cols != rows else None)
-    expected = (len(spec.cells) if spec.config.kind == "grid" else
-                len(spec.arms) * len(grid_seeds(spec.config)) if spec.config.kind == "tuned" else None)
-    table = build_table(trials, metric, rows, cols or None, baseline, expected, lookup=lookup)
+    table = build_table(trials, metric, rows, cols or None, baseline, kind_of(spec).expected(spec), lookup=lookup)
     means = (suite_table.build(table, suites.groups(spec.suite, table.cols))
              if spec.suite is not None and table.cols_key == suites.TASK else None)
     files = write_tables(table, out, target_width, means)
     if record is not None:
         (out / "prefilter.md").write_text(prefilter.to_markdown(record))
         files.append(out / "prefilter.md")
-    chosen = tuning.summary(study, spec) if spec.config.kind == "tuned" else []
+    chosen = tuning.summary(study, spec)  # one row per arm: none outside a tuned study
     if chosen:
         (out / "tuning.md").write_text(tuning.to_markdown(chosen, spec))
         files.append(out / "tuning.md")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from tl_research.errors import UserError
 from tl_research.schema import bounds, from_dict
 from tl_research.scores.registry import score_names
+from tl_research.studies.kinds import kind_of
 
 if TYPE_CHECKING:  # reading a study (which parses its prefilter) imports neither Optuna nor the scores' torch
     import optuna
@@ -41,8 +42,7 @@ def parse(value: Any) -> PrefilterConfig | None:
 
 def candidates(spec: Any) -> list[dict[str, Any]]:
     """The backbone x depth combinations the study sweeps (a missing key: the base experiment's value)."""
-    space = spec.config.grid if spec.config.kind == "grid" else {
-        k: d.get("choices") for k, d in spec.config.params.items() if d.get("type") == "categorical"}
+    space = kind_of(spec).swept(spec)
     swept = {k: list(space[k]) for k in KEYS if k in (space or {})}
     if not swept:
         raise UserError("study.prefilter: the study sweeps neither backbone.name nor freeze.depth (as grid values or "
@@ -91,7 +91,7 @@ def apply(spec: Any, study: optuna.Study, create: bool = False) -> dict[str, Any
             return None
         record = compute(spec)
         study.set_user_attr(ATTR, record)
-    if spec.config.kind == "grid":
+    if kind_of(spec).FIXED_CELLS:
         spec.cells = [c for c in spec.cells if kept(c, record)]
     return record
 

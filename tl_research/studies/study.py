@@ -1,10 +1,7 @@
-"""Studies on an Optuna storage: grid ablations and searches; workers; resume; pruning.
-
-A grid cell is an Optuna trial enqueued by the coordinator (`tlr study`) and claimed by exactly one worker
-through the storage's atomic WAITING -> RUNNING transition. Re-running the study command enqueues the cells that
-have no COMPLETE, PRUNED, WAITING or RUNNING trial (so finished cells are skipped and failed ones retried).
-On RDB storages (SQLite, PostgreSQL) workers send Optuna heartbeats: a killed worker's trial turns FAIL after the
-grace period and Optuna's RetryFailedTrialCallback puts its cell back in the queue.
+"""Studies on an Optuna storage: one trial is one `run()`; the study is created or resumed, its kind (kinds.py)
+queues or samples its trials, and they run here or in local worker processes sharing the queue (queue.py).
+Re-running the study command queues what has no finished, waiting or running trial (finished cells are skipped,
+failed ones retried).
 """
 
 from __future__ import annotations
@@ -30,15 +27,15 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from tl_research import plugins
-from tl_research.adapters import optuna as optuna_adapter
-from tl_research.errors import StudyFailed, StudyNotice, UserError
+from tl_research.errors import StudyFailed, UserError
 from tl_research.pipeline import run
 from tl_research.redact import STORAGE_ENV
 from tl_research.run_folder import trim_checkpoints, unfinished
 from tl_research.runtime.tracking import log_study_table
-from tl_research.studies import prefilter, tuned
+from tl_research.studies import prefilter, queue
+from tl_research.studies.kinds import StudyKind, kind_of
 from tl_research.studies.storage import open_storage
-from tl_research.studies.studyspec import StudyConfig, StudySpec, grid_seeds, load_study_json
+from tl_research.studies.studyspec import StudyConfig, StudySpec, load_study_json
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 SPEC_ATTR = "tlr_spec"
@@ -113,26 +110,13 @@ def load_existing(name: str, storage: optuna.storages.BaseStorage, flag: str = "
     return study, spec
 
 
-def enqueue_missing(study: optuna.Study, spec: StudySpec) -> int:
-    """Queue every grid cell that has no trial that finished, waits or runs; returns how many were queued."""
-    covered = {json.dumps(t.params if t.params else t.system_attrs.get("fixed_params", {}), sort_keys=True)
-               for t in study.get_trials(deepcopy=False,
-                                         states=(*DONE, TrialState.WAITING, TrialState.RUNNING))}
-    queued = 0
-    for cell in spec.cells:
-        if json.dumps(cell, sort_keys=True) not in covered:
-            study.enqueue_trial(cell)
-            queued += 1
-    return queued
-
-
 # ------------------------------------------------------------------ one trial
 
 class OptunaPruning(L.Callback):
     """Reports the objective metric every validation epoch; raises TrialPruned when the pruner says so."""
 
-    def __init__(self, trial: optuna.Trial, metric: str) -> None:
-        self.trial, self.metric = trial, metric
+    def __init__(self, trial: optuna.Trial, metric: str, kind: StudyKind) -> None:
+        self.trial, self.metric, self.kind = trial, metric, kind
 
     def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.sanity_checking or self.metric not in trainer.callback_metrics:
@@ -140,53 +124,30 @@ class OptunaPruning(L.Callback):
         value = float(trainer.callback_metrics[self.metric])
         self.trial.report(value, trainer.current_epoch)
         self.trial.set_user_attr("last_reported", value)
-        tuning = self.trial.user_attrs.get(tuned.PHASE) == tuned.TUNE
-        if tuned.should_prune(self.trial) if tuning else self.trial.should_prune():
+        if self.kind.should_prune(self.trial):
             raise optuna.TrialPruned(f"pruned at epoch {trainer.current_epoch} with {self.metric}={value:.4f}")
-
-
-def suggest(trial: optuna.Trial, key: str, d: dict[str, Any]) -> Any:
-    """One parameter of a search space (`study.params` / `study.tune.params` entry) drawn for `trial`."""
-    if d["type"] == "categorical":
-        return trial.suggest_categorical(key, d["choices"])
-    if d["type"] == "int":
-        return trial.suggest_int(key, int(d["low"]), int(d["high"]), log=bool(d.get("log")))
-    return trial.suggest_float(key, float(d["low"]), float(d["high"]), log=bool(d.get("log")))
-
-
-def _suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
-    if spec.config.kind == "grid":
-        # a claimed cell carries its values as Optuna fixed params: suggest returns exactly those
-        space = {**spec.config.grid, "seed": grid_seeds(spec.config)}
-        return {k: trial.suggest_categorical(k, v) for k, v in space.items()}
-    if spec.config.kind == "tuned":
-        if trial.user_attrs.get(tuned.PHASE) == tuned.TUNE and tuned.sample_setting(trial.study, trial, spec, suggest):
-            trial = optuna.Trial(trial.study, optuna_adapter.trial_id(trial))  # one that sees the setting just fixed
-        attrs = optuna_adapter.storage(trial.study).get_trial_system_attrs(optuna_adapter.trial_id(trial))
-        fixed = attrs.get("fixed_params", {})
-        return {k: suggest(trial, k, d) for k, d in tuned.space(spec, fixed).items()}
-    return {key: suggest(trial, key, d) for key, d in spec.config.params.items()}
 
 
 def objective(trial: optuna.Trial, spec: StudySpec) -> list[float]:
     """One trial = one `run()`; user attributes get every final metric, the run folder and the W&B run id."""
-    params = _suggest(trial, spec)
+    kind = kind_of(spec)
+    params = kind.suggest(trial, spec)
     exp = spec.experiment_for(params)
     exp = dataclasses.replace(exp, trainer=dataclasses.replace(exp.trainer, progress_bar=False))
     # a cell handed back mid-run (a preempted worker) goes on from its last checkpoint, in its own folder and W&B
     # run; otherwise a new folder named after its cell, unique even when one study name lives in several storages
+    cell = kind.cell(trial)
+    named = folder_label(params, cell.get("phase"))
     out = _unfinished(trial) or (Path(exp.output_dir) / "studies" / spec.name /
-                                 f"trial-{trial.number:04d}-{folder_label(trial, params)}-{secrets.token_hex(3)}")
+                                 f"trial-{trial.number:04d}-{named}-{secrets.token_hex(3)}")
     trial.set_user_attr("run_dir", str(out))  # copied to the cell's retry if this attempt is interrupted
     # an ablation cell or a seed run always runs to the end; searches and tuning trials prune (single objective:
     # Optuna cannot prune multi); a tuning trial is selected on validation and never sees the test split
-    tuning = trial.user_attrs.get(tuned.PHASE) == tuned.TUNE
-    prune = (spec.config.kind == "search" or tuning) and len(spec.objectives) == 1 and spec.config.pruner != "none"
-    callbacks = [OptunaPruning(trial, spec.objectives[0].metric)] if prune else []
+    tuning = kind.tuning(trial)
+    prune = kind.prunes(trial) and len(spec.objectives) == 1 and spec.config.pruner != "none"
+    callbacks = [OptunaPruning(trial, spec.objectives[0].metric, kind)] if prune else []
     label = ",".join(f"{k.rsplit('.', 1)[-1]}={v:.3g}" if isinstance(v, float) else f"{k.rsplit('.', 1)[-1]}={v}"
                      for k, v in params.items())
-    cell = {key: json.loads(v) if key == tuned.ARM else v for key in (tuned.PHASE, tuned.ARM)
-            if (v := trial.user_attrs.get(key)) is not None}
     try:
         result = run(exp, out, callbacks=callbacks, group=spec.name, label=label, test=not tuning, cell=cell)
     except optuna.TrialPruned:
@@ -202,10 +163,9 @@ def objective(trial: optuna.Trial, spec: StudySpec) -> list[float]:
     return values
 
 
-def folder_label(trial: optuna.Trial, params: dict[str, Any]) -> str:
+def folder_label(params: dict[str, Any], phase: str | None = None) -> str:
     """What a trial folder's name says of its cell: a tuned study's phase, then each parameter's last key part and
     value (`tune-depth-lr0.0045-seed0`), in characters every shell and file system takes."""
-    phase = trial.user_attrs.get(tuned.PHASE)
     parts = [phase] if phase else []
     for key, value in params.items():
         shown = f"{value:.3g}" if isinstance(value, float) else str(value)
@@ -222,123 +182,17 @@ def _unfinished(trial: optuna.Trial) -> Path | None:
     return Path(folder) if unfinished(Path(folder)) else None
 
 
-def _heartbeat(storage: Any, trial_id: int, stop: threading.Event, every: float) -> None:
-    while not stop.wait(every):
-        storage.record_heartbeat(trial_id)
-
-
-def run_claimed(study: optuna.Study, trial: optuna.Trial, spec: StudySpec) -> TrialState:
-    """Run a claimed trial to its end state; an exception or NaN fails it with the message kept."""
-    storage = optuna_adapter.storage(study)  # the heartbeat API lives on the storage (RDB storages only)
-    stop = threading.Event()
-    beat = None
-    if hasattr(storage, "record_heartbeat") and storage.get_heartbeat_interval():
-        beat = threading.Thread(target=_heartbeat, args=(storage, optuna_adapter.trial_id(trial), stop,
-                                                         spec.config.heartbeat_interval), daemon=True)
-        beat.start()
-    try:
-        values = objective(trial, spec)
-        study.tell(trial, values)
-        return TrialState.COMPLETE
-    except optuna.TrialPruned as exc:
-        trial.set_user_attr("pruned", str(exc))
-        study.tell(trial, state=TrialState.PRUNED)
-        return TrialState.PRUNED
-    except Exception as exc:  # a trial's failure must not stop the study
-        trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
-        study.tell(trial, state=TrialState.FAIL)
-        return TrialState.FAIL
-    finally:
-        stop.set()
-        if beat is not None:
-            beat.join()
-
-
-def fail_stale(study: optuna.Study) -> None:
-    """Fail trials whose worker stopped sending heartbeats; Optuna's retry callback re-queues their cells."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-
-
-def _hand_back(study: optuna.Study, trial_id: int) -> None:
-    """Fail a trial this worker holds (RUNNING) as it stops, and queue its cell again at once (instead of waiting
-    for its heartbeat to go stale): the retry inherits the trial's parameters and attributes, so the next worker
-    that claims it resumes the run folder from its last checkpoint (a preempted Slurm task's cell is neither lost
-    nor started over)."""
-    storage = optuna_adapter.storage(study)
-    if storage.get_trial(trial_id).state == TrialState.RUNNING:
-        storage.set_trial_user_attr(trial_id, "error", "interrupted")
-        storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)  # the same copy of the cell
-        retry(study, storage.get_trial(trial_id))
-
-
-def _claim(study: optuna.Study, held: list[int]) -> optuna.Trial | None:
-    """Atomically take one WAITING trial (RUNNING on success, its id appended to `held` at once); None when the
-    queue is empty."""
-    storage = optuna_adapter.storage(study)
-    for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        tid = optuna_adapter.trial_id(frozen)
-        try:
-            if storage.set_trial_state_values(tid, state=TrialState.RUNNING):
-                held.append(tid)
-                if hasattr(storage, "record_heartbeat") and storage.get_heartbeat_interval():
-                    # at once: a RUNNING trial without any heartbeat is never seen as stale
-                    storage.record_heartbeat(tid)
-                return optuna.Trial(study, tid)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
-    return None
-
-
-def _running_elsewhere(study: optuna.Study) -> bool:
-    """RUNNING trials on a storage with heartbeats (without them a killed worker's trial never turns stale, so
-    journal storages do not wait: rerun after `tlr` prints the cells that are missing)."""
-    storage = optuna_adapter.storage(study)
-    beats = hasattr(storage, "get_heartbeat_interval") and storage.get_heartbeat_interval()
-    return bool(beats) and bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-
-
-def _work_grid(study: optuna.Study, spec: StudySpec, on_trial: Any, held: list[int]) -> int:
-    done, waiting = 0, False
-    while True:
-        fail_stale(study)  # a killed worker's cell goes back into the queue (RDB storages)
-        held.clear()
-        trial = _claim(study, held)
-        if trial is None:
-            if not _running_elsewhere(study):
-                return done
-            # another worker holds a cell (or held it and was killed): wait for it to finish, or for its
-            # heartbeat to go stale so that fail_stale hands the cell back to this queue
-            if not waiting:
-                running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-                warnings.warn(StudyNotice(
-                    f"waiting for {running} trial(s) running elsewhere: another worker's, or a stopped worker's, "
-                    f"which is retried here once its heartbeat is {spec.config.grace_period} s old"), stacklevel=2)
-                waiting = True
-            time.sleep(min(5.0, float(spec.config.heartbeat_interval)))
-            continue
-        waiting = False
-        run_claimed(study, trial, spec)
-        done += 1
-        if on_trial:
-            on_trial(study)
-
-
 def work(study: optuna.Study, spec: StudySpec, on_trial: Any = None) -> int:
     """A worker: grid cells (or a tuned study's queued trials) until the queue is empty, or search trials until
     n_trials are done."""
-    if spec.config.kind in ("grid", "tuned"):
+    if kind_of(spec).QUEUED:
         held: list[int] = []
         try:
-            return _work_grid(study, spec, on_trial, held)
+            return queue.work_queue(study, spec.config, lambda trial: objective(trial, spec), on_trial, held)
         except BaseException:  # Ctrl-C or SIGTERM (Lightning turns both into SystemExit) may land anywhere, even
             # between claiming a cell and starting it: the cell held is handed back
             for trial_id in held:
-                _hand_back(study, trial_id)
+                queue.hand_back(study, trial_id)
             raise
 
     callbacks = [MaxTrialsCallback(spec.config.n_trials, states=DONE)]
@@ -421,9 +275,7 @@ def worker_env(n: int, url: str) -> dict[str, str]:
 
 
 def total_trials(spec: StudySpec) -> int:
-    if spec.config.kind == "tuned":
-        return tuned.total(spec)
-    return len(spec.cells) if spec.config.kind == "grid" else spec.config.n_trials
+    return kind_of(spec).total(spec)
 
 
 def cell_key(trial: optuna.trial.FrozenTrial) -> str:
@@ -465,13 +317,9 @@ Progress = Callable[[optuna.Study], None]
 def prepare_study(spec: StudySpec, url: str) -> tuple[optuna.Study, int]:
     """Create or resume the study and queue its missing grid cells; returns the study and how many were queued."""
     study = create_or_load(spec, open_storage(url, spec.config))
-    fail_stale(study)  # trials of killed workers: failed, their cells re-queued (RDB storages)
+    queue.fail_stale(study)  # trials of killed workers: failed, their cells re-queued (RDB storages)
     record = prefilter.apply(spec, study, create=True)  # only the kept candidates' cells (ranked once)
-    if record is not None and spec.config.kind == "search":
-        prefilter.warm_start(study, record)
-    if spec.config.kind == "tuned":
-        return study, tuned.enqueue_next(study, spec)
-    return study, (enqueue_missing(study, spec) if spec.config.kind == "grid" else 0)
+    return study, kind_of(spec).prepare(study, spec, record)
 
 
 def execute_study(study: optuna.Study, spec: StudySpec, url: str, workers: int = 1,
@@ -480,7 +328,7 @@ def execute_study(study: optuna.Study, spec: StudySpec, url: str, workers: int =
     trials table to a W&B summary run; returns that run's folder (None when tracking is off). A tuned study runs
     its tuning phase, then queues and runs its seed phase (a rerun retries what failed)."""
     _drain(study, spec, url, workers, progress)
-    if spec.config.kind == "tuned" and tuned.enqueue_next(study, spec):
+    if kind_of(spec).next_phase(study, spec):
         _drain(study, spec, url, workers, progress)
     if progress:
         progress(study)

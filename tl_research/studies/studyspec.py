@@ -23,6 +23,7 @@ from tl_research.redact import mask_url
 from tl_research.schema import SEED, apply_overrides, bounds, from_dict, inapplicable, read_yaml, set_dotted
 from tl_research.strategies import resolved
 from tl_research.studies import prefilter, suites
+from tl_research.studies.kinds import kind_of
 
 
 @dataclass
@@ -119,6 +120,18 @@ class StudySpec:
                                                               suite=self.suite)
 
 
+def cell_experiment(spec: StudySpec, cell: dict[str, Any], groups: dict[tuple[str, bool], int]) -> Experiment:
+    """A grid cell's experiment, resolved against its own backbone's groups (`groups`: the counts known so far),
+    kept on the spec."""
+    exp = experiment_for(spec.base, cell, spec.config.seed_keys, suite=spec.suite)
+    b = exp.backbone
+    if (b.name, b.coarse) not in groups:
+        groups[b.name, b.coarse] = len(inspect_backbone(b.name, b.coarse)["groups"])
+    resolve_cell(exp, groups[b.name, b.coarse], "study.grid")
+    spec._cell_experiments[_cell_key(cell)] = exp
+    return exp
+
+
 def _cell_key(params: dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True)
 
@@ -160,7 +173,7 @@ def _drop_inapplicable(data: dict, params: dict[str, Any]) -> dict:
     return data
 
 
-def _check_params(base: dict, params: dict[str, Any], where: str, seed_keys: list[str] | None = None,
+def check_params(base: dict, params: dict[str, Any], where: str, seed_keys: list[str] | None = None,
                   suite: dict[str, Any] | None = None) -> Experiment:
     try:
         return experiment_for(base, params, seed_keys, quiet=True, suite=suite)  # one by one: types, ranges only
@@ -177,7 +190,7 @@ def seed_list(value: Any) -> list[int]:
     raise UserError(f"study.seeds: expected a count >= 1 or a non-empty list of integers, got {value!r}")
 
 
-def _grid_cells(cfg: StudyConfig, base: dict, where: str = "study.grid",
+def grid_cells(cfg: StudyConfig, base: dict, where: str = "study.grid",
                 suite: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     if not isinstance(cfg.grid, dict) or not cfg.grid:
         raise UserError(f"{where}: expected a mapping of config keys to lists of values")
@@ -185,7 +198,7 @@ def _grid_cells(cfg: StudyConfig, base: dict, where: str = "study.grid",
         if not isinstance(values, list) or not values:
             raise UserError(f"{where}.{key}: expected a non-empty list of values, got {values!r}")
         for v in values:
-            _check_params(base, {key: v}, f"{where}.{key}", cfg.seed_keys, suite)
+            check_params(base, {key: v}, f"{where}.{key}", cfg.seed_keys, suite)
     keys = [k for k in cfg.grid if k != "seed"]
     cells = [dict(zip(keys, combo)) for combo in itertools.product(*(cfg.grid[k] for k in keys))]
     return [{**cell, "seed": s} for cell in cells for s in grid_seeds(cfg)]
@@ -212,7 +225,7 @@ class SearchParam:
     choices: list[Any] | None = None  # categorical: the values
 
 
-def _check_space(params: Any, base: dict, num_groups: int, where_: str = "study.params") -> None:
+def check_space(params: Any, base: dict, num_groups: int, where_: str = "study.params") -> None:
     if not isinstance(params, dict) or not params:
         raise UserError(f"{where_}: a search space is a mapping of config keys to distributions")
     for key, dist in params.items():
@@ -222,7 +235,7 @@ def _check_space(params: Any, base: dict, num_groups: int, where_: str = "study.
             if param.choices is None or param.low is not None or param.high is not None or param.log:
                 raise UserError(f"{where}: a categorical takes only `choices` (a non-empty list)")
             for v in param.choices:
-                _check_params(base, {key: v}, where)
+                check_params(base, {key: v}, where)
             continue
         if param.choices is not None:
             raise UserError(f"{where}.choices: only a categorical takes choices ({param.type} takes low, high, log)")
@@ -244,10 +257,10 @@ def _check_space(params: Any, base: dict, num_groups: int, where_: str = "study.
         if param.log and param.low <= 0:
             raise UserError(f"{where}: a log-scale range needs low > 0")
         for v in (dist["low"], dist["high"]):
-            _check_params(base, {key: v}, where)
+            check_params(base, {key: v}, where)
 
 
-def _resolve(exp: Experiment, num_groups: int, where: str) -> None:
+def resolve_cell(exp: Experiment, num_groups: int, where: str) -> None:
     """The strategy of `exp` against the backbone's groups, and its dataset's name: the checks a run makes, before
     anything runs."""
     DATASETS.get(exp.data.name, f"{where}: data.name")
@@ -268,30 +281,15 @@ def build_spec(name: str, base: dict, cfg: StudyConfig) -> StudySpec:
             raise UserError(f"study.objectives: cannot select on {o.metric!r} (allowed: {', '.join(sorted(SELECTABLE))}"
                             "; test metrics are recorded, never optimised)")
     for key in cfg.seed_keys:
-        _check_params(base, {key: 0}, "study.seed_keys")
+        check_params(base, {key: 0}, "study.seed_keys")
     num_groups = len(inspect_backbone(first.backbone.name, first.backbone.coarse)["groups"])
     spec = StudySpec(name or first.name, base, cfg, first, objectives, num_groups=num_groups)
     if cfg.prefilter is not None:
         prefilter.parse(cfg.prefilter)
-    if cfg.suite is not None:
-        if cfg.kind != "grid":
-            raise UserError(f"study.suite: a suite is swept by a grid study (this one is {cfg.kind})")
-        spec.suite = suites.load_suite(cfg.suite)
-        cfg.grid = suites.task_axis(spec.suite, cfg.grid)
-    if cfg.kind == "grid":
-        spec.cells = _grid_cells(cfg, base, suite=spec.suite)
-        groups = {(first.backbone.name, first.backbone.coarse): num_groups}
-        for cell in spec.cells:
-            exp = experiment_for(base, cell, cfg.seed_keys, suite=spec.suite)
-            b = exp.backbone  # each cell against its own backbone (a grid may sweep backbone.name)
-            if (b.name, b.coarse) not in groups:
-                groups[b.name, b.coarse] = len(inspect_backbone(b.name, b.coarse)["groups"])
-            _resolve(exp, groups[b.name, b.coarse], "study.grid")
-            spec._cell_experiments[_cell_key(cell)] = exp
-    elif cfg.kind == "search":
-        _check_space(cfg.params, base, num_groups)
-    else:
-        _tuned_spec(spec, base, num_groups)
+    kind = kind_of(spec)
+    if cfg.suite is not None and not kind.FIXED_CELLS:
+        raise UserError(f"study.suite: a suite is swept by a grid study (this one is {cfg.kind})")
+    kind.parse(spec, base, num_groups)
     if cfg.prefilter is not None:
         prefilter.candidates(spec)  # something to rank
     return spec
@@ -324,71 +322,6 @@ def arm_keys(cfg: StudyConfig) -> list[str]:
     """The keys a tuned study's arms set (in first-seen order)."""
     arms = cfg.arms if isinstance(cfg.arms, list) else [cfg.arms] if isinstance(cfg.arms, dict) else []
     return list(dict.fromkeys(k for arm in arms if isinstance(arm, dict) for k in arm))
-
-
-def _tuned_spec(spec: StudySpec, base: dict, num_groups: int) -> None:
-    """Arms, the tune space and which of its keys apply to each arm (a key the arm's strategy has no use for is
-    not tuned there; the budget stays the same)."""
-    cfg = spec.config
-    for key in ("grid", "params"):
-        if getattr(cfg, key) is not None:
-            raise UserError(f"study.{key}: a tuned study compares `arms` and tunes each with `tune` (no {key})")
-    if cfg.prefilter is not None:
-        raise UserError("study.prefilter: not available for a tuned study (its arms are what is compared)")
-    if len(spec.objectives) != 1:
-        raise UserError("study.objectives: a tuned study selects each arm's setting on one validation metric")
-    if isinstance(cfg.arms, list):  # the arms one by one: a method may differ from the others in several keys
-        if not cfg.arms or not all(isinstance(a, dict) and a for a in cfg.arms):
-            raise UserError("study.arms: a mapping of keys to lists of values (every combination an arm), or a "
-                            "list of arms, each a mapping of its settings")
-        for i, arm in enumerate(cfg.arms):
-            _check_params(base, arm, f"study.arms[{i}]", cfg.seed_keys)
-        spec.arms = [dict(arm) for arm in cfg.arms]
-    else:
-        arms = _grid_cells(dataclasses.replace(cfg, grid=cfg.arms, seeds=1), base, "study.arms")
-        spec.arms = [{k: v for k, v in cell.items() if k != "seed"} for cell in arms]
-    tune = spec.tune = from_dict(TuneConfig, cfg.tune, "study.tune.")
-    _check_space(tune.params, base, num_groups, "study.tune.params")
-    clash = [k for k in tune.params if k in arm_keys(cfg) or k == "seed" or k in cfg.seed_keys]
-    if clash:
-        raise UserError(f"study.tune.params.{clash[0]}: is an arm key or a seed key; it cannot also be tuned")
-    if tune.sampler == "grid":
-        odd = [k for k, d in tune.params.items() if d.get("type") != "categorical"]
-        if odd:
-            raise UserError(f"study.tune.params.{odd[0]}: the grid sampler takes categorical parameters only")
-        size = len(list(itertools.product(*(d["choices"] for d in tune.params.values()))))
-        if tune.trials not in (None, size):
-            raise UserError(f"study.tune.trials: the grid has {size} combinations, not {tune.trials}")
-        tune.trials = size
-    elif tune.trials is None:
-        raise UserError("study.tune.trials: missing (the tuning budget of every arm)")
-    seed_list(cfg.seeds)
-    spec.tuned = [[k for k, d in tune.params.items() if _applies(base, arm, k, d, cfg.seed_keys)] for arm in spec.arms]
-    for arm, keys in zip(spec.arms, spec.tuned):
-        if not keys:
-            raise UserError(f"study.tune.params: none of its keys applies to the arm {arm}")
-        _resolve(experiment_for(base, arm, cfg.seed_keys), num_groups, "study.arms")
-
-
-def _applies(base: dict, arm: dict[str, Any], key: str, dist: dict[str, Any], seed_keys: list[str]) -> bool:
-    """Does the arm's experiment take `key` (for some value of its range): change with it, or keep the value set
-    (a one-value range equal to the base's, e.g. a smoke variant's) rather than drop it as an option its strategy
-    ignores?"""
-    plain = experiment_for(base, arm, seed_keys, quiet=True)
-    if key.startswith("regularize.") and key.split(".")[1] not in plain.regularize.terms:
-        return False  # a regularizer's option is tuned where the arm has that term, never turning it on
-    values = dist["choices"] if dist.get("type") == "categorical" else [dist["low"], dist["high"]]
-    for value in values:
-        try:
-            exp = experiment_for(base, {**arm, key: value}, seed_keys, quiet=True)
-        except UserError:  # refused as an option that would not take effect with this arm's settings
-            continue
-        node: Any = exp.to_dict()
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        if exp != plain or node == value:
-            return True
-    return False
 
 
 def load_study(path: str | Path, overrides: list[str] | None = None,

@@ -18,6 +18,7 @@ arm, and could end with no completed trial to re-run.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from typing import Any, cast
@@ -26,11 +27,91 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tl_research.adapters import optuna as optuna_adapter
-from tl_research.studies.studyspec import StudySpec, arm_keys, grid_seeds
+from tl_research.errors import UserError
+from tl_research.schema import from_dict
+from tl_research.studies.search import draw
+from tl_research.studies.studyspec import (
+    StudySpec,
+    TuneConfig,
+    arm_keys,
+    check_params,
+    check_space,
+    experiment_for,
+    grid_cells,
+    grid_seeds,
+    resolve_cell,
+    seed_list,
+)
 
+QUEUED, FIXED_CELLS, SEARCHES = True, False, False
 PHASE, ARM = "phase", "arm"
 TUNE, SEED = "tune", "seed"
 PENDING = (TrialState.WAITING, TrialState.RUNNING)
+
+
+def parse(spec: StudySpec, base: dict[str, Any], num_groups: int) -> None:
+    """Arms, the tune space and which of its keys apply to each arm (a key the arm's strategy has no use for is
+    not tuned there; the budget stays the same)."""
+    cfg = spec.config
+    for key in ("grid", "params"):
+        if getattr(cfg, key) is not None:
+            raise UserError(f"study.{key}: a tuned study compares `arms` and tunes each with `tune` (no {key})")
+    if cfg.prefilter is not None:
+        raise UserError("study.prefilter: not available for a tuned study (its arms are what is compared)")
+    if len(spec.objectives) != 1:
+        raise UserError("study.objectives: a tuned study selects each arm's setting on one validation metric")
+    if isinstance(cfg.arms, list):  # the arms one by one: a method may differ from the others in several keys
+        if not cfg.arms or not all(isinstance(a, dict) and a for a in cfg.arms):
+            raise UserError("study.arms: a mapping of keys to lists of values (every combination an arm), or a "
+                            "list of arms, each a mapping of its settings")
+        for i, arm in enumerate(cfg.arms):
+            check_params(base, arm, f"study.arms[{i}]", cfg.seed_keys)
+        spec.arms = [dict(arm) for arm in cfg.arms]
+    else:
+        arms = grid_cells(dataclasses.replace(cfg, grid=cfg.arms, seeds=1), base, "study.arms")
+        spec.arms = [{k: v for k, v in cell.items() if k != "seed"} for cell in arms]
+    tune = spec.tune = from_dict(TuneConfig, cfg.tune, "study.tune.")
+    check_space(tune.params, base, num_groups, "study.tune.params")
+    clash = [k for k in tune.params if k in arm_keys(cfg) or k == "seed" or k in cfg.seed_keys]
+    if clash:
+        raise UserError(f"study.tune.params.{clash[0]}: is an arm key or a seed key; it cannot also be tuned")
+    if tune.sampler == "grid":
+        odd = [k for k, d in tune.params.items() if d.get("type") != "categorical"]
+        if odd:
+            raise UserError(f"study.tune.params.{odd[0]}: the grid sampler takes categorical parameters only")
+        size = len(list(itertools.product(*(d["choices"] for d in tune.params.values()))))
+        if tune.trials not in (None, size):
+            raise UserError(f"study.tune.trials: the grid has {size} combinations, not {tune.trials}")
+        tune.trials = size
+    elif tune.trials is None:
+        raise UserError("study.tune.trials: missing (the tuning budget of every arm)")
+    seed_list(cfg.seeds)
+    spec.tuned = [[k for k, d in tune.params.items() if _applies(base, arm, k, d, cfg.seed_keys)] for arm in spec.arms]
+    for arm, keys in zip(spec.arms, spec.tuned):
+        if not keys:
+            raise UserError(f"study.tune.params: none of its keys applies to the arm {arm}")
+        resolve_cell(experiment_for(base, arm, cfg.seed_keys), num_groups, "study.arms")
+
+
+def _applies(base: dict, arm: dict[str, Any], key: str, dist: dict[str, Any], seed_keys: list[str]) -> bool:
+    """Does the arm's experiment take `key` (for some value of its range): change with it, or keep the value set
+    (a one-value range equal to the base's, e.g. a smoke variant's) rather than drop it as an option its strategy
+    ignores?"""
+    plain = experiment_for(base, arm, seed_keys, quiet=True)
+    if key.startswith("regularize.") and key.split(".")[1] not in plain.regularize.terms:
+        return False  # a regularizer's option is tuned where the arm has that term, never turning it on
+    values = dist["choices"] if dist.get("type") == "categorical" else [dist["low"], dist["high"]]
+    for value in values:
+        try:
+            exp = experiment_for(base, {**arm, key: value}, seed_keys, quiet=True)
+        except UserError:  # refused as an option that would not take effect with this arm's settings
+            continue
+        node: Any = exp.to_dict()
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if exp != plain or node == value:
+            return True
+    return False
 
 
 def arm_key(arm: dict[str, Any]) -> str:
@@ -105,7 +186,7 @@ def enqueue_next(study: optuna.Study, spec: StudySpec) -> int:
     return queued
 
 
-def sample_setting(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, suggest: Any) -> bool:
+def sample_setting(study: optuna.Study, trial: optuna.Trial, spec: StudySpec) -> bool:
     """Fix a claimed tuning trial's setting, sampled from its arm's own completed tuning trials (a throwaway
     in-memory study holds them, so one arm's history never steers another's). `suggest(trial, key, dist)` draws one
     parameter as a search study does. Returns whether it fixed anything (a trial object made before does not see
@@ -125,7 +206,7 @@ def sample_setting(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, su
                                                   distributions={k: t.distributions[k] for k in keys},
                                                   value=t.value) for t in history])
     drawn = scratch.ask()
-    fixed.update({k: suggest(drawn, k, spec.tune.params[k]) for k in keys})
+    fixed.update({k: draw(drawn, k, spec.tune.params[k]) for k in keys})
     storage.set_trial_system_attr(tid, "fixed_params", fixed)
     return True
 
@@ -164,5 +245,46 @@ class _ArmView:
 
 def should_prune(trial: optuna.Trial) -> bool:
     """The study's pruner on a tuning trial, against its own arm's tuning trials (Trial.should_prune, narrowed)."""
+    if not tuning(trial):
+        return trial.should_prune()
     frozen = optuna_adapter.storage(trial.study).get_trial(optuna_adapter.trial_id(trial))
     return trial.study.pruner.prune(cast(optuna.Study, _ArmView(trial.study, trial.user_attrs[ARM])), frozen)
+
+
+def swept(spec: StudySpec) -> dict[str, list[Any]]:
+    return {}  # a tuned study takes no prefilter: its arms are what is compared
+
+
+def suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
+    """A tuning trial's setting sampled from its arm's own history (then fixed on the trial), a seed run's fixed."""
+    if tuning(trial) and sample_setting(trial.study, trial, spec):
+        trial = optuna.Trial(trial.study, optuna_adapter.trial_id(trial))  # one that sees the setting just fixed
+    attrs = optuna_adapter.storage(trial.study).get_trial_system_attrs(optuna_adapter.trial_id(trial))
+    fixed = attrs.get("fixed_params", {})
+    return {k: draw(trial, k, d) for k, d in space(spec, fixed).items()}
+
+
+def tuning(trial: optuna.Trial) -> bool:
+    return trial.user_attrs.get(PHASE) == TUNE
+
+
+def prunes(trial: optuna.Trial) -> bool:
+    return tuning(trial)  # a seed run always runs to the end
+
+
+def cell(trial: optuna.Trial) -> dict[str, Any]:
+    """The trial's phase and arm."""
+    return {key: json.loads(v) if key == ARM else v for key in (PHASE, ARM)
+            if (v := trial.user_attrs.get(key)) is not None}
+
+
+def prepare(study: optuna.Study, spec: StudySpec, record: dict[str, Any] | None) -> int:
+    return enqueue_next(study, spec)
+
+
+def next_phase(study: optuna.Study, spec: StudySpec) -> int:
+    return enqueue_next(study, spec)
+
+
+def expected(spec: StudySpec) -> int | None:
+    return len(spec.arms) * len(grid_seeds(spec.config))
