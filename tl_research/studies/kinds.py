@@ -63,11 +63,7 @@ class StudyKind(Protocol):
 
 
 def kind_of(spec: StudySpec) -> StudyKind:
-    """The kind of `spec` (its `study.kind`), its module imported on first use."""
-    return kind(spec.config.kind)
-
-
-def kind(name: str) -> StudyKind:
-    # a module is the kind: its functions and constants implement the protocol
-    return cast(StudyKind, importlib.import_module(MODULES[name]))
+    """The kind of `spec` (its `study.kind`), its module imported on first use (a module is the kind: its functions
+    and constants implement the protocol)."""
+    return cast(StudyKind, importlib.import_module(MODULES[spec.config.kind]))
 
